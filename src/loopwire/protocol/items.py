@@ -1,0 +1,102 @@
+"""Typed conversation items and content parts, decoded straight from JSON by msgspec.
+
+Owns the shapes of what goes into and comes out of a model turn; knows nothing of sessions or engines.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+
+class InputText(msgspec.Struct, tag_field="type", tag="input_text"):
+    text: str
+
+
+class InputImage(msgspec.Struct, tag_field="type", tag="input_image", omit_defaults=True):
+    image_url: str | None = None
+    file_id: str | None = None
+    detail: str = "auto"
+
+
+class InputFile(msgspec.Struct, tag_field="type", tag="input_file", omit_defaults=True):
+    file_id: str | None = None
+    file_data: str | None = None
+    file_url: str | None = None
+    filename: str | None = None
+
+
+class OutputText(msgspec.Struct, tag_field="type", tag="output_text"):
+    text: str
+    annotations: list[Any] = msgspec.field(default_factory=list)
+    logprobs: list[Any] = msgspec.field(default_factory=list)
+
+
+class Refusal(msgspec.Struct, tag_field="type", tag="refusal"):
+    refusal: str
+
+
+ContentPart = InputText | InputImage | InputFile | OutputText | Refusal
+Role = Literal["user", "system", "developer", "assistant"]
+
+
+class Message(msgspec.Struct, tag_field="type", tag="message", omit_defaults=True):
+    role: Role
+    content: str | list[ContentPart]
+    id: str | None = None
+    status: str | None = None
+    phase: str | None = None
+
+
+class FunctionCall(msgspec.Struct, tag_field="type", tag="function_call", omit_defaults=True):
+    call_id: str
+    name: str
+    arguments: str
+    id: str | None = None
+    status: str | None = None
+
+
+class FunctionCallOutput(msgspec.Struct, tag_field="type", tag="function_call_output", omit_defaults=True):
+    call_id: str
+    output: str | list[ContentPart]
+    id: str | None = None
+    status: str | None = None
+
+
+class Reasoning(msgspec.Struct, tag_field="type", tag="reasoning", omit_defaults=True):
+    id: str
+    summary: list[Any] = msgspec.field(default_factory=list)
+    encrypted_content: str | None = None
+    content: list[Any] | None = None
+    status: str | None = None
+
+
+class ItemReference(msgspec.Struct, tag_field="type", tag="item_reference"):
+    id: str
+
+
+class Compaction(msgspec.Struct, tag_field="type", tag="compaction", omit_defaults=True):
+    encrypted_content: str
+    id: str | None = None
+
+
+InputItem = Message | FunctionCall | FunctionCallOutput | Reasoning | ItemReference | Compaction
+OutputItem = Message | FunctionCall | Reasoning | Compaction
+
+
+def text_of(content: str | list[ContentPart]) -> str:
+    """The plain text of a message or tool-output content, with non-text parts as short markers."""
+    if isinstance(content, str):
+        return content
+    pieces: list[str] = []
+    for part in content:
+        if isinstance(part, InputText | OutputText):
+            pieces.append(part.text)
+        elif isinstance(part, Refusal):
+            pieces.append(part.refusal)
+        elif isinstance(part, InputImage):
+            pieces.append("<image>")
+        else:
+            pieces.append("<file>")
+    return "".join(pieces)
