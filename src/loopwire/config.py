@@ -1,0 +1,44 @@
+"""Server configuration as one typed record, built from the command line or from code.
+
+Owns option names, defaults and turning them into a ServerState; starts nothing by itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .engines.sim.engine import SimEngine, SimSettings
+from .server.state import ServerSettings, ServerState
+from .session.limits import Limits
+from .store.factory import DEFAULT_SPEC, open_store
+
+
+@dataclass(slots=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    engine: str = "sim"
+    store: str = DEFAULT_SPEC
+    store_write: str = "behind"
+    sim: SimSettings = field(default_factory=SimSettings)
+    limits: Limits = field(default_factory=Limits)
+    settings: ServerSettings = field(default_factory=ServerSettings)
+    log_level: str = "warning"
+
+    def build_state(self) -> ServerState:
+        self.check()
+        store = open_store(self.store, write_behind=self.store_write == "behind")
+        return ServerState(engine=SimEngine(self.sim), store=store, limits=self.limits, settings=self.settings)
+
+    async def open_state(self) -> ServerState:
+        """The state, built inside the running event loop (lifespan startup)."""
+        return self.build_state()
+
+    def check(self) -> None:
+        """Raise ValueError for a configuration that cannot start."""
+        if self.engine != "sim":
+            raise ValueError(f"unknown engine {self.engine!r}; this build offers: sim")
+        if self.store_write not in ("behind", "through"):
+            raise ValueError("store_write must be 'behind' or 'through'")
+        if not (self.store == "memory" or self.store.startswith("sqlite:")):
+            raise ValueError(f"unknown store spec {self.store!r}: expected 'memory' or 'sqlite:PATH'")

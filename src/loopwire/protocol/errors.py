@@ -1,0 +1,82 @@
+"""Protocol errors: one exception type that knows its HTTP status and both wire shapes.
+
+Owns the mapping from a broken rule to `{"error": {...}}` bodies and WebSocket error events; sends nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+_encode = msgspec.json.encode
+
+
+class ProtocolError(Exception):
+    """A request-scoped failure that the client should see as a spec-shaped error."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        code: str | None = None,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.code = code
+        self.param = param
+        self.headers = headers or {}
+
+    def error_object(self) -> dict[str, Any]:
+        return {"message": self.message, "type": self.type, "param": self.param, "code": self.code}
+
+    def http_body(self) -> bytes:
+        return _encode({"error": self.error_object()})
+
+    def ws_event(self, stream_id: str | None = None) -> bytes:
+        event: dict[str, Any] = {"type": "error", "status": self.status, "error": self.error_object()}
+        if stream_id is not None:
+            event["stream_id"] = stream_id
+        return _encode(event)
+
+
+def invalid_request(message: str, *, param: str | None = None, code: str | None = "invalid_value") -> ProtocolError:
+    return ProtocolError(400, message, code=code, param=param)
+
+
+def missing_parameter(param: str) -> ProtocolError:
+    return ProtocolError(
+        400, f"Missing required parameter: '{param}'.", code="missing_required_parameter", param=param
+    )
+
+
+def previous_response_not_found(response_id: str) -> ProtocolError:
+    return ProtocolError(
+        400,
+        f"Previous response with id '{response_id}' not found.",
+        code="previous_response_not_found",
+        param="previous_response_id",
+    )
+
+
+def response_not_found(response_id: str) -> ProtocolError:
+    return ProtocolError(404, f"No response found with id '{response_id}'.", code="not_found")
+
+
+def server_error(message: str = "The server had an error while processing your request.") -> ProtocolError:
+    return ProtocolError(500, message, type="server_error", code="server_error")
+
+
+def store_unavailable() -> ProtocolError:
+    return ProtocolError(
+        503,
+        "The response store is unavailable; requests that need stored responses cannot be served right now.",
+        type="server_error",
+        code="store_unavailable",
+    )

@@ -1,0 +1,114 @@
+"""Streaming events, identical on SSE and WebSocket, and their byte encodings.
+
+Owns event shapes and framing (JSON, SSE); numbering and ordering belong to the turn that emits them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from .items import OutputItem, OutputText
+from .response import Response
+
+
+class Event(msgspec.Struct, kw_only=True, tag_field="type", omit_defaults=True):
+    sequence_number: int
+    stream_id: str | None = None
+
+
+class ResponseCreated(Event, tag="response.created"):
+    response: Response | msgspec.Raw
+
+
+class ResponseInProgress(Event, tag="response.in_progress"):
+    response: Response | msgspec.Raw
+
+
+class ResponseCompleted(Event, tag="response.completed"):
+    response: Response | msgspec.Raw
+
+
+class ResponseFailed(Event, tag="response.failed"):
+    response: Response | msgspec.Raw
+
+
+class ResponseIncomplete(Event, tag="response.incomplete"):
+    response: Response | msgspec.Raw
+
+
+class OutputItemAdded(Event, tag="response.output_item.added"):
+    output_index: int
+    item: OutputItem
+
+
+class OutputItemDone(Event, tag="response.output_item.done"):
+    output_index: int
+    item: OutputItem
+
+
+class ContentPartAdded(Event, tag="response.content_part.added"):
+    item_id: str
+    output_index: int
+    content_index: int
+    part: OutputText
+
+
+class ContentPartDone(Event, tag="response.content_part.done"):
+    item_id: str
+    output_index: int
+    content_index: int
+    part: OutputText
+
+
+class OutputTextDelta(Event, tag="response.output_text.delta"):
+    item_id: str
+    output_index: int
+    content_index: int
+    delta: str
+    logprobs: list[Any]
+
+
+class OutputTextDone(Event, tag="response.output_text.done"):
+    item_id: str
+    output_index: int
+    content_index: int
+    text: str
+    logprobs: list[Any]
+
+
+class FunctionCallArgumentsDelta(Event, tag="response.function_call_arguments.delta"):
+    item_id: str
+    output_index: int
+    delta: str
+
+
+class FunctionCallArgumentsDone(Event, tag="response.function_call_arguments.done"):
+    item_id: str
+    output_index: int
+    name: str
+    arguments: str
+
+
+class LoopwireTiming(Event, tag="loopwire.timing"):
+    """Vendor event (prefixed, opt-in): where the server spent this turn's time, in milliseconds."""
+
+    response_id: str
+    timings: dict[str, float]
+
+
+TERMINAL_EVENTS = (ResponseCompleted, ResponseFailed, ResponseIncomplete)
+
+_encoder = msgspec.json.Encoder()
+encode = _encoder.encode
+
+
+def event_type(event: Event) -> str:
+    tag = type(event).__struct_config__.tag
+    assert isinstance(tag, str)
+    return tag
+
+
+def sse_frame(event_name: str, data: bytes) -> bytes:
+    return b"event: " + event_name.encode() + b"\ndata: " + data + b"\n\n"

@@ -1,0 +1,109 @@
+"""The Response object as clients see it, with every field the SDK and the Open Responses spec require.
+
+Owns the shape and defaults of a response; does not decide status transitions (the turn does).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from .items import OutputItem
+from .request import FunctionTool
+
+DEFAULT_TEXT: dict[str, Any] = {"format": {"type": "text"}, "verbosity": "medium"}
+DEFAULT_REASONING: dict[str, Any] = {"effort": None, "summary": None}
+
+
+class InputTokensDetails(msgspec.Struct):
+    cached_tokens: int
+    cache_write_tokens: int = 0
+
+
+class OutputTokensDetails(msgspec.Struct):
+    reasoning_tokens: int = 0
+
+
+class ResponseUsage(msgspec.Struct):
+    input_tokens: int
+    input_tokens_details: InputTokensDetails
+    output_tokens: int
+    output_tokens_details: OutputTokensDetails
+    total_tokens: int
+
+
+class ResponseError(msgspec.Struct):
+    code: str
+    message: str
+
+
+class IncompleteDetails(msgspec.Struct):
+    reason: str
+
+
+class Response(msgspec.Struct, kw_only=True):
+    id: str
+    object: str = "response"
+    created_at: int
+    completed_at: int | None = None
+    status: str
+    error: ResponseError | None = None
+    incomplete_details: IncompleteDetails | None = None
+    instructions: str | None = None
+    metadata: dict[str, str] = msgspec.field(default_factory=dict)
+    model: str
+    output: list[OutputItem] = msgspec.field(default_factory=list)
+    parallel_tool_calls: bool = True
+    temperature: float | None = 1.0
+    tool_choice: str | dict[str, Any] = "auto"
+    tools: list[FunctionTool] = msgspec.field(default_factory=list)
+    top_p: float | None = 1.0
+    previous_response_id: str | None = None
+    store: bool = True
+    background: bool = False
+    text: dict[str, Any] = msgspec.field(default_factory=lambda: dict(DEFAULT_TEXT))
+    truncation: str = "disabled"
+    usage: ResponseUsage | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    top_logprobs: int = 0
+    reasoning: dict[str, Any] = msgspec.field(default_factory=lambda: dict(DEFAULT_REASONING))
+    max_output_tokens: int | None = None
+    max_tool_calls: int | None = None
+    service_tier: str = "default"
+    safety_identifier: str | None = None
+    prompt_cache_key: str | None = None
+    user: str | None = None
+
+
+class DeletedResponse(msgspec.Struct):
+    id: str
+    object: str = "response.deleted"
+    deleted: bool = True
+
+
+class ItemList(msgspec.Struct):
+    data: list[Any]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
+    object: str = "list"
+
+
+class CompactedResponse(msgspec.Struct, kw_only=True):
+    id: str
+    object: str = "response.compaction"
+    created_at: int
+    output: list[OutputItem | Any]
+    usage: ResponseUsage
+
+
+def usage_of(input_tokens: int, cached_tokens: int, output_tokens: int, reasoning_tokens: int = 0) -> ResponseUsage:
+    return ResponseUsage(
+        input_tokens=input_tokens,
+        input_tokens_details=InputTokensDetails(cached_tokens=cached_tokens),
+        output_tokens=output_tokens,
+        output_tokens_details=OutputTokensDetails(reasoning_tokens=reasoning_tokens),
+        total_tokens=input_tokens + output_tokens,
+    )

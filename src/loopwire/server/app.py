@@ -1,0 +1,117 @@
+"""The ASGI application: routes /v1/responses for HTTP and WebSocket, plus health, with a lifespan.
+
+Owns routing and error rendering only; the create path goes straight to the turn code, no framework.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from ..protocol.errors import ProtocolError, server_error
+from . import http
+from .asgi_types import Receive, Scope, Send
+from .state import ServerState
+from .ws import serve_websocket
+
+log = logging.getLogger("loopwire.server")
+
+PREFIX = "/v1/responses"
+StateFactory = Callable[[], Awaitable[ServerState]]
+
+
+def _not_found(path: str) -> ProtocolError:
+    return ProtocolError(404, f"Unknown path: {path}", code="not_found")
+
+
+def _method_not_allowed(method: str, path: str) -> ProtocolError:
+    return ProtocolError(405, f"Method {method} is not allowed on {path}.", code="method_not_allowed")
+
+
+class LoopwireApp:
+    """ASGI 3 callable. The state is built at lifespan startup (or passed in ready-made)."""
+
+    def __init__(self, state_factory: StateFactory) -> None:
+        self._state_factory = state_factory
+        self.state: ServerState | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        state = await self._ensure_state()
+        owner = ""
+        if kind == "websocket":
+            if scope["path"].rstrip("/") != PREFIX:
+                await send({"type": "websocket.close", "code": 1008})
+                return
+            await serve_websocket(state, scope, receive, send, owner)
+            return
+        if kind == "http":
+            try:
+                await self._http(state, scope, receive, send, owner)
+            except ProtocolError as error:
+                await http.send_error(send, error)
+            except ConnectionResetError:
+                return
+
+    async def _ensure_state(self) -> ServerState:
+        if self.state is None:
+            self.state = await self._state_factory()
+        return self.state
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self._ensure_state()
+                except Exception as exc:
+                    log.exception("startup failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if self.state is not None:
+                    await self.state.aclose()
+                    self.state = None
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, state: ServerState, scope: Scope, receive: Receive, send: Send, owner: str) -> None:
+        method: str = scope["method"]
+        path: str = scope["path"].rstrip("/") or "/"
+        if path in ("/healthz", "/readyz"):
+            await http.send_json(send, 200, b'{"status":"ok"}')
+            return
+        if path == PREFIX:
+            if method == "POST":
+                await self._guarded(http.create(state, receive, send, owner), send)
+                return
+            raise _method_not_allowed(method, path)
+        if not path.startswith(PREFIX + "/"):
+            raise _not_found(path)
+        rest = path[len(PREFIX) + 1 :].split("/")
+        if rest == ["compact"] and method == "POST":
+            await http.compact(state, receive, send, owner)
+        elif len(rest) == 1 and method == "GET":
+            await http.retrieve(state, send, rest[0], owner)
+        elif len(rest) == 1 and method == "DELETE":
+            await http.delete(state, send, rest[0], owner)
+        elif len(rest) == 2 and rest[1] == "input_items" and method == "GET":
+            await http.input_items(state, send, rest[0], owner, scope.get("query_string", b""))
+        elif len(rest) == 2 and rest[1] == "cancel" and method == "POST":
+            await http.cancel(state, send, rest[0], owner)
+        else:
+            raise _not_found(path)
+
+    @staticmethod
+    async def _guarded(work: Awaitable[None], send: Send) -> None:
+        try:
+            await work
+        except (ProtocolError, ConnectionResetError):
+            raise
+        except Exception:
+            log.exception("unexpected error on the create path")
+            await http.send_error(send, server_error())

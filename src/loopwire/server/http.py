@@ -1,0 +1,198 @@
+"""HTTP endpoints under /v1/responses: create (JSON or SSE), retrieve, delete, input items, compact.
+
+A thin shell: each create runs the same turn code as WebSocket mode with an empty connection cache.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+from urllib.parse import parse_qs
+
+from ..protocol.errors import ProtocolError, invalid_request, response_not_found, store_unavailable
+from ..protocol.events import Event, encode, event_type, sse_frame
+from ..protocol.request import decode_compact, decode_http_create
+from ..protocol.response import DeletedResponse, ItemList
+from ..session.compact import compact_context
+from ..session.connection import DEFAULT_LANE, ConnectionState
+from ..store.base import StoreUnavailable
+from .asgi_types import Receive, Send
+from .runner import decode_stored_items, resolve_parent, run_turn
+from .state import ServerState
+
+JSON_HEADERS = [(b"content-type", b"application/json")]
+SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
+               (b"x-accel-buffering", b"no")]
+
+
+async def send_json(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": (headers or []) + JSON_HEADERS})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def send_error(send: Send, error: ProtocolError) -> None:
+    headers = [(name.encode(), value.encode()) for name, value in error.headers.items()]
+    if error.status < 500 and error.status not in (408, 409, 429):
+        headers.append((b"x-should-retry", b"false"))
+    await send_json(send, error.status, error.http_body(), headers)
+
+
+async def read_body(receive: Receive, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ConnectionResetError("client disconnected while sending the body")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise ProtocolError(413, f"The request body is larger than the limit of {limit} bytes.",
+                                code="request_too_large")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+class _SseSink:
+    """Streams events as SSE; a refusal before the first event becomes a plain HTTP error."""
+
+    __slots__ = ("_send", "_started")
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self._started = False
+
+    async def error(self, error: ProtocolError) -> None:
+        await send_error(self._send, error)
+
+    async def event(self, event: Event) -> None:
+        if not self._started:
+            self._started = True
+            await self._send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+        await self._send({"type": "http.response.body", "more_body": True,
+                          "body": sse_frame(event_type(event), encode(event))})
+
+    async def end(self) -> None:
+        if self._started:
+            await self._send({"type": "http.response.body", "body": b""})
+
+
+class _JsonSink:
+    """Collects nothing but the outcome: the final Response is the body."""
+
+    __slots__ = ("refusal",)
+
+    def __init__(self) -> None:
+        self.refusal: ProtocolError | None = None
+
+    async def error(self, error: ProtocolError) -> None:
+        self.refusal = error
+
+    async def event(self, event: Event) -> None:
+        return None
+
+
+def _connection(state: ServerState, owner: str) -> ConnectionState[Any]:
+    return ConnectionState(state.limits, opened_at=time.monotonic(), owner=owner)
+
+
+async def create(state: ServerState, receive: Receive, send: Send, owner: str) -> None:
+    body = await read_body(receive, state.limits.max_message_bytes)
+    request = decode_http_create(body)
+    conn = _connection(state, owner)
+    if request.stream:
+        sink = _SseSink(send)
+        await run_turn(state, conn, DEFAULT_LANE, request, sink, websocket=False)
+        await sink.end()
+        return
+    json_sink = _JsonSink()
+    response = await run_turn(state, conn, DEFAULT_LANE, request, json_sink, websocket=False)
+    if response is None:
+        assert json_sink.refusal is not None
+        await send_error(send, json_sink.refusal)
+        return
+    await send_json(send, 200, encode(response))
+
+
+async def retrieve(state: ServerState, send: Send, response_id: str, owner: str) -> None:
+    try:
+        record = await state.store.get(response_id, owner)
+    except StoreUnavailable:
+        raise store_unavailable() from None
+    if record is None:
+        raise response_not_found(response_id)
+    await send_json(send, 200, record.response)
+
+
+async def delete(state: ServerState, send: Send, response_id: str, owner: str) -> None:
+    try:
+        deleted = await state.store.delete(response_id, owner)
+    except StoreUnavailable:
+        raise store_unavailable() from None
+    if not deleted:
+        raise response_not_found(response_id)
+    await send_json(send, 200, encode(DeletedResponse(id=response_id)))
+
+
+async def input_items(state: ServerState, send: Send, response_id: str, owner: str, query: bytes) -> None:
+    params = parse_qs(query.decode("latin-1"))
+    order = params.get("order", ["desc"])[0]
+    if order not in ("asc", "desc"):
+        raise invalid_request("'order' must be 'asc' or 'desc'.", param="order")
+    try:
+        limit = int(params.get("limit", ["20"])[0])
+    except ValueError:
+        raise invalid_request("'limit' must be an integer.", param="limit") from None
+    if not 1 <= limit <= 100:
+        raise invalid_request("'limit' must be between 1 and 100.", param="limit")
+    after = params.get("after", [None])[0]
+    try:
+        chain = await state.store.chain(response_id, owner)
+    except StoreUnavailable:
+        raise store_unavailable() from None
+    if chain is None:
+        raise response_not_found(response_id)
+    items: list[Any] = []
+    for index, record in enumerate(chain):
+        inputs, outputs = decode_stored_items(record)
+        items.extend(inputs)
+        if index < len(chain) - 1:
+            items.extend(outputs)
+    if order == "desc":
+        items.reverse()
+    start = 0
+    if after is not None:
+        positions = [i for i, item in enumerate(items) if getattr(item, "id", None) == after]
+        if not positions:
+            raise invalid_request(f"No input item with id '{after}' in this response.", param="after")
+        start = positions[0] + 1
+    page = items[start : start + limit]
+    first = getattr(page[0], "id", None) if page else None
+    last = getattr(page[-1], "id", None) if page else None
+    body = ItemList(data=page, first_id=first, last_id=last, has_more=start + limit < len(items))
+    await send_json(send, 200, encode(body))
+
+
+async def compact(state: ServerState, receive: Receive, send: Send, owner: str) -> None:
+    body = await read_body(receive, state.limits.max_message_bytes)
+    request = decode_compact(body)
+    if not request.model:
+        raise ProtocolError(400, "Missing required parameter: 'model'.", code="missing_required_parameter",
+                            param="model")
+    conn = _connection(state, owner)
+    parent = await resolve_parent(state, conn, DEFAULT_LANE, request.previous_response_id)
+    result = compact_context(request, parent, now=int(time.time()))
+    await send_json(send, 200, encode(result))
+
+
+async def cancel(state: ServerState, send: Send, response_id: str, owner: str) -> None:
+    try:
+        record = await state.store.get(response_id, owner)
+    except StoreUnavailable:
+        raise store_unavailable() from None
+    if record is None:
+        raise response_not_found(response_id)
+    raise invalid_request("Only background responses can be cancelled, and this server runs none.",
+                          param="response_id", code="not_cancellable")
+

@@ -1,0 +1,137 @@
+"""Runs one turn for either transport: resolve the parent, stream the engine, commit, then announce.
+
+Owns the order of effects (commit before the terminal event); the wire rules live in protocol/ and session/.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import aclosing
+from typing import Any, Protocol
+
+import msgspec
+
+from ..engines.base import EngineError, Finished
+from ..protocol import ids
+from ..protocol.context import EMPTY_CONTEXT
+from ..protocol.errors import ProtocolError, previous_response_not_found, store_unavailable
+from ..protocol.events import Event, encode
+from ..protocol.items import InputItem, OutputItem
+from ..protocol.request import CreateRequest
+from ..protocol.response import Response
+from ..session.cache import CachedResponse
+from ..session.connection import ConnectionState
+from ..session.plan import plan_turn, validate_fields
+from ..session.turn import Turn
+from ..store.base import StoredResponse, StoreUnavailable
+from .state import ServerState
+
+
+class EventSink(Protocol):
+    async def error(self, error: ProtocolError) -> None:
+        """The turn was refused before it started (nothing was emitted for it)."""
+
+    async def event(self, event: Event) -> None: ...
+
+
+class _StoredOutput(msgspec.Struct):
+    output: list[OutputItem]
+
+
+_items_decoder = msgspec.json.Decoder(list[InputItem])
+_output_decoder = msgspec.json.Decoder(_StoredOutput)
+
+
+def decode_stored_items(record: StoredResponse) -> tuple[list[InputItem], list[OutputItem]]:
+    return _items_decoder.decode(record.input_items), _output_decoder.decode(record.response).output
+
+
+async def resolve_parent(
+    state: ServerState, conn: ConnectionState[Any], lane: str,
+    previous_response_id: str | None,
+) -> CachedResponse | None:
+    """Connection cache first, then the durable store, else previous_response_not_found."""
+    if previous_response_id is None:
+        return None
+    cached = conn.lookup(previous_response_id)
+    if cached is not None:
+        return cached
+    try:
+        chain = await state.store.chain(previous_response_id, conn.owner)
+    except StoreUnavailable:
+        raise store_unavailable() from None
+    if chain is None:
+        raise previous_response_not_found(previous_response_id)
+    context = EMPTY_CONTEXT
+    for record in chain:
+        inputs, outputs = decode_stored_items(record)
+        context = context.extend(inputs).extend(outputs)
+    return CachedResponse(previous_response_id, conn.owner, lane, context, render=None, stored=True)
+
+
+async def run_turn(
+    state: ServerState,
+    conn: ConnectionState[Any],
+    lane: str,
+    request: CreateRequest,
+    sink: EventSink,
+    *,
+    websocket: bool,
+    generate: bool = True,
+    stream_id: str | None = None,
+) -> Response | None:
+    """One turn from request to terminal event. Returns the final Response, or None when refused."""
+    previous_id = request.previous_response_id
+    try:
+        validate_fields(request, state.limits, websocket=websocket)
+        parent = await resolve_parent(state, conn, lane, previous_id)
+        plan = plan_turn(request, parent=parent, lane=lane, owner=conn.owner, response_id=ids.response_id(),
+                         now=int(time.time()), generate=generate)
+    except ProtocolError as error:
+        conn.evict_after_failure(previous_id, lane)
+        await sink.error(error)
+        return None
+
+    turn = Turn(plan.response, stream_id)
+    for event in turn.opening(generate=generate):
+        await sink.event(event)
+    finished: Finished | None = None
+    failure: tuple[str, str] | None = None
+    try:
+        async with aclosing(state.engine.stream(plan.engine_request)) as deltas:
+            async for delta in deltas:
+                if isinstance(delta, Finished):
+                    finished = delta
+                    break
+                for event in turn.feed(delta):
+                    await sink.event(event)
+    except EngineError as error:
+        failure = (error.code, str(error))
+    if finished is None and failure is None:
+        failure = ("server_error", "The engine ended the turn without finishing it.")
+
+    if failure is not None:
+        _, response = turn.fail(*failure)
+        conn.evict_after_failure(previous_id, lane)
+        await sink.event(turn.terminal(encode(response)))
+        return response
+
+    assert finished is not None
+    events, response = turn.finish(finished, int(time.time()))
+    for event in events:
+        await sink.event(event)
+    encoded = encode(response)
+    # Commit before announcing: a client may continue the instant it sees the terminal event.
+    conn.commit(CachedResponse(response.id, conn.owner, lane, plan.context.extend(turn.output),
+                               finished.render, plan.store))
+    if plan.store:
+        record = StoredResponse(response.id, conn.owner, previous_id, response.created_at,
+                                encode(plan.new_items), encoded)
+        try:
+            await state.store.put(record)
+        except StoreUnavailable:
+            conn.evict(response.id)
+            _, response = turn.fail("store_unavailable", "The response could not be stored.")
+            encoded = encode(response)
+    await sink.event(turn.terminal(encoded))
+    return response

@@ -1,0 +1,32 @@
+"""The server-wide parts every transport shares: engine, store, limits and settings.
+
+Owns their lifetime (open at startup, close at shutdown); holds no per-connection state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..engines.base import Engine
+from ..session.limits import Limits
+from ..store.base import Store
+
+
+@dataclass(slots=True)
+class ServerSettings:
+    ws_per_message_deflate: bool = False
+    """permessage-deflate costs ~80-160 us of CPU per small turn on loopback, so it is opt-in."""
+    ignored_client_events: frozenset[str] = frozenset({"response.processed"})
+    """Client events some clients send for bookkeeping only; accepted silently."""
+
+
+@dataclass(slots=True)
+class ServerState:
+    engine: Engine
+    store: Store
+    limits: Limits = field(default_factory=Limits)
+    settings: ServerSettings = field(default_factory=ServerSettings)
+
+    async def aclose(self) -> None:
+        await self.engine.aclose()
+        await self.store.aclose()

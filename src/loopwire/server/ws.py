@@ -1,0 +1,131 @@
+"""WebSocket mode on /v1/responses: one JSON event per text frame, lanes run as concurrent tasks.
+
+A thin shell over the session core: it reads frames, schedules turns and writes events; no protocol rules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from ..protocol.errors import ProtocolError
+from ..protocol.events import Event, encode
+from ..protocol.request import UnknownClientEvent, WsCreateEvent, decode_ws_event, peek_stream_id
+from ..session.connection import DEFAULT_LANE, ConnectionState
+from .asgi_types import Receive, Scope, Send
+from .runner import run_turn
+from .state import ServerState
+
+log = logging.getLogger("loopwire.ws")
+
+
+class _SocketSink:
+    """Sends a turn's events as text frames; its errors carry the lane's stream_id."""
+
+    __slots__ = ("_send", "_stream_id")
+
+    def __init__(self, send: Send, stream_id: str | None) -> None:
+        self._send = send
+        self._stream_id = stream_id
+
+    async def error(self, error: ProtocolError) -> None:
+        await self._send({"type": "websocket.send", "text": error.ws_event(self._stream_id).decode()})
+
+    async def event(self, event: Event) -> None:
+        await self._send({"type": "websocket.send", "text": encode(event).decode()})
+
+
+class WebSocketSession:
+    def __init__(self, state: ServerState, send: Send, owner: str) -> None:
+        self.state = state
+        self.send = send
+        self.conn: ConnectionState[WsCreateEvent] = ConnectionState(
+            state.limits, opened_at=time.monotonic(), owner=owner
+        )
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def send_error(self, error: ProtocolError, stream_id: str | None) -> None:
+        await self.send({"type": "websocket.send", "text": error.ws_event(stream_id).decode()})
+
+    async def on_frame(self, frame: str | bytes) -> bool:
+        """Handle one client frame; False when the connection must close."""
+        age_error = self.conn.check_age(time.monotonic())
+        if age_error is not None:
+            await self.send_error(age_error, None)
+            return False
+        try:
+            event = decode_ws_event(frame)
+        except UnknownClientEvent as error:
+            if error.event_type not in self.state.settings.ignored_client_events:
+                await self.send_error(error, peek_stream_id(frame))
+            return True
+        except ProtocolError as error:
+            await self.send_error(error, peek_stream_id(frame))
+            return True
+        lane = event.stream_id if event.stream_id is not None else DEFAULT_LANE
+        try:
+            ready = self.conn.submit(lane, event)
+        except ProtocolError as error:
+            await self.send_error(error, event.stream_id)
+            return True
+        self._start(ready)
+        return True
+
+    def _start(self, ready: list[tuple[str, WsCreateEvent]]) -> None:
+        for lane, event in ready:
+            task = asyncio.create_task(self._run(lane, event))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def _run(self, lane: str, event: WsCreateEvent) -> None:
+        try:
+            await run_turn(self.state, self.conn, lane, event, _SocketSink(self.send, event.stream_id),
+                           websocket=True, generate=event.generate is not False, stream_id=event.stream_id)
+        except Exception:
+            log.exception("turn on lane %r failed unexpectedly", lane)
+            error = ProtocolError(500, "The server had an error while processing your request.",
+                                  type="server_error", code="server_error")
+            self.conn.evict_after_failure(event.previous_response_id, lane)
+            await self._try_send_error(error, event.stream_id)
+        finally:
+            self._start(self.conn.finish(lane))
+
+    async def _try_send_error(self, error: ProtocolError, stream_id: str | None) -> None:
+        try:
+            await self.send_error(error, stream_id)
+        except Exception:  # the socket is gone; nothing left to tell
+            log.debug("could not report an error to a closed socket")
+
+    async def close(self) -> None:
+        for task in list(self.tasks):
+            task.cancel()
+        if self.tasks:
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+        self.conn.clear()
+
+
+async def serve_websocket(state: ServerState, scope: Scope, receive: Receive, send: Send, owner: str) -> None:
+    message = await receive()
+    if message["type"] != "websocket.connect":
+        return
+    await send({"type": "websocket.accept"})
+    session = WebSocketSession(state, send, owner)
+    try:
+        while True:
+            message = await receive()
+            kind = message["type"]
+            if kind == "websocket.disconnect":
+                break
+            if kind != "websocket.receive":
+                continue
+            frame: Any = message.get("text")
+            if frame is None:
+                frame = message.get("bytes") or b""
+            if not await session.on_frame(frame):
+                await send({"type": "websocket.close", "code": 1000,
+                            "reason": "websocket_connection_limit_reached"})
+                break
+    finally:
+        await session.close()

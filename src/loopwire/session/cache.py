@@ -1,0 +1,41 @@
+"""What a connection remembers of a finished response so the next turn sends only its delta.
+
+Owns the cached-response record and the call-id lookup over its context; holds no lane or scheduling logic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from ..engines.base import RenderState
+from ..protocol.context import Context
+from ..protocol.items import FunctionCall
+
+
+@dataclass(slots=True)
+class CachedResponse:
+    """A response a continuation can extend: its full context (input items then output items) and the
+    engine's render of exactly that context, when the engine keeps one."""
+
+    id: str
+    owner: str
+    lane: str
+    context: Context
+    render: RenderState | None
+    stored: bool
+
+
+def missing_call_ids(context: Context, wanted: Iterable[str]) -> set[str]:
+    """The call ids in `wanted` that no function_call in `context` issued. Walks newest first and stops
+    as soon as all are found, so the common case (answering the last turn's calls) is O(1) in history."""
+    remaining = set(wanted)
+    if not remaining:
+        return remaining
+    for segment in context.reversed_segments():
+        for item in segment:
+            if isinstance(item, FunctionCall) and item.call_id in remaining:
+                remaining.discard(item.call_id)
+                if not remaining:
+                    return remaining
+    return remaining

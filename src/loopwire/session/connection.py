@@ -1,0 +1,167 @@
+"""One connection's state: its lanes, their FIFO queues, the in-flight cap and the response cache.
+
+Sans-I/O and generic over the job type the transport queues; it decides what may start, never runs it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from typing import Generic, TypeVar
+
+from ..protocol.errors import ProtocolError
+from .cache import CachedResponse
+from .limits import Limits
+
+DEFAULT_LANE = ""
+_STREAM_ID = re.compile(r"[A-Za-z0-9_.\-]+")
+
+Job = TypeVar("Job")
+
+
+class _Lane:
+    __slots__ = ("latest", "running")
+
+    def __init__(self) -> None:
+        self.latest: CachedResponse | None = None
+        self.running = False
+
+
+def validate_stream_id(stream_id: str, limits: Limits) -> None:
+    if not 1 <= len(stream_id) <= limits.max_stream_id_length or not _STREAM_ID.fullmatch(stream_id):
+        raise ProtocolError(
+            400,
+            f"Invalid stream_id: it must be 1-{limits.max_stream_id_length} characters of "
+            "letters, digits, '_', '.' or '-'.",
+            code="invalid_stream_id",
+            param="stream_id",
+        )
+
+
+class ConnectionState(Generic[Job]):
+    """Lanes run one response at a time in arrival order; different lanes run concurrently up to
+    `max_in_flight`. Each lane remembers only its latest response: an older id of a lane is a miss."""
+
+    def __init__(self, limits: Limits, *, opened_at: float, owner: str = "") -> None:
+        self.limits = limits
+        self.opened_at = opened_at
+        self.owner = owner
+        self.in_flight = 0
+        self._lanes: dict[str, _Lane] = {}
+        self._by_id: dict[str, CachedResponse] = {}
+        self._waiting: deque[tuple[str, Job]] = deque()
+
+    # -- scheduling ---------------------------------------------------------------------------------
+
+    def check_age(self, now: float) -> ProtocolError | None:
+        if now - self.opened_at < self.limits.max_connection_age_s:
+            return None
+        return ProtocolError(
+            400,
+            f"This connection has reached its maximum age of {self.limits.max_connection_age_s:g} seconds; "
+            "open a new connection and continue from a stored response or resend the full input.",
+            code="websocket_connection_limit_reached",
+        )
+
+    def submit(self, lane: str, job: Job) -> list[tuple[str, Job]]:
+        """Queue a job on its lane; returns the jobs that may start now (possibly this one)."""
+        if lane != DEFAULT_LANE:
+            validate_stream_id(lane, self.limits)
+        if lane not in self._lanes:
+            named = len(self._lanes) - (DEFAULT_LANE in self._lanes)
+            if lane != DEFAULT_LANE and named >= self.limits.max_named_lanes:
+                raise ProtocolError(
+                    400,
+                    f"This connection already uses {self.limits.max_named_lanes} stream_id lanes, the most "
+                    "it may; reuse a lane or open another connection.",
+                    code="websocket_stream_limit_reached",
+                    param="stream_id",
+                )
+            self._lanes[lane] = _Lane()
+        if len(self._waiting) >= self.limits.max_queued:
+            raise ProtocolError(
+                429,
+                f"Too many queued responses on this connection (limit {self.limits.max_queued}); "
+                "wait for earlier responses to finish.",
+                type="rate_limit_error",
+                code="too_many_queued_responses",
+            )
+        self._waiting.append((lane, job))
+        return self._start_ready()
+
+    def finish(self, lane: str) -> list[tuple[str, Job]]:
+        """The lane's running job ended (any outcome); returns the jobs that may start now."""
+        state = self._lanes.get(lane)
+        if state is not None and state.running:
+            state.running = False
+            self.in_flight -= 1
+        return self._start_ready()
+
+    def _start_ready(self) -> list[tuple[str, Job]]:
+        ready: list[tuple[str, Job]] = []
+        if not self._waiting or self.in_flight >= self.limits.max_in_flight:
+            return ready
+        kept: deque[tuple[str, Job]] = deque()
+        while self._waiting:
+            lane, job = self._waiting.popleft()
+            state = self._lanes[lane]
+            if state.running or self.in_flight >= self.limits.max_in_flight:
+                kept.append((lane, job))
+                continue
+            state.running = True
+            self.in_flight += 1
+            ready.append((lane, job))
+        self._waiting = kept
+        return ready
+
+    @property
+    def queued(self) -> int:
+        return len(self._waiting)
+
+    @property
+    def lane_count(self) -> int:
+        return len(self._lanes)
+
+    # -- the connection-local cache -----------------------------------------------------------------
+
+    def lookup(self, response_id: str) -> CachedResponse | None:
+        cached = self._by_id.get(response_id)
+        if cached is None or cached.owner != self.owner:
+            return None
+        return cached
+
+    def commit(self, cached: CachedResponse) -> None:
+        """Make `cached` its lane's latest response, replacing (and forgetting) the previous one."""
+        state = self._lanes.get(cached.lane)
+        if state is None:
+            state = self._lanes[cached.lane] = _Lane()
+        if state.latest is not None:
+            self._by_id.pop(state.latest.id, None)
+        state.latest = cached
+        self._by_id[cached.id] = cached
+
+    def evict(self, response_id: str) -> None:
+        cached = self._by_id.pop(response_id, None)
+        if cached is None:
+            return
+        state = self._lanes.get(cached.lane)
+        if state is not None and state.latest is cached:
+            state.latest = None
+
+    def evict_after_failure(self, parent_id: str | None, lane: str) -> None:
+        """A failed continuation evicts its parent, unless it was a fork from another lane."""
+        if parent_id is None:
+            return
+        cached = self._by_id.get(parent_id)
+        if cached is not None and cached.lane == lane:
+            self.evict(parent_id)
+
+    def clear(self) -> None:
+        self._by_id.clear()
+        self._lanes.clear()
+        self._waiting.clear()
+        self.in_flight = 0
+
+    @property
+    def cached_count(self) -> int:
+        return len(self._by_id)

@@ -1,0 +1,30 @@
+"""Named, configurable limits with safe defaults, shared by both transports.
+
+Owns the numbers only; the code that enforces each one lives where the rule applies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_in_flight: int = 16
+    """Responses running at once on one connection; more are queued, not rejected."""
+    max_named_lanes: int = 32
+    """Distinct `stream_id` lanes per connection (`websocket_stream_limit_reached` past it)."""
+    max_queued: int = 256
+    """Creates waiting on one connection before new ones are refused with 429."""
+    max_connection_age_s: float = 3600.0
+    """A WebSocket older than this gets `websocket_connection_limit_reached` and is closed."""
+    max_message_bytes: int = 16 * MIB
+    """Largest HTTP body or WebSocket frame accepted (413 / close 1009 past it)."""
+    max_input_items: int = 20_000
+    """Items in one request's `input`."""
+    max_stream_id_length: int = 256
+    max_metadata_pairs: int = 16
+    max_metadata_key_length: int = 64
+    max_metadata_value_length: int = 512
