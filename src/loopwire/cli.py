@@ -56,6 +56,7 @@ def serve(config: ServerConfig) -> None:
     import uvicorn
 
     from .server.app import LoopwireApp
+    from .server.coalesce import CoalescingHttpToolsProtocol, CoalescingWebSocketProtocol
 
     config.check()
     app = LoopwireApp(config.open_state)
@@ -65,8 +66,8 @@ def serve(config: ServerConfig) -> None:
         app,
         host=config.host,
         port=config.port,
-        http="httptools",
-        ws="websockets-sansio",
+        http=CoalescingHttpToolsProtocol,
+        ws=CoalescingWebSocketProtocol,
         loop="uvloop",
         lifespan="on",
         ws_max_size=config.limits.max_message_bytes,

@@ -242,5 +242,6 @@ class WriteBehindStore:
             await self.inner.aclose()
         finally:
             if lost:
-                log.error("closing with %d responses not durable: %s", len(lost), ", ".join(lost))
+                shown = ", ".join(lost[:50]) + (", ..." if len(lost) > 50 else "")
+                log.error("closing with %d responses not durable: %s", len(lost), shown)
                 raise StoreUnavailable(f"{len(lost)} responses could not be made durable")
