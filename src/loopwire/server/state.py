@@ -5,11 +5,14 @@ Owns their lifetime (open at startup, close at shutdown); holds no per-connectio
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 from ..engines.base import Engine
 from ..session.limits import Limits
-from ..store.base import Store
+from ..store.base import Store, StoreUnavailable
+
+log = logging.getLogger("loopwire.server")
 
 
 @dataclass(slots=True)
@@ -29,4 +32,7 @@ class ServerState:
 
     async def aclose(self) -> None:
         await self.engine.aclose()
-        await self.store.aclose()
+        try:
+            await self.store.aclose()
+        except StoreUnavailable:
+            log.exception("the store could not be closed cleanly; unwritten responses are listed above")

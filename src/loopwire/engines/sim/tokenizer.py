@@ -14,11 +14,13 @@ import re
 TOKEN_PATTERN = re.compile(r"<\|\w+\|>\n?|\s?\w{1,8}|\s?[^\w\s]|\s+")
 
 _findall = TOKEN_PATTERN.findall
+_subn = TOKEN_PATTERN.subn
 
 
 def count_tokens(text: str) -> int:
-    """How many tokens `text` costs; linear in its length, at C speed."""
-    return len(_findall(text)) if text else 0
+    """How many tokens `text` costs; linear in its length, at C speed. Counting by substitution makes no
+    string per token (unlike findall), which is markedly faster on long texts."""
+    return _subn("", text)[1] if text else 0
 
 
 def split_tokens(text: str) -> list[str]:

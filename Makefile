@@ -1,0 +1,38 @@
+# Two commands on a fresh machine with Python 3.11+: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-dev
+
+.PHONY: setup demo test lint bench bench-quick serve clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "loopwire needs Python 3.11+")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python examples/run_demo.py
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench examples
+	$(BIN)/mypy --strict src
+
+bench: $(STAMP)
+	$(BIN)/python bench/turn_latency.py --turns 50 --conversations 20 --output-bytes 6000
+
+bench-quick: $(STAMP)
+	$(BIN)/python bench/turn_latency.py --turns 50 --conversations 4 --output-bytes 6000
+
+serve: $(STAMP)
+	$(BIN)/loopwire serve
+
+clean:
+	rm -rf $(VENV) .loopwire .pytest_cache .mypy_cache .ruff_cache
