@@ -339,6 +339,10 @@ async def test_named_tool_choice_and_parallel_calls() -> None:
     starts = [delta for delta in deltas if isinstance(delta, ToolCallStart)]
     assert len(starts) == 3 and len({start.call_id for start in starts}) == 3
     assert isinstance(finished.render, SimRenderState) and finished.render.items == 4
+    following = history.extend(output_items(deltas))
+    assert finished.render.chain_hash == full_render_hash(following, "You are a terse assistant.", TOOLS)
+    assert finished.render.token_count == finished.usage.input_tokens + finished.usage.output_tokens
+    assert engine.count_tokens(request(following, generate=False)) == finished.render.token_count
     deltas, _ = await run(engine, request(history, tool_choice="required", parallel_tool_calls=False))
     assert sum(isinstance(delta, ToolCallStart) for delta in deltas) == 1
 
@@ -372,7 +376,11 @@ async def test_incremental_chain_hash_equals_full_render() -> None:
     finished: Finished | None = None
     for turn in range(6):
         choice: ToolChoice = "required" if turn % 2 else "auto"
+        previous = finished
         deltas, finished = await run(engine, request(history, prefix=finished, tool_choice=choice))
+        if previous is not None:  # the whole previous turn, its answer included, is a cache hit
+            expected = previous.usage.input_tokens + previous.usage.output_tokens
+            assert finished.usage.cached_tokens == expected
         outputs = output_items(deltas, turn)
         history = history.extend(outputs)
         state = finished.render

@@ -161,7 +161,13 @@ class SimEngine:
         cached = self.cache.longest_hit(keys) if settings.prefix_cache else 0
         input_tokens = prompt.tokens + (GENERATION_PROMPT_TOKENS if request.generate else 0)
         cached = min(cached, input_tokens)
-        self.stats.turns += 1
+        stats = self.stats
+        stats.turns += 1
+        stats.history_items_rendered += len(prompt.boundaries)
+        if prompt.fast:
+            stats.fast_path_turns += 1
+        else:
+            stats.slow_path_turns += 1
         timings = {"render_ms": (time.perf_counter() - started) * 1000.0}
         plan = self._generate(request, prompt) if request.generate else None
 
@@ -229,11 +235,9 @@ class SimEngine:
             assert isinstance(prefix, SimRenderState)
             items: Sequence[InputItem] = history.items_from(request.prefix_items)
             start_hash, start_tokens = prefix.chain_hash, prefix.token_count
-            self.stats.fast_path_turns += 1
         else:
             items = list(history)
             start_hash, start_tokens = header.hash, header.tokens
-            self.stats.slow_path_turns += 1
 
         render_item = self.renderer.item
         chain, tokens = start_hash, start_tokens
@@ -243,7 +247,6 @@ class SimEngine:
             chain = chain_hash(chain, rendered.text)
             tokens += rendered.tokens
             boundaries.append((chain, tokens))
-        self.stats.history_items_rendered += len(items)
         return _Prompt(header, fast, start_hash, start_tokens, boundaries, chain, tokens, history.length)
 
     def _lookup_keys(self, prompt: _Prompt) -> list[bytes]:
