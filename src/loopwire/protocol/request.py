@@ -57,6 +57,11 @@ class WsCreateEvent(CreateRequest, kw_only=True, tag_field="type", tag="response
     generate: bool | None = None
 
 
+class _NeverSent(msgspec.Struct, tag_field="type", tag="loopwire.never_sent"):
+    """Makes the WebSocket decoder a tagged union, so msgspec requires `type` (a lone tagged struct
+    would accept a frame without it)."""
+
+
 class CompactRequest(msgspec.Struct, kw_only=True):
     model: str | None = None
     input: str | list[InputItem] | None = None
@@ -67,7 +72,7 @@ class CompactRequest(msgspec.Struct, kw_only=True):
 T = TypeVar("T")
 
 _http_decoder = msgspec.json.Decoder(CreateRequest)
-_ws_decoder = msgspec.json.Decoder(WsCreateEvent)
+_ws_decoder = msgspec.json.Decoder(WsCreateEvent | _NeverSent)
 _compact_decoder = msgspec.json.Decoder(CompactRequest)
 _loose_decoder = msgspec.json.Decoder()
 
@@ -100,7 +105,12 @@ def _with_message_types(obj: Any) -> Any:
     return obj
 
 
+def _invalid_json(error: msgspec.DecodeError) -> ProtocolError:
+    return ProtocolError(400, f"We could not parse the JSON body of your request: {error}.", code="invalid_json")
+
+
 def _decode(decoder: msgspec.json.Decoder[T], data: bytes | str, kind: type[T]) -> T:
+    # ValidationError subclasses DecodeError, so it must be caught first, here and below.
     try:
         return decoder.decode(data)
     except msgspec.ValidationError as first:
@@ -112,12 +122,10 @@ def _decode(decoder: msgspec.json.Decoder[T], data: bytes | str, kind: type[T]) 
             return msgspec.convert(loose, kind)
         except msgspec.ValidationError as second:
             raise _validation_error(second) from None
+        except msgspec.DecodeError as error:
+            raise _invalid_json(error) from None
     except msgspec.DecodeError as error:
-        raise ProtocolError(
-            400,
-            f"We could not parse the JSON body of your request: {error}.",
-            code="invalid_json",
-        ) from None
+        raise _invalid_json(error) from None
 
 
 def decode_http_create(body: bytes) -> CreateRequest:
@@ -146,7 +154,7 @@ def decode_ws_event(frame: bytes | str) -> WsCreateEvent:
     """Decode one client frame. Raises ProtocolError (UnknownClientEvent for a well-formed event of
     another type) with the event's stream_id attached when it can be read."""
     try:
-        return _decode(_ws_decoder, frame, WsCreateEvent)
+        event = _decode(_ws_decoder, frame, WsCreateEvent | _NeverSent)  # type: ignore[arg-type]
     except ProtocolError as error:
         if error.code == "invalid_json":
             raise
@@ -168,6 +176,9 @@ def decode_ws_event(frame: bytes | str) -> WsCreateEvent:
             if event_type != "response.create":
                 raise UnknownClientEvent(event_type) from None
         raise
+    if not isinstance(event, WsCreateEvent):
+        raise UnknownClientEvent("loopwire.never_sent")
+    return event
 
 
 def _envelope(frame: bytes | str) -> dict[str, Any] | None:

@@ -66,12 +66,12 @@ class _SseSink:
     async def error(self, error: ProtocolError) -> None:
         await send_error(self._send, error)
 
-    async def event(self, event: Event) -> None:
+    async def events(self, events: list[Event]) -> None:
         if not self._started:
             self._started = True
             await self._send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
-        await self._send({"type": "http.response.body", "more_body": True,
-                          "body": sse_frame(event_type(event), encode(event))})
+        body = b"".join([sse_frame(event_type(event), encode(event)) for event in events])
+        await self._send({"type": "http.response.body", "more_body": True, "body": body})
 
     async def end(self) -> None:
         if self._started:
@@ -89,7 +89,7 @@ class _JsonSink:
     async def error(self, error: ProtocolError) -> None:
         self.refusal = error
 
-    async def event(self, event: Event) -> None:
+    async def events(self, events: list[Event]) -> None:
         return None
 
 

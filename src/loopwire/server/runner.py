@@ -31,7 +31,8 @@ class EventSink(Protocol):
     async def error(self, error: ProtocolError) -> None:
         """The turn was refused before it started (nothing was emitted for it)."""
 
-    async def event(self, event: Event) -> None: ...
+    async def events(self, events: list[Event]) -> None:
+        """Send these events, in order (one burst: transports may write them together)."""
 
 
 class _StoredOutput(msgspec.Struct):
@@ -93,8 +94,7 @@ async def run_turn(
         return None
 
     turn = Turn(plan.response, stream_id)
-    for event in turn.opening(generate=generate):
-        await sink.event(event)
+    await sink.events(turn.opening(generate=generate))
     finished: Finished | None = None
     failure: tuple[str, str] | None = None
     try:
@@ -103,8 +103,7 @@ async def run_turn(
                 if isinstance(delta, Finished):
                     finished = delta
                     break
-                for event in turn.feed(delta):
-                    await sink.event(event)
+                await sink.events(turn.feed(delta))
     except EngineError as error:
         failure = (error.code, str(error))
     if finished is None and failure is None:
@@ -113,13 +112,13 @@ async def run_turn(
     if failure is not None:
         _, response = turn.fail(*failure)
         conn.evict_after_failure(previous_id, lane)
-        await sink.event(turn.terminal(encode(response)))
+        await sink.events([turn.terminal(encode(response))])
         return response
 
     assert finished is not None
     events, response = turn.finish(finished, int(time.time()))
-    for event in events:
-        await sink.event(event)
+    if events:
+        await sink.events(events)
     encoded = encode(response)
     # Commit before announcing: a client may continue the instant it sees the terminal event.
     conn.commit(CachedResponse(response.id, conn.owner, lane, plan.context.extend(turn.output),
@@ -133,5 +132,5 @@ async def run_turn(
             conn.evict(response.id)
             _, response = turn.fail("store_unavailable", "The response could not be stored.")
             encoded = encode(response)
-    await sink.event(turn.terminal(encoded))
+    await sink.events([turn.terminal(encoded)])
     return response

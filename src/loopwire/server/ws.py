@@ -13,8 +13,9 @@ from typing import Any
 from ..protocol.errors import ProtocolError
 from ..protocol.events import Event, encode
 from ..protocol.request import UnknownClientEvent, WsCreateEvent, decode_ws_event, peek_stream_id
-from ..session.connection import DEFAULT_LANE, ConnectionState
+from ..session.connection import DEFAULT_LANE, ConnectionState, validate_stream_id
 from .asgi_types import Receive, Scope, Send
+from .coalesce import TEXT_FRAMES
 from .runner import run_turn
 from .state import ServerState
 
@@ -22,25 +23,33 @@ log = logging.getLogger("loopwire.ws")
 
 
 class _SocketSink:
-    """Sends a turn's events as text frames; its errors carry the lane's stream_id."""
+    """Sends a turn's events as text frames; its errors carry the lane's stream_id. With the server's
+    text-frames extension a burst of events goes down as encoded bytes in one call, else one ASGI
+    `websocket.send` per event."""
 
-    __slots__ = ("_send", "_stream_id")
+    __slots__ = ("_batched", "_send", "_stream_id")
 
-    def __init__(self, send: Send, stream_id: str | None) -> None:
+    def __init__(self, send: Send, stream_id: str | None, batched: bool) -> None:
         self._send = send
         self._stream_id = stream_id
+        self._batched = batched
 
     async def error(self, error: ProtocolError) -> None:
         await self._send({"type": "websocket.send", "text": error.ws_event(self._stream_id).decode()})
 
-    async def event(self, event: Event) -> None:
-        await self._send({"type": "websocket.send", "text": encode(event).decode()})
+    async def events(self, events: list[Event]) -> None:
+        if self._batched:
+            await self._send({"type": TEXT_FRAMES, "payloads": [encode(event) for event in events]})
+            return
+        for event in events:
+            await self._send({"type": "websocket.send", "text": encode(event).decode()})
 
 
 class WebSocketSession:
-    def __init__(self, state: ServerState, send: Send, owner: str) -> None:
+    def __init__(self, state: ServerState, send: Send, owner: str, *, batched: bool = False) -> None:
         self.state = state
         self.send = send
+        self.batched = batched
         self.conn: ConnectionState[WsCreateEvent] = ConnectionState(
             state.limits, opened_at=time.monotonic(), owner=owner
         )
@@ -66,6 +75,8 @@ class WebSocketSession:
             return True
         lane = event.stream_id if event.stream_id is not None else DEFAULT_LANE
         try:
+            if event.stream_id is not None:
+                validate_stream_id(event.stream_id, self.state.limits)
             ready = self.conn.submit(lane, event)
         except ProtocolError as error:
             await self.send_error(error, event.stream_id)
@@ -81,7 +92,7 @@ class WebSocketSession:
 
     async def _run(self, lane: str, event: WsCreateEvent) -> None:
         try:
-            await run_turn(self.state, self.conn, lane, event, _SocketSink(self.send, event.stream_id),
+            await run_turn(self.state, self.conn, lane, event, _SocketSink(self.send, event.stream_id, self.batched),
                            websocket=True, generate=event.generate is not False, stream_id=event.stream_id)
         except Exception:
             log.exception("turn on lane %r failed unexpectedly", lane)
@@ -111,7 +122,7 @@ async def serve_websocket(state: ServerState, scope: Scope, receive: Receive, se
     if message["type"] != "websocket.connect":
         return
     await send({"type": "websocket.accept"})
-    session = WebSocketSession(state, send, owner)
+    session = WebSocketSession(state, send, owner, batched=TEXT_FRAMES in scope.get("extensions", {}))
     try:
         while True:
             message = await receive()

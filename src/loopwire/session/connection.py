@@ -67,6 +67,14 @@ class ConnectionState(Generic[Job]):
         """Queue a job on its lane; returns the jobs that may start now (possibly this one)."""
         if lane != DEFAULT_LANE:
             validate_stream_id(lane, self.limits)
+        if len(self._waiting) >= self.limits.max_queued:
+            raise ProtocolError(
+                429,
+                f"Too many queued responses on this connection (limit {self.limits.max_queued}); "
+                "wait for earlier responses to finish.",
+                type="rate_limit_error",
+                code="too_many_queued_responses",
+            )
         if lane not in self._lanes:
             named = len(self._lanes) - (DEFAULT_LANE in self._lanes)
             if lane != DEFAULT_LANE and named >= self.limits.max_named_lanes:
@@ -78,14 +86,6 @@ class ConnectionState(Generic[Job]):
                     param="stream_id",
                 )
             self._lanes[lane] = _Lane()
-        if len(self._waiting) >= self.limits.max_queued:
-            raise ProtocolError(
-                429,
-                f"Too many queued responses on this connection (limit {self.limits.max_queued}); "
-                "wait for earlier responses to finish.",
-                type="rate_limit_error",
-                code="too_many_queued_responses",
-            )
         self._waiting.append((lane, job))
         return self._start_ready()
 
