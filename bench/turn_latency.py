@@ -29,8 +29,17 @@ import picows
 import uvloop
 
 TOOLS = [
-    {"type": "function", "name": name, "description": desc, "parameters": {
-        "type": "object", "properties": props, "required": list(props), "additionalProperties": False}}
+    {
+        "type": "function",
+        "name": name,
+        "description": desc,
+        "parameters": {
+            "type": "object",
+            "properties": props,
+            "required": list(props),
+            "additionalProperties": False,
+        },
+    }
     for name, desc, props in [
         ("read_file", "Read a file of the repository.", {"path": {"type": "string"}}),
         ("grep", "Search the repository.", {"pattern": {"type": "string"}, "path": {"type": "string"}}),
@@ -40,7 +49,7 @@ TOOLS = [
     ]
 ]
 INSTRUCTIONS = "You are a careful coding agent. Use the tools to find and fix the failing test. " * 20
-WORDS = "def class return import self value result assert error file path line test config".split()
+WORDS = ["def", "class", "return", "import", "self", "value", "result", "assert", "error", "file", "path", "line", "test", "config"]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -68,12 +77,19 @@ class Samples:
 
 
 def base_body(store: bool) -> dict[str, Any]:
-    return {"model": "sim", "instructions": INSTRUCTIONS, "tools": TOOLS, "tool_choice": "required",
-            "store": store}
+    return {
+        "model": "sim",
+        "instructions": INSTRUCTIONS,
+        "tools": TOOLS,
+        "tool_choice": "required",
+        "store": store,
+    }
 
 
 def first_input() -> list[dict[str, Any]]:
-    return [{"type": "message", "role": "user", "content": "The test test_parse fails. Find and fix the bug."}]
+    return [
+        {"type": "message", "role": "user", "content": "The test test_parse fails. Find and fix the bug."}
+    ]
 
 
 class Conversation:
@@ -93,8 +109,14 @@ class Conversation:
         calls = [item for item in output if item["type"] == "function_call"]
         if not calls:
             raise RuntimeError(f"expected a function call, got {output}")
-        self.delta = [{"type": "function_call_output", "call_id": call["call_id"],
-                       "output": tool_output(self.output_bytes, self.rng)} for call in calls]
+        self.delta = [
+            {
+                "type": "function_call_output",
+                "call_id": call["call_id"],
+                "output": tool_output(self.output_bytes, self.rng),
+            }
+            for call in calls
+        ]
         self.history.extend(self.delta)
 
 
@@ -108,7 +130,9 @@ class TerminalListener(picows.WSListener):  # type: ignore[misc]
         if frame.msg_type != picows.WSMsgType.TEXT or self.done is None:
             return
         head = bytes(frame.get_payload_as_memoryview()[:32])
-        if head.startswith((b'{"type":"response.completed"', b'{"type":"error"', b'{"type":"response.failed"')):
+        if head.startswith(
+            (b'{"type":"response.completed"', b'{"type":"error"', b'{"type":"response.failed"')
+        ):
             self.done.set_result(frame.get_payload_as_bytes())
 
 
@@ -135,8 +159,9 @@ async def ws_conversation(url: str, conv: Conversation, turns: int, on_turn: Any
         transport.disconnect()
 
 
-async def http_conversation(session: aiohttp.ClientSession, url: str, conv: Conversation, turns: int,
-                            on_turn: Any, chained: bool) -> None:
+async def http_conversation(
+    session: aiohttp.ClientSession, url: str, conv: Conversation, turns: int, on_turn: Any, chained: bool
+) -> None:
     for turn in range(1, turns + 1):
         body = {**base_body(store=chained), "stream": True}
         if chained:
@@ -185,10 +210,29 @@ WINDOWS = {"turns 1-5": range(1, 6), "turns 45-50": range(45, 51)}
 async def run(args: argparse.Namespace) -> dict[str, Samples]:
     port = free_port()
     store_dir = tempfile.mkdtemp(prefix="loopwire-bench-")
+    if args.pin and len(os.sched_getaffinity(0)) >= 2:
+        # One core each: the client's work does not steal the server's core mid-turn.
+        cores = sorted(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, {cores[0]})
+        pin = ["taskset", "-c", str(cores[1])]
+    else:
+        pin = []
     server = subprocess.Popen(
-        [sys.executable, "-m", "loopwire", "serve", "--port", str(port),
-         "--store", f"sqlite:{store_dir}/bench.db", "--store-write", args.store_write],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            *pin,
+            sys.executable,
+            "-m",
+            "loopwire",
+            "serve",
+            "--port",
+            str(port),
+            "--store",
+            f"sqlite:{store_dir}/bench.db",
+            "--store-write",
+            args.store_write,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     base = f"http://127.0.0.1:{port}"
     results = {name: Samples() for name in args.transports}
@@ -202,8 +246,13 @@ async def run(args: argparse.Namespace) -> dict[str, Samples]:
                     conv = Conversation(seed=index, output_bytes=args.output_bytes)
                     windows_cpu: dict[int, float] = {}
 
-                    def on_turn(turn: int, elapsed: float, sent: int, samples: Samples = samples,
-                                windows_cpu: dict[int, float] = windows_cpu) -> None:
+                    def on_turn(
+                        turn: int,
+                        elapsed: float,
+                        sent: int,
+                        samples: Samples = samples,
+                        windows_cpu: dict[int, float] = windows_cpu,
+                    ) -> None:
                         if index < args.warmup:
                             return
                         samples.latency.setdefault(turn, []).append(elapsed)
@@ -213,11 +262,18 @@ async def run(args: argparse.Namespace) -> dict[str, Samples]:
                     cpu_start = server_cpu_seconds(server.pid)
                     windows_cpu[0] = cpu_start
                     if name == "ws":
-                        await ws_conversation(f"ws://127.0.0.1:{port}/v1/responses", conv, args.turns,
-                                              on_turn)
+                        await ws_conversation(
+                            f"ws://127.0.0.1:{port}/v1/responses", conv, args.turns, on_turn
+                        )
                     else:
-                        await http_conversation(session, base + "/v1/responses", conv, args.turns, on_turn,
-                                                chained=name == "http-chained")
+                        await http_conversation(
+                            session,
+                            base + "/v1/responses",
+                            conv,
+                            args.turns,
+                            on_turn,
+                            chained=name == "http-chained",
+                        )
                     if index >= args.warmup:
                         for label, window in WINDOWS.items():
                             first, last = window.start, window.stop - 1
@@ -237,13 +293,17 @@ def ms(value: float) -> str:
 
 
 def report(results: dict[str, Samples], args: argparse.Namespace) -> None:
-    print(f"\n{args.conversations} conversations x {args.turns} turns per transport, "
-          f"tool output {args.output_bytes} B/turn, sim engine at zero latency, store-write {args.store_write}")
+    print(
+        f"\n{args.conversations} conversations x {args.turns} turns per transport, "
+        f"tool output {args.output_bytes} B/turn, sim engine at zero latency, store-write {args.store_write}"
+    )
     any_samples = next(iter(results.values()))
     history = statistics.median(any_samples.cpu.get("history_bytes", [0]))
     print(f"history at the last turn: ~{history / 1024:.0f} KiB\n")
-    print("| transport | p50 turn 1 (ms) | p50 turn 50 (ms) | p50 turns 1-5 (ms) | p50 turns 45-50 (ms) "
-          "| 45-50 / 1-5 | server CPU/turn 1-5 (ms) | server CPU/turn 45-50 (ms) | bytes up turn 50 |")
+    print(
+        "| transport | p50 turn 1 (ms) | p50 turn 50 (ms) | p50 turns 1-5 (ms) | p50 turns 45-50 (ms) "
+        "| 45-50 / 1-5 | server CPU/turn 1-5 (ms) | server CPU/turn 45-50 (ms) | bytes up turn 50 |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     last = args.turns
     late_window = range(max(1, last - 5), last + 1)
@@ -253,10 +313,12 @@ def report(results: dict[str, Samples], args: argparse.Namespace) -> None:
         p_early, p_late = statistics.median(early), statistics.median(late)
         cpu_early = statistics.median(samples.cpu.get("turns 1-5", [float("nan")]))
         cpu_late = statistics.median(samples.cpu.get("turns 45-50", [float("nan")]))
-        print(f"| {name} | {ms(statistics.median(samples.latency[1]))} | "
-              f"{ms(statistics.median(samples.latency[last]))} | {ms(p_early)} | {ms(p_late)} | "
-              f"{p_late / p_early:.2f} | {ms(cpu_early)} | {ms(cpu_late)} | "
-              f"{int(statistics.median(samples.bytes_up[last]))} |")
+        print(
+            f"| {name} | {ms(statistics.median(samples.latency[1]))} | "
+            f"{ms(statistics.median(samples.latency[last]))} | {ms(p_early)} | {ms(p_late)} | "
+            f"{p_late / p_early:.2f} | {ms(cpu_early)} | {ms(cpu_late)} | "
+            f"{int(statistics.median(samples.bytes_up[last]))} |"
+        )
     if "ws" in results:
         ws_late = statistics.median([x for t in late_window for x in results["ws"].latency.get(t, [])])
         for name, samples in results.items():
@@ -267,14 +329,27 @@ def report(results: dict[str, Samples], args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--turns", type=int, default=50)
     parser.add_argument("--conversations", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--output-bytes", type=int, default=6000)
+    parser.add_argument(
+        "--pin",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="pin client and server to different cores (default: off; on these VMs a "
+        "cross-core wake-up costs more than sharing a core)",
+    )
     parser.add_argument("--store-write", default="behind", choices=["behind", "through"])
-    parser.add_argument("--transports", nargs="+", default=["ws", "http-full", "http-chained"],
-                        choices=["ws", "http-full", "http-chained"])
+    parser.add_argument(
+        "--transports",
+        nargs="+",
+        default=["ws", "http-full", "http-chained"],
+        choices=["ws", "http-full", "http-chained"],
+    )
     args = parser.parse_args()
     if args.turns < 50:
         global WINDOWS

@@ -19,10 +19,22 @@ from typing import Any
 import openai
 
 TOOLS: list[dict[str, Any]] = [
-    {"type": "function", "name": "read_file", "description": "Read a file of the repository.",
-     "parameters": {"type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]}},
-    {"type": "function", "name": "run_tests", "description": "Run the test suite.",
-     "parameters": {"type": "object", "properties": {"selector": {"type": "string"}}, "required": ["selector"]}},
+    {
+        "type": "function",
+        "name": "read_file",
+        "description": "Read a file of the repository.",
+        "parameters": {"type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]},
+    },
+    {
+        "type": "function",
+        "name": "run_tests",
+        "description": "Run the test suite.",
+        "parameters": {
+            "type": "object",
+            "properties": {"selector": {"type": "string"}},
+            "required": ["selector"],
+        },
+    },
 ]
 INSTRUCTIONS = "You are a coding agent. Read files and run tests until the failing test passes."
 WORDS = "def class return import self value result assert error file path line test".split()
@@ -33,8 +45,11 @@ def fake_file(rng: random.Random, size: int) -> str:
 
 
 def tool_outputs(output: list[Any], rng: random.Random, size: int) -> list[dict[str, Any]]:
-    return [{"type": "function_call_output", "call_id": item.call_id, "output": fake_file(rng, size)}
-            for item in output if item.type == "function_call"]
+    return [
+        {"type": "function_call_output", "call_id": item.call_id, "output": fake_file(rng, size)}
+        for item in output
+        if item.type == "function_call"
+    ]
 
 
 def as_input(item: Any) -> dict[str, Any]:
@@ -46,8 +61,14 @@ def run_http(client: openai.OpenAI, turns: int, size: int) -> list[tuple[float, 
     history: list[dict[str, Any]] = [{"role": "user", "content": "test_parse fails; please fix it."}]
     rows = []
     for _ in range(turns):
-        body = {"model": "sim", "instructions": INSTRUCTIONS, "tools": TOOLS, "tool_choice": "required",
-                "store": False, "input": history}
+        body = {
+            "model": "sim",
+            "instructions": INSTRUCTIONS,
+            "tools": TOOLS,
+            "tool_choice": "required",
+            "store": False,
+            "input": history,
+        }
         start = time.perf_counter()
         response = client.responses.create(**body)  # type: ignore[call-overload]
         rows.append((time.perf_counter() - start, len(json.dumps(body))))
@@ -63,8 +84,14 @@ def run_ws(client: openai.OpenAI, turns: int, size: int) -> list[tuple[float, in
     rows = []
     with client.responses.connect() as connection:
         for _ in range(turns):
-            body: dict[str, Any] = {"model": "sim", "instructions": INSTRUCTIONS, "tools": TOOLS,
-                                    "tool_choice": "required", "store": False, "input": new_input}
+            body: dict[str, Any] = {
+                "model": "sim",
+                "instructions": INSTRUCTIONS,
+                "tools": TOOLS,
+                "tool_choice": "required",
+                "store": False,
+                "input": new_input,
+            }
             if previous is not None:
                 body["previous_response_id"] = previous
             start = time.perf_counter()
@@ -82,7 +109,9 @@ def run_ws(client: openai.OpenAI, turns: int, size: int) -> list[tuple[float, in
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--base-url", default="http://127.0.0.1:8000/v1")
     parser.add_argument("--turns", type=int, default=12)
     parser.add_argument("--tool-output-bytes", type=int, default=4000)
@@ -92,8 +121,10 @@ def main() -> None:
     run_http(client, 2, args.tool_output_bytes)
     http_rows = run_http(client, args.turns, args.tool_output_bytes)
     ws_rows = run_ws(client, args.turns, args.tool_output_bytes)
-    print(f"\nAgent loop: {args.turns} tool-calling turns, {args.tool_output_bytes} B of tool output per turn, "
-          "openai SDK, sim engine at zero latency\n")
+    print(
+        f"\nAgent loop: {args.turns} tool-calling turns, {args.tool_output_bytes} B of tool output per turn, "
+        "openai SDK, sim engine at zero latency\n"
+    )
     print("| turn | HTTP ms | HTTP bytes sent | WebSocket ms | WebSocket bytes sent |")
     print("|---:|---:|---:|---:|---:|")
     for turn, ((h_time, h_bytes), (w_time, w_bytes)) in enumerate(zip(http_rows, ws_rows, strict=True), 1):
@@ -102,9 +133,11 @@ def main() -> None:
     w_total = sum(b for _, b in ws_rows)
     h_med = statistics.median(t for t, _ in http_rows)
     w_med = statistics.median(t for t, _ in ws_rows)
-    print(f"\nmedian turn: HTTP {h_med * 1000:.2f} ms, WebSocket {w_med * 1000:.2f} ms "
-          f"({h_med / w_med:.1f}x); bytes sent: HTTP {h_total:,}, WebSocket {w_total:,} "
-          f"({h_total / w_total:.1f}x less over WebSocket)")
+    print(
+        f"\nmedian turn: HTTP {h_med * 1000:.2f} ms, WebSocket {w_med * 1000:.2f} ms "
+        f"({h_med / w_med:.1f}x); bytes sent: HTTP {h_total:,}, WebSocket {w_total:,} "
+        f"({h_total / w_total:.1f}x less over WebSocket)"
+    )
     print("(The full experiment, with network profiles and model speeds, is `make bench`.)")
 
 

@@ -36,12 +36,24 @@ def wait_ready(url: str, server: subprocess.Popen[bytes]) -> None:
 def main() -> None:
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="loopwire-demo-") as tmp:
-        server = subprocess.Popen([sys.executable, "-m", "loopwire", "serve", "--port", str(port),
-                                   "--store", f"sqlite:{tmp}/demo.db"])
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "loopwire",
+                "serve",
+                "--port",
+                str(port),
+                "--store",
+                f"sqlite:{tmp}/demo.db",
+            ]
+        )
         try:
             wait_ready(f"http://127.0.0.1:{port}/healthz", server)
             demo = Path(__file__).with_name("agent_demo.py")
-            subprocess.run([sys.executable, str(demo), "--base-url", f"http://127.0.0.1:{port}/v1"], check=True)
+            subprocess.run(
+                [sys.executable, str(demo), "--base-url", f"http://127.0.0.1:{port}/v1"], check=True
+            )
         finally:
             server.terminate()
             server.wait(10)

@@ -163,7 +163,7 @@ def request(
 
 
 async def run(engine: SimEngine, req: EngineRequest) -> tuple[list[EngineDelta], Finished]:
-    deltas = [delta async for delta in engine.stream(req)]
+    deltas = [delta async for batch in engine.stream(req) for delta in batch]
     assert sum(isinstance(delta, Finished) for delta in deltas) == 1
     finished = deltas[-1]
     assert isinstance(finished, Finished)
@@ -459,7 +459,7 @@ async def test_cached_tokens_on_the_second_turn(prefix_cache: bool) -> None:
 async def test_warmup_caches_the_prefix_without_generating() -> None:
     engine = SimEngine()
     history = EMPTY_CONTEXT.extend([user("warm me up")])
-    deltas = [delta async for delta in engine.stream(request(history, generate=False))]
+    deltas = [delta async for batch in engine.stream(request(history, generate=False)) for delta in batch]
     assert len(deltas) == 1
     warm = deltas[0]
     assert isinstance(warm, Finished) and warm.usage.output_tokens == 0
@@ -485,11 +485,12 @@ async def test_ttft_and_decode_are_lower_bounds() -> None:
     history = EMPTY_CONTEXT.extend([user("slow please")])
     started = time.perf_counter()
     first_at: float | None = None
-    async for delta in engine.stream(request(history)):
+    async for batch in engine.stream(request(history)):
         if first_at is None:
             first_at = time.perf_counter()
-        if isinstance(delta, Finished):
-            finished = delta
+        for delta in batch:
+            if isinstance(delta, Finished):
+                finished = delta
     ended = time.perf_counter()
     assert first_at is not None and first_at - started >= 0.050
     tokens = finished.usage.output_tokens

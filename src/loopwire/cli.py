@@ -23,33 +23,58 @@ def _on_off(value: str) -> bool:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="loopwire", description="A Responses API server with WebSocket mode.")
+    parser = argparse.ArgumentParser(
+        prog="loopwire", description="A Responses API server with WebSocket mode."
+    )
     parser.add_argument("--version", action="version", version=f"loopwire {__version__}")
     commands = parser.add_subparsers(dest="command")
     serve = commands.add_parser("serve", help="run the server")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--engine", default="sim", choices=["sim"])
-    serve.add_argument("--store", default=DEFAULT_SPEC, help="'memory' or 'sqlite:PATH' (default: %(default)s)")
-    serve.add_argument("--store-write", default="behind", choices=["behind", "through"],
-                       help="durable write after the terminal event (behind) or before it (through)")
+    serve.add_argument(
+        "--store", default=DEFAULT_SPEC, help="'memory' or 'sqlite:PATH' (default: %(default)s)"
+    )
+    serve.add_argument(
+        "--store-write",
+        default="behind",
+        choices=["behind", "through"],
+        help="durable write after the terminal event (behind) or before it (through)",
+    )
     serve.add_argument("--sim-ttft-ms", type=float, default=0.0)
     serve.add_argument("--sim-prefill-tps", type=float, default=0.0)
     serve.add_argument("--sim-decode-tps", type=float, default=0.0)
     serve.add_argument("--sim-prefix-cache", type=_on_off, default=True, metavar="on|off")
     serve.add_argument("--sim-seed", type=int, default=0)
-    serve.add_argument("--ws-deflate", type=_on_off, default=False, metavar="on|off",
-                       help="negotiate permessage-deflate on WebSocket mode (default: off)")
+    serve.add_argument(
+        "--ws-deflate",
+        type=_on_off,
+        default=False,
+        metavar="on|off",
+        help="negotiate permessage-deflate on WebSocket mode (default: off)",
+    )
     serve.add_argument("--log-level", default="warning")
     return parser
 
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
-    sim = SimSettings(ttft_ms=args.sim_ttft_ms, prefill_tps=args.sim_prefill_tps, decode_tps=args.sim_decode_tps,
-                      prefix_cache=args.sim_prefix_cache, seed=args.sim_seed)
-    return ServerConfig(host=args.host, port=args.port, engine=args.engine, store=args.store,
-                        store_write=args.store_write, sim=sim,
-                        settings=ServerSettings(ws_per_message_deflate=args.ws_deflate), log_level=args.log_level)
+    sim = SimSettings(
+        ttft_ms=args.sim_ttft_ms,
+        prefill_tps=args.sim_prefill_tps,
+        decode_tps=args.sim_decode_tps,
+        prefix_cache=args.sim_prefix_cache,
+        seed=args.sim_seed,
+    )
+    return ServerConfig(
+        host=args.host,
+        port=args.port,
+        engine=args.engine,
+        store=args.store,
+        store_write=args.store_write,
+        sim=sim,
+        settings=ServerSettings(ws_per_message_deflate=args.ws_deflate),
+        log_level=args.log_level,
+    )
 
 
 def serve(config: ServerConfig) -> None:
@@ -60,8 +85,12 @@ def serve(config: ServerConfig) -> None:
 
     config.check()
     app = LoopwireApp(config.open_state)
-    print(f"loopwire {__version__} serving http://{config.host}:{config.port}/v1 "
-          f"(engine {config.engine}, store {config.store})", file=sys.stderr, flush=True)
+    print(
+        f"loopwire {__version__} serving http://{config.host}:{config.port}/v1 "
+        f"(engine {config.engine}, store {config.store})",
+        file=sys.stderr,
+        flush=True,
+    )
     uvicorn.run(
         app,
         host=config.host,

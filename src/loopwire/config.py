@@ -28,7 +28,9 @@ class ServerConfig:
     def build_state(self) -> ServerState:
         self.check()
         store = open_store(self.store, write_behind=self.store_write == "behind")
-        return ServerState(engine=SimEngine(self.sim), store=store, limits=self.limits, settings=self.settings)
+        return ServerState(
+            engine=SimEngine(self.sim), store=store, limits=self.limits, settings=self.settings
+        )
 
     async def open_state(self) -> ServerState:
         """The state, built inside the running event loop (lifespan startup)."""

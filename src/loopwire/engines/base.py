@@ -5,7 +5,7 @@ Owns the contract between the session core and any model; holds no wire encoding
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -117,8 +117,9 @@ class EngineError(Exception):
 class Engine(Protocol):
     name: str
 
-    def stream(self, request: EngineRequest) -> AsyncIterator[EngineDelta]:
-        """Stream one turn. Ends with exactly one Finished, or raises EngineError."""
+    def stream(self, request: EngineRequest) -> AsyncGenerator[list[EngineDelta], None]:
+        """Stream one turn as batches of deltas that are ready together (so a transport can write them in
+        one go). The last batch ends with exactly one Finished; or the stream raises EngineError."""
         ...
 
     async def aclose(self) -> None: ...

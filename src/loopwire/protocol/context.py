@@ -18,7 +18,7 @@ class Context:
     def __init__(self, parent: Context | None, items: tuple[InputItem, ...]) -> None:
         self.parent = parent
         self.items = items
-        self.length = (parent.length if parent is not None else 0) + len(items)
+        self.length: int = (parent.length if parent is not None else 0) + len(items)
 
     def __len__(self) -> int:
         return self.length

@@ -46,7 +46,9 @@ class ProtocolError(Exception):
         return _encode(event)
 
 
-def invalid_request(message: str, *, param: str | None = None, code: str | None = "invalid_value") -> ProtocolError:
+def invalid_request(
+    message: str, *, param: str | None = None, code: str | None = "invalid_value"
+) -> ProtocolError:
     return ProtocolError(400, message, code=code, param=param)
 
 

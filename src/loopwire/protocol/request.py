@@ -106,7 +106,9 @@ def _with_message_types(obj: Any) -> Any:
 
 
 def _invalid_json(error: msgspec.DecodeError) -> ProtocolError:
-    return ProtocolError(400, f"We could not parse the JSON body of your request: {error}.", code="invalid_json")
+    return ProtocolError(
+        400, f"We could not parse the JSON body of your request: {error}.", code="invalid_json"
+    )
 
 
 def _decode(decoder: msgspec.json.Decoder[T], data: bytes | str, kind: type[T]) -> T:

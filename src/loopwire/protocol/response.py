@@ -99,7 +99,9 @@ class CompactedResponse(msgspec.Struct, kw_only=True):
     usage: ResponseUsage
 
 
-def usage_of(input_tokens: int, cached_tokens: int, output_tokens: int, reasoning_tokens: int = 0) -> ResponseUsage:
+def usage_of(
+    input_tokens: int, cached_tokens: int, output_tokens: int, reasoning_tokens: int = 0
+) -> ResponseUsage:
     return ResponseUsage(
         input_tokens=input_tokens,
         input_tokens_details=InputTokensDetails(cached_tokens=cached_tokens),

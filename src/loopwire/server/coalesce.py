@@ -80,7 +80,7 @@ def _coalescing(transport: Any) -> Any:
     return CoalescingTransport(transport, asyncio.get_running_loop())
 
 
-class CoalescingHttpToolsProtocol(HttpToolsProtocol):  # type: ignore[misc]
+class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(_coalescing(transport))
 
@@ -95,7 +95,7 @@ def text_frame(payload: bytes) -> bytes:
     return b"\x81\x7f" + size.to_bytes(8, "big") + payload
 
 
-class CoalescingWebSocketProtocol(WebSocketsSansIOProtocol):  # type: ignore[misc]
+class CoalescingWebSocketProtocol(WebSocketsSansIOProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(_coalescing(transport))
 
@@ -113,7 +113,12 @@ class CoalescingWebSocketProtocol(WebSocketsSansIOProtocol):  # type: ignore[mis
         if not self.writable.is_set():
             await self.writable.wait()
         conn = self.conn
-        if (self.disconnected or self.close_sent or not self.handshake_complete or conn.state is not OPEN
-                or conn.expect_continuation_frame):
+        if (
+            self.disconnected
+            or self.close_sent
+            or not self.handshake_complete
+            or conn.state is not OPEN
+            or conn.expect_continuation_frame
+        ):
             raise ClientDisconnected()
         self.transport.write(b"".join([text_frame(payload) for payload in message["payloads"]]))

@@ -21,11 +21,16 @@ from .runner import decode_stored_items, resolve_parent, run_turn
 from .state import ServerState
 
 JSON_HEADERS = [(b"content-type", b"application/json")]
-SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
-               (b"x-accel-buffering", b"no")]
+SSE_HEADERS = [
+    (b"content-type", b"text/event-stream"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
 
 
-async def send_json(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+async def send_json(
+    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
     await send({"type": "http.response.start", "status": status, "headers": (headers or []) + JSON_HEADERS})
     await send({"type": "http.response.body", "body": body})
 
@@ -47,8 +52,9 @@ async def read_body(receive: Receive, limit: int) -> bytes:
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise ProtocolError(413, f"The request body is larger than the limit of {limit} bytes.",
-                                code="request_too_large")
+            raise ProtocolError(
+                413, f"The request body is larger than the limit of {limit} bytes.", code="request_too_large"
+            )
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
@@ -178,8 +184,9 @@ async def compact(state: ServerState, receive: Receive, send: Send, owner: str) 
     body = await read_body(receive, state.limits.max_message_bytes)
     request = decode_compact(body)
     if not request.model:
-        raise ProtocolError(400, "Missing required parameter: 'model'.", code="missing_required_parameter",
-                            param="model")
+        raise ProtocolError(
+            400, "Missing required parameter: 'model'.", code="missing_required_parameter", param="model"
+        )
     conn = _connection(state, owner)
     parent = await resolve_parent(state, conn, DEFAULT_LANE, request.previous_response_id)
     result = compact_context(request, parent, now=int(time.time()))
@@ -193,6 +200,8 @@ async def cancel(state: ServerState, send: Send, response_id: str, owner: str) -
         raise store_unavailable() from None
     if record is None:
         raise response_not_found(response_id)
-    raise invalid_request("Only background responses can be cancelled, and this server runs none.",
-                          param="response_id", code="not_cancellable")
-
+    raise invalid_request(
+        "Only background responses can be cancelled, and this server runs none.",
+        param="response_id",
+        code="not_cancellable",
+    )

@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 import msgspec
 
-from ..engines.base import EngineError, Finished
+from ..engines.base import EngineDelta, EngineError, Finished, TextDelta, ToolArgumentsDelta
 from ..protocol import ids
 from ..protocol.context import EMPTY_CONTEXT
 from ..protocol.errors import ProtocolError, previous_response_not_found, store_unavailable
@@ -47,8 +47,35 @@ def decode_stored_items(record: StoredResponse) -> tuple[list[InputItem], list[O
     return _items_decoder.decode(record.input_items), _output_decoder.decode(record.response).output
 
 
+def merge_ready(batch: list[EngineDelta]) -> list[EngineDelta]:
+    """Consecutive text (or argument) deltas that the engine had ready at the same moment become one
+    delta: fewer, larger events with the same concatenation. Deltas that arrive apart stay apart."""
+    if len(batch) < 2:
+        return batch
+    merged: list[EngineDelta] = []
+    pieces: list[str] = []
+    kind: type[TextDelta] | type[ToolArgumentsDelta] | None = None
+    for delta in batch:
+        if isinstance(delta, TextDelta | ToolArgumentsDelta):
+            if type(delta) is not kind and kind is not None:
+                merged.append(kind("".join(pieces)))
+                pieces = []
+            kind = type(delta)
+            pieces.append(delta.text if isinstance(delta, TextDelta) else delta.delta)
+            continue
+        if kind is not None:
+            merged.append(kind("".join(pieces)))
+            pieces, kind = [], None
+        merged.append(delta)
+    if kind is not None:
+        merged.append(kind("".join(pieces)))
+    return merged
+
+
 async def resolve_parent(
-    state: ServerState, conn: ConnectionState[Any], lane: str,
+    state: ServerState,
+    conn: ConnectionState[Any],
+    lane: str,
     previous_response_id: str | None,
 ) -> CachedResponse | None:
     """Connection cache first, then the durable store, else previous_response_not_found."""
@@ -86,8 +113,15 @@ async def run_turn(
     try:
         validate_fields(request, state.limits, websocket=websocket)
         parent = await resolve_parent(state, conn, lane, previous_id)
-        plan = plan_turn(request, parent=parent, lane=lane, owner=conn.owner, response_id=ids.response_id(),
-                         now=int(time.time()), generate=generate)
+        plan = plan_turn(
+            request,
+            parent=parent,
+            lane=lane,
+            owner=conn.owner,
+            response_id=ids.response_id(),
+            now=int(time.time()),
+            generate=generate,
+        )
     except ProtocolError as error:
         conn.evict_after_failure(previous_id, lane)
         await sink.error(error)
@@ -97,13 +131,19 @@ async def run_turn(
     await sink.events(turn.opening(generate=generate))
     finished: Finished | None = None
     failure: tuple[str, str] | None = None
+    events: list[Event] = []
     try:
-        async with aclosing(state.engine.stream(plan.engine_request)) as deltas:
-            async for delta in deltas:
-                if isinstance(delta, Finished):
-                    finished = delta
+        async with aclosing(state.engine.stream(plan.engine_request)) as batches:
+            async for batch in batches:
+                events = []
+                for delta in merge_ready(batch) if state.settings.merge_ready_deltas else batch:
+                    if isinstance(delta, Finished):
+                        finished = delta
+                        break
+                    events += turn.feed(delta)
+                if finished is not None:
                     break
-                await sink.events(turn.feed(delta))
+                await sink.events(events)
     except EngineError as error:
         failure = (error.code, str(error))
     if finished is None and failure is None:
@@ -116,16 +156,21 @@ async def run_turn(
         return response
 
     assert finished is not None
-    events, response = turn.finish(finished, int(time.time()))
+    closing, response = turn.finish(finished, int(time.time()))
+    events += closing
     if events:
         await sink.events(events)
     encoded = encode(response)
     # Commit before announcing: a client may continue the instant it sees the terminal event.
-    conn.commit(CachedResponse(response.id, conn.owner, lane, plan.context.extend(turn.output),
-                               finished.render, plan.store))
+    conn.commit(
+        CachedResponse(
+            response.id, conn.owner, lane, plan.context.extend(turn.output), finished.render, plan.store
+        )
+    )
     if plan.store:
-        record = StoredResponse(response.id, conn.owner, previous_id, response.created_at,
-                                encode(plan.new_items), encoded)
+        record = StoredResponse(
+            response.id, conn.owner, previous_id, response.created_at, encode(plan.new_items), encoded
+        )
         try:
             await state.store.put(record)
         except StoreUnavailable:

@@ -19,6 +19,8 @@ log = logging.getLogger("loopwire.server")
 class ServerSettings:
     ws_per_message_deflate: bool = False
     """permessage-deflate costs ~80-160 us of CPU per small turn on loopback, so it is opt-in."""
+    merge_ready_deltas: bool = True
+    """Send text/argument deltas the engine produced at the same moment as one event (fewer frames)."""
     ignored_client_events: frozenset[str] = frozenset({"response.processed"})
     """Client events some clients send for bookkeeping only; accepted silently."""
 

@@ -92,12 +92,24 @@ class WebSocketSession:
 
     async def _run(self, lane: str, event: WsCreateEvent) -> None:
         try:
-            await run_turn(self.state, self.conn, lane, event, _SocketSink(self.send, event.stream_id, self.batched),
-                           websocket=True, generate=event.generate is not False, stream_id=event.stream_id)
+            await run_turn(
+                self.state,
+                self.conn,
+                lane,
+                event,
+                _SocketSink(self.send, event.stream_id, self.batched),
+                websocket=True,
+                generate=event.generate is not False,
+                stream_id=event.stream_id,
+            )
         except Exception:
             log.exception("turn on lane %r failed unexpectedly", lane)
-            error = ProtocolError(500, "The server had an error while processing your request.",
-                                  type="server_error", code="server_error")
+            error = ProtocolError(
+                500,
+                "The server had an error while processing your request.",
+                type="server_error",
+                code="server_error",
+            )
             self.conn.evict_after_failure(event.previous_response_id, lane)
             await self._try_send_error(error, event.stream_id)
         finally:
@@ -135,8 +147,9 @@ async def serve_websocket(state: ServerState, scope: Scope, receive: Receive, se
             if frame is None:
                 frame = message.get("bytes") or b""
             if not await session.on_frame(frame):
-                await send({"type": "websocket.close", "code": 1000,
-                            "reason": "websocket_connection_limit_reached"})
+                await send(
+                    {"type": "websocket.close", "code": 1000, "reason": "websocket_connection_limit_reached"}
+                )
                 break
     finally:
         await session.close()

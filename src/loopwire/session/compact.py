@@ -48,7 +48,9 @@ def _truncate(text: str) -> str:
     if len(text) <= SUMMARY_HEAD_CHARS + SUMMARY_TAIL_CHARS:
         return text
     omitted = len(text) - SUMMARY_HEAD_CHARS - SUMMARY_TAIL_CHARS
-    return f"{text[:SUMMARY_HEAD_CHARS]}\n[... {omitted} characters compacted ...]\n{text[-SUMMARY_TAIL_CHARS:]}"
+    return (
+        f"{text[:SUMMARY_HEAD_CHARS]}\n[... {omitted} characters compacted ...]\n{text[-SUMMARY_TAIL_CHARS:]}"
+    )
 
 
 def compact_context(request: CompactRequest, parent: CachedResponse | None, *, now: int) -> CompactedResponse:
@@ -74,5 +76,9 @@ def compact_context(request: CompactRequest, parent: CachedResponse | None, *, n
     output: list[Message | Compaction] = [*kept, compaction]
     input_tokens = total_chars // CHARS_PER_TOKEN
     output_tokens = len(summary) // CHARS_PER_TOKEN
-    return CompactedResponse(id=ids.new_id("resp_cmp"), created_at=now, output=list(output),
-                             usage=usage_of(input_tokens, 0, output_tokens))
+    return CompactedResponse(
+        id=ids.new_id("resp_cmp"),
+        created_at=now,
+        output=list(output),
+        usage=usage_of(input_tokens, 0, output_tokens),
+    )

@@ -49,11 +49,17 @@ def validate_fields(request: CreateRequest, limits: Limits, *, websocket: bool) 
         raise missing_parameter("model")
     if request.background:
         where = "in WebSocket mode" if websocket else "by this server"
-        raise invalid_request(f"background responses are not supported {where}.", param="background",
-                              code="unsupported_parameter")
+        raise invalid_request(
+            f"background responses are not supported {where}.",
+            param="background",
+            code="unsupported_parameter",
+        )
     if request.conversation is not None:
-        raise invalid_request("The 'conversation' parameter is not supported by this server; chain with "
-                              "previous_response_id.", param="conversation", code="unsupported_parameter")
+        raise invalid_request(
+            "The 'conversation' parameter is not supported by this server; chain with previous_response_id.",
+            param="conversation",
+            code="unsupported_parameter",
+        )
     if request.temperature is not None and not 0.0 <= request.temperature <= 2.0:
         raise invalid_request("'temperature' must be between 0 and 2.", param="temperature")
     if request.top_p is not None and not 0.0 <= request.top_p <= 1.0:
@@ -64,23 +70,30 @@ def validate_fields(request: CreateRequest, limits: Limits, *, websocket: bool) 
         raise invalid_request("'truncation' must be 'auto' or 'disabled'.", param="truncation")
     _validate_metadata(request.metadata, limits)
     if isinstance(request.input, list) and len(request.input) > limits.max_input_items:
-        raise invalid_request(f"'input' has {len(request.input)} items; at most {limits.max_input_items} "
-                              "are accepted.", param="input", code="array_above_max_length")
+        raise invalid_request(
+            f"'input' has {len(request.input)} items; at most {limits.max_input_items} are accepted.",
+            param="input",
+            code="array_above_max_length",
+        )
 
 
 def _validate_metadata(metadata: dict[str, str] | None, limits: Limits) -> None:
     if metadata is None:
         return
     if len(metadata) > limits.max_metadata_pairs:
-        raise invalid_request(f"'metadata' may hold at most {limits.max_metadata_pairs} pairs.",
-                              param="metadata")
+        raise invalid_request(
+            f"'metadata' may hold at most {limits.max_metadata_pairs} pairs.", param="metadata"
+        )
     for key, value in metadata.items():
         if len(key) > limits.max_metadata_key_length:
-            raise invalid_request(f"metadata keys may be at most {limits.max_metadata_key_length} "
-                                  "characters.", param="metadata")
+            raise invalid_request(
+                f"metadata keys may be at most {limits.max_metadata_key_length} characters.", param="metadata"
+            )
         if len(value) > limits.max_metadata_value_length:
-            raise invalid_request(f"metadata values may be at most {limits.max_metadata_value_length} "
-                                  "characters.", param=f"metadata.{key}")
+            raise invalid_request(
+                f"metadata values may be at most {limits.max_metadata_value_length} characters.",
+                param=f"metadata.{key}",
+            )
 
 
 def tool_choice_of(request: CreateRequest, tools: tuple[ToolSpec, ...]) -> ToolChoice:
@@ -92,11 +105,14 @@ def tool_choice_of(request: CreateRequest, tools: tuple[ToolSpec, ...]) -> ToolC
     if isinstance(choice, dict) and choice.get("type") == "function":
         name = choice.get("name")
         if not isinstance(name, str) or name not in {tool.name for tool in tools}:
-            raise invalid_request(f"tool_choice names function {name!r}, which is not in 'tools'.",
-                                  param="tool_choice")
+            raise invalid_request(
+                f"tool_choice names function {name!r}, which is not in 'tools'.", param="tool_choice"
+            )
         return NamedToolChoice(name)
-    raise invalid_request("'tool_choice' must be 'auto', 'none', 'required' or "
-                          '{"type": "function", "name": ...}.', param="tool_choice")
+    raise invalid_request(
+        "'tool_choice' must be 'auto', 'none', 'required' or {\"type\": \"function\", \"name\": ...}.",
+        param="tool_choice",
+    )
 
 
 def _input_items(request: CreateRequest) -> list[InputItem]:
@@ -125,8 +141,9 @@ def _prepare_items(items: list[InputItem], base: Context) -> list[InputItem]:
         if isinstance(item, ItemReference):
             found = _find_item(base, item.id)
             if found is None:
-                raise invalid_request(f"Item with id '{item.id}' not found.", param=f"input[{index}].id",
-                                      code="item_not_found")
+                raise invalid_request(
+                    f"Item with id '{item.id}' not found.", param=f"input[{index}].id", code="item_not_found"
+                )
             prepared.append(found)
             continue
         if isinstance(item, Reasoning):
@@ -142,8 +159,11 @@ def _prepare_items(items: list[InputItem], base: Context) -> list[InputItem]:
     unknown = missing_call_ids(base, answered)
     if unknown:
         call_id = min(unknown, key=answered.__getitem__)
-        raise invalid_request(f"No tool call found for function call output with call_id {call_id}.",
-                              param=f"input[{answered[call_id]}].call_id", code="invalid_function_call_output")
+        raise invalid_request(
+            f"No tool call found for function call output with call_id {call_id}.",
+            param=f"input[{answered[call_id]}].call_id",
+            code="invalid_function_call_output",
+        )
     return prepared
 
 
@@ -218,4 +238,3 @@ def plan_turn(
 
 def _echo_choice(choice: str | dict[str, Any] | None) -> str | dict[str, Any]:
     return "auto" if choice is None else choice
-

@@ -24,6 +24,7 @@ from ..protocol.events import (
     ResponseFailed,
     ResponseIncomplete,
     ResponseInProgress,
+    encode,
 )
 from ..protocol.items import FunctionCall, Message, OutputItem, OutputText
 from ..protocol.response import IncompleteDetails, Response, ResponseError, usage_of
@@ -52,11 +53,14 @@ class Turn:
         return seq
 
     def opening(self, *, generate: bool = True) -> list[Event]:
-        created: list[Event] = [ResponseCreated(sequence_number=self._next(), stream_id=self.stream_id,
-                                                response=self.response)]
+        snapshot = msgspec.Raw(encode(self.response))  # encoded once, sent twice
+        created: list[Event] = [
+            ResponseCreated(sequence_number=self._next(), stream_id=self.stream_id, response=snapshot)
+        ]
         if generate:
-            created.append(ResponseInProgress(sequence_number=self._next(), stream_id=self.stream_id,
-                                              response=self.response))
+            created.append(
+                ResponseInProgress(sequence_number=self._next(), stream_id=self.stream_id, response=snapshot)
+            )
         return created
 
     def feed(self, delta: EngineDelta) -> list[Event]:
@@ -73,26 +77,56 @@ class Turn:
         message = self._message
         if message is None:
             events.extend(self._close_item())
-            message = self._message = Message(role="assistant", content=[], id=ids.message_id(),
-                                              status="in_progress")
+            message = self._message = Message(
+                role="assistant", content=[], id=ids.message_id(), status="in_progress"
+            )
             index = len(self.output)
-            events.append(OutputItemAdded(sequence_number=self._next(), stream_id=self.stream_id,
-                                          output_index=index, item=message))
-            events.append(ContentPartAdded(sequence_number=self._next(), stream_id=self.stream_id,
-                                           item_id=message.id or "", output_index=index, content_index=0,
-                                           part=OutputText(text="")))
+            events.append(
+                OutputItemAdded(
+                    sequence_number=self._next(), stream_id=self.stream_id, output_index=index, item=message
+                )
+            )
+            events.append(
+                ContentPartAdded(
+                    sequence_number=self._next(),
+                    stream_id=self.stream_id,
+                    item_id=message.id or "",
+                    output_index=index,
+                    content_index=0,
+                    part=OutputText(text=""),
+                )
+            )
         self._texts.append(text)
-        events.append(OutputTextDelta(sequence_number=self._next(), stream_id=self.stream_id,
-                                      item_id=message.id or "", output_index=len(self.output),
-                                      content_index=0, delta=text, logprobs=_NO_LOGPROBS))
+        events.append(
+            OutputTextDelta(
+                sequence_number=self._next(),
+                stream_id=self.stream_id,
+                item_id=message.id or "",
+                output_index=len(self.output),
+                content_index=0,
+                delta=text,
+                logprobs=_NO_LOGPROBS,
+            )
+        )
         return events
 
     def _start_call(self, start: ToolCallStart) -> list[Event]:
         events = self._close_item()
-        call = self._call = FunctionCall(call_id=start.call_id, name=start.name, arguments="",
-                                         id=ids.function_call_id(), status="in_progress")
-        events.append(OutputItemAdded(sequence_number=self._next(), stream_id=self.stream_id,
-                                      output_index=len(self.output), item=call))
+        call = self._call = FunctionCall(
+            call_id=start.call_id,
+            name=start.name,
+            arguments="",
+            id=ids.function_call_id(),
+            status="in_progress",
+        )
+        events.append(
+            OutputItemAdded(
+                sequence_number=self._next(),
+                stream_id=self.stream_id,
+                output_index=len(self.output),
+                item=call,
+            )
+        )
         return events
 
     def _arguments(self, delta: str) -> list[Event]:
@@ -100,8 +134,15 @@ class Turn:
         if call is None:
             raise ValueError("engine sent tool-call arguments before starting a call")
         self._args.append(delta)
-        return [FunctionCallArgumentsDelta(sequence_number=self._next(), stream_id=self.stream_id,
-                                           item_id=call.id or "", output_index=len(self.output), delta=delta)]
+        return [
+            FunctionCallArgumentsDelta(
+                sequence_number=self._next(),
+                stream_id=self.stream_id,
+                item_id=call.id or "",
+                output_index=len(self.output),
+                delta=delta,
+            )
+        ]
 
     def _close_item(self) -> list[Event]:
         index = len(self.output)
@@ -114,27 +155,48 @@ class Turn:
             self._texts = []
             self.output.append(done)
             return [
-                OutputTextDone(sequence_number=self._next(), stream_id=self.stream_id, item_id=item_id,
-                               output_index=index, content_index=0, text=text, logprobs=_NO_LOGPROBS),
-                ContentPartDone(sequence_number=self._next(), stream_id=self.stream_id, item_id=item_id,
-                                output_index=index, content_index=0, part=part),
-                OutputItemDone(sequence_number=self._next(), stream_id=self.stream_id, output_index=index,
-                               item=done),
+                OutputTextDone(
+                    sequence_number=self._next(),
+                    stream_id=self.stream_id,
+                    item_id=item_id,
+                    output_index=index,
+                    content_index=0,
+                    text=text,
+                    logprobs=_NO_LOGPROBS,
+                ),
+                ContentPartDone(
+                    sequence_number=self._next(),
+                    stream_id=self.stream_id,
+                    item_id=item_id,
+                    output_index=index,
+                    content_index=0,
+                    part=part,
+                ),
+                OutputItemDone(
+                    sequence_number=self._next(), stream_id=self.stream_id, output_index=index, item=done
+                ),
             ]
         if self._call is not None:
             call = self._call
             arguments = "".join(self._args)
-            finished = FunctionCall(call_id=call.call_id, name=call.name, arguments=arguments, id=call.id,
-                                    status="completed")
+            finished = FunctionCall(
+                call_id=call.call_id, name=call.name, arguments=arguments, id=call.id, status="completed"
+            )
             self._call = None
             self._args = []
             self.output.append(finished)
             return [
-                FunctionCallArgumentsDone(sequence_number=self._next(), stream_id=self.stream_id,
-                                          item_id=call.id or "", output_index=index, name=call.name,
-                                          arguments=arguments),
-                OutputItemDone(sequence_number=self._next(), stream_id=self.stream_id, output_index=index,
-                               item=finished),
+                FunctionCallArgumentsDone(
+                    sequence_number=self._next(),
+                    stream_id=self.stream_id,
+                    item_id=call.id or "",
+                    output_index=index,
+                    name=call.name,
+                    arguments=arguments,
+                ),
+                OutputItemDone(
+                    sequence_number=self._next(), stream_id=self.stream_id, output_index=index, item=finished
+                ),
             ]
         return []
 
@@ -150,8 +212,9 @@ class Turn:
             completed_at=None if incomplete else now,
             incomplete_details=IncompleteDetails(reason="max_output_tokens") if incomplete else None,
             output=self.output,
-            usage=usage_of(usage.input_tokens, usage.cached_tokens, usage.output_tokens,
-                           usage.reasoning_tokens),
+            usage=usage_of(
+                usage.input_tokens, usage.cached_tokens, usage.output_tokens, usage.reasoning_tokens
+            ),
         )
         return events, self.response
 
@@ -160,7 +223,9 @@ class Turn:
         self._message = None
         self._call = None
         self.response = msgspec.structs.replace(
-            self.response, status="failed", error=ResponseError(code=code, message=message),
+            self.response,
+            status="failed",
+            error=ResponseError(code=code, message=message),
             output=self.output,
         )
         return [], self.response
@@ -173,4 +238,3 @@ class Turn:
         if status == "incomplete":
             return ResponseIncomplete(sequence_number=self._next(), stream_id=self.stream_id, response=raw)
         return ResponseFailed(sequence_number=self._next(), stream_id=self.stream_id, response=raw)
-

@@ -9,7 +9,7 @@ import asyncio
 import json
 import random
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from hashlib import blake2b
 
@@ -151,7 +151,7 @@ class SimEngine:
         prompt = self._render_history(request)
         return prompt.tokens + (GENERATION_PROMPT_TOKENS if request.generate else 0)
 
-    async def stream(self, request: EngineRequest) -> AsyncIterator[EngineDelta]:
+    async def stream(self, request: EngineRequest) -> AsyncGenerator[list[EngineDelta], None]:
         started = time.perf_counter()
         if self._closed:
             raise EngineError("the sim engine is closed")
@@ -183,25 +183,36 @@ class SimEngine:
         if plan is None:
             timings["ttft_ms"] = (time.perf_counter() - started) * 1000.0
             state = SimRenderState(prompt.tokens, prompt.header.hash, prompt.end_hash, prompt.items)
-            yield Finished(Usage(input_tokens=input_tokens, cached_tokens=cached), "stop", state, timings)
+            yield [Finished(Usage(input_tokens=input_tokens, cached_tokens=cached), "stop", state, timings)]
             return
 
+        # Deltas that are due together leave together: at zero latency the whole turn is one batch.
         first_delta_at: float | None = None
+        batch: list[EngineDelta] = []
         for index, delta in plan.deltas:
             if paced:
-                await _sleep_until(first_at + index * step_s)
+                due = first_at + index * step_s
+                if batch and due > time.perf_counter():
+                    yield batch
+                    batch = []
+                await _sleep_until(due)
             if first_delta_at is None:
                 first_delta_at = time.perf_counter()
-            yield delta
+            batch.append(delta)
         if paced:
-            await _sleep_until(first_at + (plan.output_tokens - 1) * step_s)
+            end = first_at + (plan.output_tokens - 1) * step_s
+            if batch and end > time.perf_counter():
+                yield batch
+                batch = []
+            await _sleep_until(end)
 
         state = self._render_output(prompt, plan, input_tokens)
         finished_at = time.perf_counter()
         timings["ttft_ms"] = ((first_delta_at or finished_at) - started) * 1000.0
         timings["total_ms"] = (finished_at - started) * 1000.0
         usage = Usage(input_tokens=input_tokens, cached_tokens=cached, output_tokens=plan.output_tokens)
-        yield Finished(usage, plan.stop_reason, state, timings)
+        batch.append(Finished(usage, plan.stop_reason, state, timings))
+        yield batch
 
     # -- rendering ---------------------------------------------------------------------------------------
 
