@@ -1,9 +1,17 @@
-"""Per-turn latency and server CPU of a growing agent conversation, WebSocket mode vs HTTP, side by side.
+"""Per-turn latency and server CPU of a growing agent conversation: WebSocket mode vs HTTP, side by side.
 
-Starts `loopwire serve` (zero-latency sim engine) as a subprocess, runs N conversations of T turns over each
-transport (alternating, so drift on this noisy machine hits all of them alike), and prints p50 turn latency
-and server CPU per turn at the start and end of the conversation. Each turn answers the previous turn's tool
-call with a tool output of --output-bytes, so the history grows to about T x output-bytes.
+Starts `loopwire serve` (sim engine at zero latency) and a bare uvicorn echo (the transport floor) as
+subprocesses, then runs N conversations of T turns over each transport, alternating transports so that
+drift on this noisy machine hits all of them alike. Each turn answers the previous turn's tool call with a
+tool output of --output-bytes, so the history grows to about T x output-bytes. Server CPU per turn is read
+from /proc/PID/task/*/schedstat (nanoseconds on CPU, all threads) around each turn.
+
+Transports:
+  ws            WebSocket mode, store=false: previous_response_id + the new tool output only
+  ws-stored     the same with store=true (the durable write runs behind the turn)
+  http-full     HTTP + SSE, store=false: the whole conversation every turn (stateless)
+  http-chained  HTTP + SSE, store=true: previous_response_id + the new tool output, parent from the store
+  echo          bare uvicorn echo of a fixed 21-event turn, same client as ws: the floor
 
     python bench/turn_latency.py --turns 50 --conversations 20 --output-bytes 6000
 """
@@ -21,18 +29,27 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import picows
 import uvloop
 
+TOOL_SPECS = [
+    ("read_file", "Read a file of the repository.", {"path": {"type": "string"}}),
+    ("grep", "Search the repository.", {"pattern": {"type": "string"}, "path": {"type": "string"}}),
+    ("list_files", "List files under a directory.", {"path": {"type": "string"}}),
+    ("write_file", "Write a file.", {"path": {"type": "string"}, "content": {"type": "string"}}),
+    ("run_tests", "Run the test suite.", {"selector": {"type": "string"}}),
+]
 TOOLS = [
     {
         "type": "function",
         "name": name,
-        "description": desc,
+        "description": description,
         "parameters": {
             "type": "object",
             "properties": props,
@@ -40,21 +57,16 @@ TOOLS = [
             "additionalProperties": False,
         },
     }
-    for name, desc, props in [
-        ("read_file", "Read a file of the repository.", {"path": {"type": "string"}}),
-        ("grep", "Search the repository.", {"pattern": {"type": "string"}, "path": {"type": "string"}}),
-        ("list_files", "List files under a directory.", {"path": {"type": "string"}}),
-        ("write_file", "Write a file.", {"path": {"type": "string"}, "content": {"type": "string"}}),
-        ("run_tests", "Run the test suite.", {"selector": {"type": "string"}}),
-    ]
+    for name, description, props in TOOL_SPECS
 ]
 INSTRUCTIONS = "You are a careful coding agent. Use the tools to find and fix the failing test. " * 20
-WORDS = ["def", "class", "return", "import", "self", "value", "result", "assert", "error", "file", "path", "line", "test", "config"]
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+WORDS = "def class return import self value result assert error file path line test config".split()
+TERMINAL = (b'{"type":"response.completed"', b'{"type":"error"', b'{"type":"response.failed"')
+TRANSPORTS = ["ws", "ws-stored", "http-full", "http-chained", "echo"]
 
 
 def tool_output(size: int, rng: random.Random) -> str:
-    lines = []
+    lines: list[str] = []
     total = 0
     while total < size:
         line = " ".join(rng.choice(WORDS) for _ in range(10))
@@ -63,17 +75,15 @@ def tool_output(size: int, rng: random.Random) -> str:
     return "\n".join(lines)[:size]
 
 
-def server_cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-@dataclass
-class Samples:
-    latency: dict[int, list[float]] = field(default_factory=dict)
-    cpu: dict[str, list[float]] = field(default_factory=dict)
-    bytes_up: dict[int, list[int]] = field(default_factory=dict)
+def server_cpu_ns(pid: int) -> int:
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/schedstat") as stat:
+                total += int(stat.read().split()[0])
+        except FileNotFoundError:
+            continue
+    return total
 
 
 def base_body(store: bool) -> dict[str, Any]:
@@ -86,20 +96,15 @@ def base_body(store: bool) -> dict[str, Any]:
     }
 
 
-def first_input() -> list[dict[str, Any]]:
-    return [
-        {"type": "message", "role": "user", "content": "The test test_parse fails. Find and fix the bug."}
-    ]
-
-
 class Conversation:
-    """The client's view: the whole history, and what to send next."""
+    """The client's view: the whole history, and the new items of the next turn."""
 
     def __init__(self, seed: int, output_bytes: int) -> None:
         self.rng = random.Random(seed)
         self.output_bytes = output_bytes
-        self.history: list[dict[str, Any]] = first_input()
-        self.delta: list[dict[str, Any]] = list(self.history)
+        first = {"type": "message", "role": "user", "content": "The test test_parse fails. Find and fix it."}
+        self.history: list[dict[str, Any]] = [first]
+        self.delta: list[dict[str, Any]] = [first]
         self.previous_id: str | None = None
 
     def absorb(self, response: dict[str, Any]) -> None:
@@ -120,6 +125,25 @@ class Conversation:
         self.history.extend(self.delta)
 
 
+@dataclass
+class Sample:
+    latency_s: float
+    bytes_up: int
+    server_cpu_ns: int
+
+
+@dataclass
+class Results:
+    turns: dict[int, list[Sample]] = field(default_factory=dict)
+    history_bytes: list[int] = field(default_factory=list)
+
+    def add(self, turn: int, sample: Sample) -> None:
+        self.turns.setdefault(turn, []).append(sample)
+
+    def window(self, turns: range) -> list[Sample]:
+        return [sample for turn in turns for sample in self.turns.get(turn, [])]
+
+
 class TerminalListener(picows.WSListener):  # type: ignore[misc]
     """Resolves `done` with the payload of the turn's terminal event (or an error event)."""
 
@@ -127,62 +151,110 @@ class TerminalListener(picows.WSListener):  # type: ignore[misc]
         self.done: asyncio.Future[bytes] | None = None
 
     def on_ws_frame(self, transport: picows.WSTransport, frame: picows.WSFrame) -> None:
-        if frame.msg_type != picows.WSMsgType.TEXT or self.done is None:
+        if frame.msg_type != picows.WSMsgType.TEXT or self.done is None or self.done.done():
             return
-        head = bytes(frame.get_payload_as_memoryview()[:32])
-        if head.startswith(
-            (b'{"type":"response.completed"', b'{"type":"error"', b'{"type":"response.failed"')
-        ):
+        if bytes(frame.get_payload_as_memoryview()[:32]).startswith(TERMINAL):
             self.done.set_result(frame.get_payload_as_bytes())
 
 
-async def ws_conversation(url: str, conv: Conversation, turns: int, on_turn: Any) -> None:
-    """WebSocket mode with picows, a lean client, so the numbers measure the server rather than the client."""
-    loop = asyncio.get_running_loop()
-    transport, listener = await picows.ws_connect(TerminalListener, url, max_frame_size=64 * 1024 * 1024)
-    try:
-        for turn in range(1, turns + 1):
-            body = {"type": "response.create", **base_body(store=False), "input": conv.delta}
-            if conv.previous_id is not None:
-                body["previous_response_id"] = conv.previous_id
-            frame = json.dumps(body).encode()
-            listener.done = loop.create_future()
+class Bench:
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        server: subprocess.Popen[bytes],
+        echo_server: subprocess.Popen[bytes],
+        base: str,
+        echo: str,
+    ) -> None:
+        self.args = args
+        self.server = server
+        self.echo_server = echo_server
+        self.base = base
+        self.echo = echo
+        self.results = {name: Results() for name in args.transports}
+
+    def cpu_now(self, transport: str) -> int:
+        return server_cpu_ns((self.echo_server if transport == "echo" else self.server).pid)
+
+    async def ws_conversation(self, transport: str, conv: Conversation, record: bool) -> None:
+        """WebSocket mode with picows, a lean client, so the numbers measure the server, not the client."""
+        loop = asyncio.get_running_loop()
+        url = (self.echo if transport == "echo" else self.base.replace("http://", "ws://")) + "/v1/responses"
+        ws, listener = await picows.ws_connect(TerminalListener, url, max_frame_size=64 * 1024 * 1024)
+        try:
+            for turn in range(1, self.args.turns + 1):
+                body = {
+                    "type": "response.create",
+                    **base_body(store=transport == "ws-stored"),
+                    "input": conv.delta,
+                }
+                if conv.previous_id is not None:
+                    body["previous_response_id"] = conv.previous_id
+                frame = json.dumps(body).encode()
+                listener.done = loop.create_future()
+                cpu = self.cpu_now(transport)
+                start = time.perf_counter()
+                ws.send(picows.WSMsgType.TEXT, frame)
+                data = await listener.done
+                elapsed = time.perf_counter() - start
+                cpu = self.cpu_now(transport) - cpu
+                if not data.startswith(TERMINAL[0]):
+                    raise RuntimeError(data.decode())
+                conv.absorb(json.loads(data)["response"])
+                if record:
+                    self.results[transport].add(turn, Sample(elapsed, len(frame), cpu))
+        finally:
+            ws.disconnect()
+
+    async def http_conversation(
+        self, session: aiohttp.ClientSession, transport: str, conv: Conversation, record: bool
+    ) -> None:
+        chained = transport == "http-chained"
+        for turn in range(1, self.args.turns + 1):
+            body = {**base_body(store=chained), "stream": True}
+            if chained:
+                body["input"] = conv.delta
+                if conv.previous_id is not None:
+                    body["previous_response_id"] = conv.previous_id
+            else:
+                body["input"] = conv.history
+            payload = json.dumps(body).encode()
+            cpu = self.cpu_now(transport)
             start = time.perf_counter()
-            transport.send(picows.WSMsgType.TEXT, frame)
-            data = await listener.done
+            async with session.post(
+                self.base + "/v1/responses", data=payload, headers={"content-type": "application/json"}
+            ) as reply:
+                if reply.status != 200:
+                    raise RuntimeError(await reply.text())
+                completed = None
+                async for line in reply.content:
+                    if line.startswith(b'data: {"type":"response.completed"'):
+                        completed = line[6:]
             elapsed = time.perf_counter() - start
-            if not data.startswith(b'{"type":"response.completed"'):
-                raise RuntimeError(data.decode())
-            conv.absorb(json.loads(data)["response"])
-            on_turn(turn, elapsed, len(frame))
-    finally:
-        transport.disconnect()
+            cpu = self.cpu_now(transport) - cpu
+            if completed is None:
+                raise RuntimeError("the stream ended without response.completed")
+            conv.absorb(json.loads(completed)["response"])
+            if record:
+                self.results[transport].add(turn, Sample(elapsed, len(payload), cpu))
 
-
-async def http_conversation(
-    session: aiohttp.ClientSession, url: str, conv: Conversation, turns: int, on_turn: Any, chained: bool
-) -> None:
-    for turn in range(1, turns + 1):
-        body = {**base_body(store=chained), "stream": True}
-        if chained:
-            body["input"] = conv.delta
-            if conv.previous_id is not None:
-                body["previous_response_id"] = conv.previous_id
-        else:
-            body["input"] = conv.history
-        payload = json.dumps(body).encode()
-        start = time.perf_counter()
-        async with session.post(url, data=payload, headers={"content-type": "application/json"}) as reply:
-            if reply.status != 200:
-                raise RuntimeError(await reply.text())
-            completed = None
-            async for line in reply.content:
-                if line.startswith(b'data: {"type":"response.completed"'):
-                    completed = line[6:]
-        elapsed = time.perf_counter() - start
-        assert completed is not None
-        conv.absorb(json.loads(completed)["response"])
-        on_turn(turn, elapsed, len(payload))
+    async def run(self) -> None:
+        total = self.args.conversations + self.args.warmup
+        connector = aiohttp.TCPConnector(limit=4)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            for index in range(total):
+                record = index >= self.args.warmup
+                order = self.args.transports if index % 2 == 0 else list(reversed(self.args.transports))
+                for transport in order:
+                    conv = Conversation(seed=index, output_bytes=self.args.output_bytes)
+                    if transport.startswith("http"):
+                        await self.http_conversation(session, transport, conv, record)
+                    else:
+                        await self.ws_conversation(transport, conv, record)
+                    if record:
+                        self.results[transport].history_bytes.append(len(json.dumps(conv.history)))
+                print(f"\r  conversation {index + 1}/{total}", end="", file=sys.stderr, flush=True)
+        print(file=sys.stderr)
 
 
 def free_port() -> int:
@@ -191,141 +263,74 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def wait_ready(base: str) -> None:
-    async with aiohttp.ClientSession() as session:
-        for _ in range(200):
-            try:
-                async with session.get(base + "/healthz") as reply:
-                    if reply.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.05)
-    raise RuntimeError("server did not start")
+def wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"{process.args} exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError as error:
+            if getattr(error, "code", None) is not None:  # an HTTP error status: it is up
+                return
+            time.sleep(0.05)
+    raise SystemExit(f"{url} did not come up")
 
 
-WINDOWS = {"turns 1-5": range(1, 6), "turns 45-50": range(45, 51)}
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.3f}"
 
 
-async def run(args: argparse.Namespace) -> dict[str, Samples]:
-    port = free_port()
-    store_dir = tempfile.mkdtemp(prefix="loopwire-bench-")
-    if args.pin and len(os.sched_getaffinity(0)) >= 2:
-        # One core each: the client's work does not steal the server's core mid-turn.
-        cores = sorted(os.sched_getaffinity(0))
-        os.sched_setaffinity(0, {cores[0]})
-        pin = ["taskset", "-c", str(cores[1])]
-    else:
-        pin = []
-    server = subprocess.Popen(
-        [
-            *pin,
-            sys.executable,
-            "-m",
-            "loopwire",
-            "serve",
-            "--port",
-            str(port),
-            "--store",
-            f"sqlite:{store_dir}/bench.db",
-            "--store-write",
-            args.store_write,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    results = {name: Samples() for name in args.transports}
-    try:
-        await wait_ready(base)
-        connector = aiohttp.TCPConnector(limit=4)
-        async with aiohttp.ClientSession(connector=connector) as session:
-            for index in range(args.conversations + args.warmup):
-                for name in args.transports:
-                    samples = results[name]
-                    conv = Conversation(seed=index, output_bytes=args.output_bytes)
-                    windows_cpu: dict[int, float] = {}
-
-                    def on_turn(
-                        turn: int,
-                        elapsed: float,
-                        sent: int,
-                        samples: Samples = samples,
-                        windows_cpu: dict[int, float] = windows_cpu,
-                    ) -> None:
-                        if index < args.warmup:
-                            return
-                        samples.latency.setdefault(turn, []).append(elapsed)
-                        samples.bytes_up.setdefault(turn, []).append(sent)
-                        windows_cpu[turn] = server_cpu_seconds(server.pid)
-
-                    cpu_start = server_cpu_seconds(server.pid)
-                    windows_cpu[0] = cpu_start
-                    if name == "ws":
-                        await ws_conversation(
-                            f"ws://127.0.0.1:{port}/v1/responses", conv, args.turns, on_turn
-                        )
-                    else:
-                        await http_conversation(
-                            session,
-                            base + "/v1/responses",
-                            conv,
-                            args.turns,
-                            on_turn,
-                            chained=name == "http-chained",
-                        )
-                    if index >= args.warmup:
-                        for label, window in WINDOWS.items():
-                            first, last = window.start, window.stop - 1
-                            if last in windows_cpu and first - 1 in windows_cpu:
-                                used = windows_cpu[last] - windows_cpu[first - 1]
-                                samples.cpu.setdefault(label, []).append(used / len(window))
-                        history = sum(len(json.dumps(item)) for item in conv.history)
-                        samples.cpu.setdefault("history_bytes", []).append(history)
-    finally:
-        server.terminate()
-        server.wait(10)
-    return results
+def p50(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
 
 
-def ms(value: float) -> str:
-    return f"{value * 1000:.3f}"
-
-
-def report(results: dict[str, Samples], args: argparse.Namespace) -> None:
+def report(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
+    last = args.turns
+    early, late = range(1, min(5, last) + 1), range(max(1, last - 5), last + 1)
+    first_results = next(iter(bench.results.values()))
+    history = p50([float(x) for x in first_results.history_bytes])
     print(
         f"\n{args.conversations} conversations x {args.turns} turns per transport, "
-        f"tool output {args.output_bytes} B/turn, sim engine at zero latency, store-write {args.store_write}"
+        f"tool output {args.output_bytes} B per turn (history ~{history / 1024:.0f} KiB at the end), "
+        f"sim engine at zero latency, store writes {args.store_write}\n"
     )
-    any_samples = next(iter(results.values()))
-    history = statistics.median(any_samples.cpu.get("history_bytes", [0]))
-    print(f"history at the last turn: ~{history / 1024:.0f} KiB\n")
     print(
-        "| transport | p50 turn 1 (ms) | p50 turn 50 (ms) | p50 turns 1-5 (ms) | p50 turns 45-50 (ms) "
-        "| 45-50 / 1-5 | server CPU/turn 1-5 (ms) | server CPU/turn 45-50 (ms) | bytes up turn 50 |"
+        f"| transport | p50 turn 1 (ms) | p50 turn {last} (ms) "
+        f"| p50 turns {early.start}-{early.stop - 1} (ms) | p50 turns {late.start}-{late.stop - 1} (ms) "
+        "| late / early | server CPU/turn early (ms) | server CPU/turn late (ms) "
+        f"| bytes up turn {last} |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
-    last = args.turns
-    late_window = range(max(1, last - 5), last + 1)
-    for name, samples in results.items():
-        early = [x for t in range(1, 6) for x in samples.latency.get(t, [])]
-        late = [x for t in late_window for x in samples.latency.get(t, [])]
-        p_early, p_late = statistics.median(early), statistics.median(late)
-        cpu_early = statistics.median(samples.cpu.get("turns 1-5", [float("nan")]))
-        cpu_late = statistics.median(samples.cpu.get("turns 45-50", [float("nan")]))
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    summary: dict[str, Any] = {}
+    for name, results in bench.results.items():
+        early_s, late_s = results.window(early), results.window(late)
+        row = {
+            "turn1_ms": p50([s.latency_s for s in results.turns.get(1, [])]) * 1000,
+            "turn_last_ms": p50([s.latency_s for s in results.turns.get(last, [])]) * 1000,
+            "early_ms": p50([s.latency_s for s in early_s]) * 1000,
+            "late_ms": p50([s.latency_s for s in late_s]) * 1000,
+            "cpu_early_ms": p50([s.server_cpu_ns / 1e9 for s in early_s]) * 1000,
+            "cpu_late_ms": p50([s.server_cpu_ns / 1e9 for s in late_s]) * 1000,
+            "cpu_turn1_ms": p50([s.server_cpu_ns / 1e9 for s in results.turns.get(1, [])]) * 1000,
+            "cpu_turn_last_ms": p50([s.server_cpu_ns / 1e9 for s in results.turns.get(last, [])]) * 1000,
+            "bytes_up_last": int(p50([float(s.bytes_up) for s in results.turns.get(last, [])])),
+        }
+        summary[name] = row
         print(
-            f"| {name} | {ms(statistics.median(samples.latency[1]))} | "
-            f"{ms(statistics.median(samples.latency[last]))} | {ms(p_early)} | {ms(p_late)} | "
-            f"{p_late / p_early:.2f} | {ms(cpu_early)} | {ms(cpu_late)} | "
-            f"{int(statistics.median(samples.bytes_up[last]))} |"
+            f"| {name} | {row['turn1_ms']:.3f} | {row['turn_last_ms']:.3f} | {row['early_ms']:.3f} "
+            f"| {row['late_ms']:.3f} | {row['late_ms'] / row['early_ms']:.2f} "
+            f"| {row['cpu_early_ms']:.3f} | {row['cpu_late_ms']:.3f} | {row['bytes_up_last']:,} |"
         )
-    if "ws" in results:
-        ws_late = statistics.median([x for t in late_window for x in results["ws"].latency.get(t, [])])
-        for name, samples in results.items():
-            if name == "ws":
-                continue
-            other = statistics.median([x for t in late_window for x in samples.latency.get(t, [])])
-            print(f"\nturns 45-50: {name} / ws latency ratio = {other / ws_late:.1f}x")
+    if "ws" in summary:
+        ws_late = summary["ws"]["late_ms"]
+        print()
+        for name, row in summary.items():
+            if name != "ws":
+                ratio = row["late_ms"] / ws_late
+                print(f"turns {late.start}-{late.stop - 1}: {name} / ws latency = {ratio:.2f}x")
+    return summary
 
 
 def main() -> None:
@@ -336,26 +341,46 @@ def main() -> None:
     parser.add_argument("--conversations", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--output-bytes", type=int, default=6000)
-    parser.add_argument(
-        "--pin",
-        action=argparse.BooleanOptionalAction,
-        default=False,
-        help="pin client and server to different cores (default: off; on these VMs a "
-        "cross-core wake-up costs more than sharing a core)",
-    )
     parser.add_argument("--store-write", default="behind", choices=["behind", "through"])
-    parser.add_argument(
-        "--transports",
-        nargs="+",
-        default=["ws", "http-full", "http-chained"],
-        choices=["ws", "http-full", "http-chained"],
-    )
+    parser.add_argument("--transports", nargs="+", default=TRANSPORTS, choices=TRANSPORTS)
+    parser.add_argument("--server-arg", action="append", default=[], help="extra argument for loopwire serve")
+    parser.add_argument("--json", type=Path, help="also write the summary here as JSON")
     args = parser.parse_args()
-    if args.turns < 50:
-        global WINDOWS
-        WINDOWS = {"turns 1-5": range(1, 6), "turns 45-50": range(max(1, args.turns - 5), args.turns + 1)}
-    results = uvloop.run(run(args))
-    report(results, args)
+
+    port, echo_port = free_port(), free_port()
+    with tempfile.TemporaryDirectory(prefix="loopwire-bench-") as tmp:
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "loopwire",
+                "serve",
+                "--port",
+                str(port),
+                "--store",
+                f"sqlite:{tmp}/bench.db",
+                "--store-write",
+                args.store_write,
+                *args.server_arg,
+            ],
+        )
+        echo = subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("echo_server.py")), str(echo_port)]
+        )
+        try:
+            wait_ready(f"http://127.0.0.1:{port}/healthz", server)
+            wait_ready(f"http://127.0.0.1:{echo_port}/", echo)
+            bench = Bench(args, server, echo, f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{echo_port}")
+            uvloop.run(bench.run())
+        finally:
+            for process in (server, echo):
+                process.terminate()
+                process.wait(10)
+    summary = report(bench, args)
+    if args.json is not None:
+        args.json.write_text(
+            json.dumps({"args": vars(args) | {"json": str(args.json)}, "summary": summary}, indent=2)
+        )
 
 
 if __name__ == "__main__":
