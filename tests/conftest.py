@@ -62,9 +62,22 @@ class ServerProcess:
             self.port = free_port()
             with self.log_path.open("ab") as log:
                 self.proc = subprocess.Popen(
-                    [sys.executable, "-m", "loopwire", "serve", "--host", "127.0.0.1", "--port", str(self.port),
-                     "--store", self.store, *self.extra_args],
-                    cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                    [
+                        sys.executable,
+                        "-m",
+                        "loopwire",
+                        "serve",
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        str(self.port),
+                        "--store",
+                        self.store,
+                        *self.extra_args,
+                    ],
+                    cwd=ROOT,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
                     env={**os.environ, "PYTHONUNBUFFERED": "1"},
                 )
             if self._wait_ready():
@@ -109,13 +122,15 @@ class ServerProcess:
 def make_client(base_url: str, *, strict: bool = False) -> openai.OpenAI:
     """A sync SDK client. `strict=True` makes the SDK validate every response body and streamed event
     against its pydantic types instead of constructing them loosely."""
-    return openai.OpenAI(base_url=base_url, api_key=API_KEY, max_retries=0, timeout=20.0,
-                         _strict_response_validation=strict)
+    return openai.OpenAI(
+        base_url=base_url, api_key=API_KEY, max_retries=0, timeout=20.0, _strict_response_validation=strict
+    )
 
 
 def make_async_client(base_url: str, *, strict: bool = False) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=base_url, api_key=API_KEY, max_retries=0, timeout=20.0,
-                              _strict_response_validation=strict)
+    return openai.AsyncOpenAI(
+        base_url=base_url, api_key=API_KEY, max_retries=0, timeout=20.0, _strict_response_validation=strict
+    )
 
 
 @pytest.fixture(scope="session")

@@ -61,25 +61,33 @@ def raises(fn, data: bytes | str) -> ProtocolError:  # type: ignore[no-untyped-d
 
 
 def test_http_create_valid_full_body() -> None:
-    request = decode_http_create(body(
-        model="m",
-        input=[
-            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]},
-            {"type": "message", "role": "assistant", "id": "msg_1", "status": "completed", "phase": "final",
-             "content": [{"type": "output_text", "text": "yo", "annotations": []}]},
-            {"type": "function_call", "call_id": "call_1", "name": "f", "arguments": "{}"},
-            {"type": "function_call_output", "call_id": "call_1", "output": "42"},
-            {"type": "reasoning", "id": "rs_1", "summary": []},
-            {"type": "item_reference", "id": "msg_1"},
-        ],
-        instructions="be brief",
-        tools=[{"type": "function", "name": "f", "parameters": {"type": "object"}}],
-        tool_choice="auto",
-        store=False,
-        stream=True,
-        temperature=0.5,
-        metadata={"k": "v"},
-    ))
+    request = decode_http_create(
+        body(
+            model="m",
+            input=[
+                {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]},
+                {
+                    "type": "message",
+                    "role": "assistant",
+                    "id": "msg_1",
+                    "status": "completed",
+                    "phase": "final",
+                    "content": [{"type": "output_text", "text": "yo", "annotations": []}],
+                },
+                {"type": "function_call", "call_id": "call_1", "name": "f", "arguments": "{}"},
+                {"type": "function_call_output", "call_id": "call_1", "output": "42"},
+                {"type": "reasoning", "id": "rs_1", "summary": []},
+                {"type": "item_reference", "id": "msg_1"},
+            ],
+            instructions="be brief",
+            tools=[{"type": "function", "name": "f", "parameters": {"type": "object"}}],
+            tool_choice="auto",
+            store=False,
+            stream=True,
+            temperature=0.5,
+            metadata={"k": "v"},
+        )
+    )
     assert isinstance(request, CreateRequest)
     assert request.model == "m"
     assert request.store is False and request.stream is True
@@ -105,11 +113,16 @@ def test_http_create_accepts_str_as_well_as_bytes() -> None:
 
 
 def test_message_without_type_is_decoded_as_message() -> None:
-    request = decode_http_create(body(model="m", input=[
-        {"role": "user", "content": "a"},
-        {"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"},
-        {"role": "developer", "content": [{"type": "input_text", "text": "b"}]},
-    ]))
+    request = decode_http_create(
+        body(
+            model="m",
+            input=[
+                {"role": "user", "content": "a"},
+                {"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"},
+                {"role": "developer", "content": [{"type": "input_text", "text": "b"}]},
+            ],
+        )
+    )
     assert isinstance(request.input, list)
     assert [type(item) for item in request.input] == [Message, FunctionCall, Message]
     assert isinstance(request.input[0], Message) and request.input[0].role == "user"
@@ -130,17 +143,26 @@ def test_malformed_json_is_invalid_json(data: bytes) -> None:
         ([{"role": "user", "content": 5}], "input[0].content"),
         ([{"type": "message", "role": "user", "content": 5}], "input[0].content"),
         ([{"role": "user", "content": "ok"}, {"role": "user", "content": 7}], "input[1].content"),
-        ([{"role": "user", "content": "ok"}, {"type": "function_call_output", "call_id": 3, "output": "x"}],
-         "input[1].call_id"),
+        (
+            [
+                {"role": "user", "content": "ok"},
+                {"type": "function_call_output", "call_id": 3, "output": "x"},
+            ],
+            "input[1].call_id",
+        ),
         ([{"type": "message", "role": "robot", "content": "x"}], "input[0].role"),
-        ([{"type": "message", "role": "user", "content": [{"type": "input_text", "text": 1}]}],
-         "input[0].content[0].text"),
+        (
+            [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": 1}]}],
+            "input[0].content[0].text",
+        ),
     ],
 )
 def test_wrong_types_name_the_param_path(input_items: list[object], param: str) -> None:
-    for decode, data in ((decode_http_create, body(model="m", input=input_items)),
-                         (decode_ws_event, ws_frame(model="m", input=input_items)),
-                         (decode_compact, body(model="m", input=input_items))):
+    for decode, data in (
+        (decode_http_create, body(model="m", input=input_items)),
+        (decode_ws_event, ws_frame(model="m", input=input_items)),
+        (decode_compact, body(model="m", input=input_items)),
+    ):
         error = raises(decode, data)
         assert error.status == 400
         assert error.code == "invalid_type"
@@ -148,8 +170,16 @@ def test_wrong_types_name_the_param_path(input_items: list[object], param: str) 
         assert param in error.message
 
 
-@pytest.mark.parametrize(("field", "value"), [("model", 5), ("temperature", "hot"), ("store", "yes"),
-                                              ("metadata", {"k": 1}), ("tools", {"name": "f"})])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("model", 5),
+        ("temperature", "hot"),
+        ("store", "yes"),
+        ("metadata", {"k": 1}),
+        ("tools", {"name": "f"}),
+    ],
+)
 def test_wrong_top_level_types_name_the_field(field: str, value: object) -> None:
     error = raises(decode_http_create, body(**{"model": "m", field: value}))
     assert error.code == "invalid_type"
@@ -171,11 +201,17 @@ def test_non_object_http_body_is_a_400_without_param() -> None:
 
 
 def test_unknown_extra_fields_are_ignored() -> None:
-    request = decode_http_create(body(
-        model="m", some_future_field={"x": [1]}, another=3,
-        input=[{"type": "message", "role": "user", "content": "hi", "extra": True},
-               {"role": "user", "content": [{"type": "input_text", "text": "t", "cache_control": {}}]}],
-    ))
+    request = decode_http_create(
+        body(
+            model="m",
+            some_future_field={"x": [1]},
+            another=3,
+            input=[
+                {"type": "message", "role": "user", "content": "hi", "extra": True},
+                {"role": "user", "content": [{"type": "input_text", "text": "t", "cache_control": {}}]},
+            ],
+        )
+    )
     assert request.model == "m"
     assert isinstance(request.input, list) and len(request.input) == 2
     event = decode_ws_event(ws_frame(model="m", future="x", stream_id="s"))
@@ -193,8 +229,16 @@ def test_http_body_with_type_field_is_fine() -> None:
 
 
 def test_ws_create_event_flat_body() -> None:
-    event = decode_ws_event(ws_frame(model="m", input="hi", stream=True, stream_id="lane-1", generate=False,
-                                     previous_response_id="resp_x"))
+    event = decode_ws_event(
+        ws_frame(
+            model="m",
+            input="hi",
+            stream=True,
+            stream_id="lane-1",
+            generate=False,
+            previous_response_id="resp_x",
+        )
+    )
     assert isinstance(event, WsCreateEvent)
     assert event.model == "m" and event.input == "hi"
     assert event.stream_id == "lane-1"
@@ -272,8 +316,14 @@ def test_peek_stream_id_best_effort() -> None:
 
 
 def test_compact_valid_body() -> None:
-    request = decode_compact(body(model="m", input=[{"role": "user", "content": "hi"}],
-                                  previous_response_id="resp_1", instructions="x"))
+    request = decode_compact(
+        body(
+            model="m",
+            input=[{"role": "user", "content": "hi"}],
+            previous_response_id="resp_1",
+            instructions="x",
+        )
+    )
     assert isinstance(request, CompactRequest)
     assert request.model == "m"
     assert request.previous_response_id == "resp_1"
@@ -343,14 +393,22 @@ def test_sse_frame_format() -> None:
 
 
 def test_event_encoding_type_first_and_sequence_number() -> None:
-    event = OutputTextDelta(sequence_number=4, item_id="msg_1", output_index=0, content_index=0, delta="hi",
-                            logprobs=[])
+    event = OutputTextDelta(
+        sequence_number=4, item_id="msg_1", output_index=0, content_index=0, delta="hi", logprobs=[]
+    )
     raw = encode(event)
     assert raw.startswith(b'{"type":"response.output_text.delta",')
     decoded = json.loads(raw)
     assert next(iter(decoded)) == "type"
-    assert decoded == {"type": "response.output_text.delta", "sequence_number": 4, "item_id": "msg_1",
-                       "output_index": 0, "content_index": 0, "delta": "hi", "logprobs": []}
+    assert decoded == {
+        "type": "response.output_text.delta",
+        "sequence_number": 4,
+        "item_id": "msg_1",
+        "output_index": 0,
+        "content_index": 0,
+        "delta": "hi",
+        "logprobs": [],
+    }
     assert event_type(event) == "response.output_text.delta"
 
 
@@ -365,13 +423,24 @@ def test_stream_id_omitted_when_none_and_present_when_set() -> None:
 
 
 def test_sequence_number_zero_is_not_omitted() -> None:
-    decoded = json.loads(encode(OutputItemAdded(sequence_number=0, output_index=0,
-                                                item=Message(role="assistant", content=[], id="msg_1",
-                                                             status="in_progress"))))
+    decoded = json.loads(
+        encode(
+            OutputItemAdded(
+                sequence_number=0,
+                output_index=0,
+                item=Message(role="assistant", content=[], id="msg_1", status="in_progress"),
+            )
+        )
+    )
     assert decoded["sequence_number"] == 0
     assert decoded["output_index"] == 0
-    assert decoded["item"] == {"type": "message", "role": "assistant", "content": [], "id": "msg_1",
-                               "status": "in_progress"}
+    assert decoded["item"] == {
+        "type": "message",
+        "role": "assistant",
+        "content": [],
+        "id": "msg_1",
+        "status": "in_progress",
+    }
 
 
 def test_raw_response_is_embedded_verbatim() -> None:

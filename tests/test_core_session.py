@@ -49,8 +49,14 @@ def conn(limits: Limits = LIMITS, *, owner: str = "alice", opened_at: float = 10
     return ConnectionState(limits, opened_at=opened_at, owner=owner)
 
 
-def cached(rid: str, lane: str = DEFAULT_LANE, *, owner: str = "alice", context: Context = EMPTY_CONTEXT,
-           render: RenderState | None = None) -> CachedResponse:
+def cached(
+    rid: str,
+    lane: str = DEFAULT_LANE,
+    *,
+    owner: str = "alice",
+    context: Context = EMPTY_CONTEXT,
+    render: RenderState | None = None,
+) -> CachedResponse:
     return CachedResponse(rid, owner, lane, context, render, stored=False)
 
 
@@ -82,7 +88,10 @@ def test_default_limits_match_the_protocol() -> None:
     assert LIMITS.max_stream_id_length == 256
     assert LIMITS.max_connection_age_s == 3600.0
     assert (LIMITS.max_metadata_pairs, LIMITS.max_metadata_key_length, LIMITS.max_metadata_value_length) == (
-        16, 64, 512)
+        16,
+        64,
+        512,
+    )
 
 
 def test_max_in_flight_at_limit_runs_one_past_is_queued_then_starts() -> None:
@@ -380,7 +389,8 @@ def test_max_input_items_configured_small() -> None:
 
 def test_missing_model_and_background() -> None:
     assert protocol_error(validate_fields, CreateRequest(), LIMITS, websocket=True).code == (
-        "missing_required_parameter")
+        "missing_required_parameter"
+    )
     error = protocol_error(_validate, background=True)
     assert error.param == "background"
 
@@ -388,17 +398,23 @@ def test_missing_model_and_background() -> None:
 # -- plan_turn ----------------------------------------------------------------------------------------
 
 
-def _parent_with_call(call_id: str = "call_1", *, render: RenderState | None = None,
-                      lane: str = DEFAULT_LANE) -> CachedResponse:
+def _parent_with_call(
+    call_id: str = "call_1", *, render: RenderState | None = None, lane: str = DEFAULT_LANE
+) -> CachedResponse:
     context = EMPTY_CONTEXT.extend([user("weather?", id="msg_u1")]).extend(
-        [FunctionCall(call_id=call_id, name="get_weather", arguments="{}", id="fc_1", status="completed")])
+        [FunctionCall(call_id=call_id, name="get_weather", arguments="{}", id="fc_1", status="completed")]
+    )
     return cached("resp_parent", lane, context=context, render=render)
 
 
 def test_function_call_output_answering_the_parent_passes() -> None:
     parent = _parent_with_call()
-    result = plan(request(input=[FunctionCallOutput(call_id="call_1", output="sunny")],
-                          previous_response_id="resp_parent"), parent)
+    result = plan(
+        request(
+            input=[FunctionCallOutput(call_id="call_1", output="sunny")], previous_response_id="resp_parent"
+        ),
+        parent,
+    )
     assert len(result.context) == 3
     assert isinstance(result.new_items[0], FunctionCallOutput)
     assert result.parent is parent
@@ -407,19 +423,26 @@ def test_function_call_output_answering_the_parent_passes() -> None:
 
 def test_function_call_output_unknown_call_id_fails() -> None:
     parent = _parent_with_call()
-    error = protocol_error(plan, request(input=[user("hi"),
-                                                FunctionCallOutput(call_id="call_nope", output="x")]), parent)
+    error = protocol_error(
+        plan, request(input=[user("hi"), FunctionCallOutput(call_id="call_nope", output="x")]), parent
+    )
     assert error.code == "invalid_function_call_output"
     assert error.param == "input[1].call_id"
     assert error.status == 400
 
 
 def test_unknown_call_id_reports_the_first_offending_index() -> None:
-    error = protocol_error(plan, request(input=[
-        FunctionCallOutput(call_id="call_1", output="ok"),
-        FunctionCallOutput(call_id="call_x", output="x"),
-        FunctionCallOutput(call_id="call_y", output="y"),
-    ]), _parent_with_call())
+    error = protocol_error(
+        plan,
+        request(
+            input=[
+                FunctionCallOutput(call_id="call_1", output="ok"),
+                FunctionCallOutput(call_id="call_x", output="x"),
+                FunctionCallOutput(call_id="call_y", output="y"),
+            ]
+        ),
+        _parent_with_call(),
+    )
     assert error.param == "input[1].call_id"
 
 
@@ -430,25 +453,37 @@ def test_function_call_output_without_parent_fails() -> None:
 
 
 def test_function_call_and_its_output_in_the_same_input_pass() -> None:
-    result = plan(request(input=[
-        user("hi"),
-        FunctionCall(call_id="call_9", name="f", arguments="{}"),
-        FunctionCallOutput(call_id="call_9", output="done"),
-    ]))
+    result = plan(
+        request(
+            input=[
+                user("hi"),
+                FunctionCall(call_id="call_9", name="f", arguments="{}"),
+                FunctionCallOutput(call_id="call_9", output="done"),
+            ]
+        )
+    )
     assert len(result.context) == 3
 
 
 def test_function_call_output_before_its_call_fails() -> None:
-    error = protocol_error(plan, request(input=[
-        FunctionCallOutput(call_id="call_9", output="done"),
-        FunctionCall(call_id="call_9", name="f", arguments="{}"),
-    ]))
+    error = protocol_error(
+        plan,
+        request(
+            input=[
+                FunctionCallOutput(call_id="call_9", output="done"),
+                FunctionCall(call_id="call_9", name="f", arguments="{}"),
+            ]
+        ),
+    )
     assert error.param == "input[0].call_id"
 
 
 def test_call_id_in_an_older_segment_is_found() -> None:
-    context = (EMPTY_CONTEXT.extend([FunctionCall(call_id="call_old", name="f", arguments="{}", id="fc_o")])
-               .extend([user("a")]).extend([user("b")]))
+    context = (
+        EMPTY_CONTEXT.extend([FunctionCall(call_id="call_old", name="f", arguments="{}", id="fc_o")])
+        .extend([user("a")])
+        .extend([user("b")])
+    )
     assert missing_call_ids(context, ["call_old", "call_new"]) == {"call_new"}
     answer = request(input=[FunctionCallOutput(call_id="call_old", output="x")])
     plan(answer, cached("resp_p", context=context))
@@ -464,20 +499,25 @@ def test_item_reference_resolves_to_the_referenced_item() -> None:
 
 
 def test_item_reference_unknown_fails() -> None:
-    error = protocol_error(plan, request(input=[user("a"), ItemReference(id="msg_missing")]),
-                           _parent_with_call())
+    error = protocol_error(
+        plan, request(input=[user("a"), ItemReference(id="msg_missing")]), _parent_with_call()
+    )
     assert error.status == 400
     assert error.param == "input[1].id"
     assert "msg_missing" in error.message
 
 
 def test_ids_are_assigned_to_items_without_ids_and_kept_otherwise() -> None:
-    result = plan(request(input=[
-        user("a"),
-        user("b", id="msg_mine"),
-        FunctionCall(call_id="call_1", name="f", arguments="{}"),
-        FunctionCallOutput(call_id="call_1", output="x"),
-    ]))
+    result = plan(
+        request(
+            input=[
+                user("a"),
+                user("b", id="msg_mine"),
+                FunctionCall(call_id="call_1", name="f", arguments="{}"),
+                FunctionCallOutput(call_id="call_1", output="x"),
+            ]
+        )
+    )
     got = [item.id for item in result.new_items if not isinstance(item, ItemReference)]
     assert all(isinstance(i, str) and i for i in got)
     assert got[0] is not None and got[0].startswith("msg_")
@@ -495,8 +535,11 @@ def test_string_input_becomes_one_user_message_with_an_id() -> None:
 
 
 def test_tool_choice_named_tool_not_in_tools_fails() -> None:
-    tools = decode_http_create(json.dumps({"model": "m", "tools": [
-        {"type": "function", "name": "known", "parameters": {"type": "object"}}]}).encode()).tools
+    tools = decode_http_create(
+        json.dumps(
+            {"model": "m", "tools": [{"type": "function", "name": "known", "parameters": {"type": "object"}}]}
+        ).encode()
+    ).tools
     error = protocol_error(plan, request(tools=tools, tool_choice={"type": "function", "name": "other"}))
     assert error.param == "tool_choice"
     ok = plan(request(tools=tools, tool_choice={"type": "function", "name": "known"}))
@@ -512,8 +555,10 @@ def test_instructions_are_not_inherited() -> None:
     parent = _parent_with_call()
     first = plan(request(input="a", instructions="be terse"))
     assert first.engine_request.instructions == "be terse"
-    follow = plan(request(input=[FunctionCallOutput(call_id="call_1", output="x")],
-                          previous_response_id="resp_parent"), parent)
+    follow = plan(
+        request(input=[FunctionCallOutput(call_id="call_1", output="x")], previous_response_id="resp_parent"),
+        parent,
+    )
     assert follow.engine_request.instructions is None
     assert follow.response.instructions is None
     answer = [FunctionCallOutput(call_id="call_1", output="x")]
@@ -598,8 +643,10 @@ def test_text_turn_event_order_and_sequence_numbers() -> None:
     deltas = [e for e in wire if e["type"] == "response.output_text.delta"]
     item_id = wire[2]["item"]["id"]
     assert [d["delta"] for d in deltas] == ["Hel", "lo", "!"]
-    assert all(d["item_id"] == item_id and d["output_index"] == 0 and d["content_index"] == 0
-               and d["logprobs"] == [] for d in deltas)
+    assert all(
+        d["item_id"] == item_id and d["output_index"] == 0 and d["content_index"] == 0 and d["logprobs"] == []
+        for d in deltas
+    )
     assert wire[7]["text"] == "Hello!"
     assert wire[8]["part"] == {"type": "output_text", "text": "Hello!", "annotations": [], "logprobs": []}
     assert response.status == "completed" and response.completed_at == 5
@@ -737,9 +784,14 @@ def test_fail_gives_failed_with_error() -> None:
     assert decoded["sequence_number"] == len(opening) + 3  # added, part added, delta, then terminal
 
 
-@pytest.mark.parametrize(("status", "expected"), [("completed", "response.completed"),
-                                                  ("incomplete", "response.incomplete"),
-                                                  ("failed", "response.failed")])
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        ("completed", "response.completed"),
+        ("incomplete", "response.incomplete"),
+        ("failed", "response.failed"),
+    ],
+)
 def test_terminal_type_per_status(status: str, expected: str) -> None:
     turn = _turn()
     turn.response = msgspec.structs.replace(turn.response, status=status)
@@ -767,20 +819,24 @@ def test_feeding_finished_is_refused() -> None:
 
 
 def test_compact_keeps_user_messages_and_ends_with_a_compaction() -> None:
-    history = EMPTY_CONTEXT.extend([
-        Message(role="system", content="sys rules"),
-        user("what is the weather?", id="msg_u"),
-        Message(role="assistant", content=[OutputText(text="let me check")], id="msg_a"),
-        FunctionCall(call_id="call_w", name="weather", arguments='{"city":"Oslo"}', id="fc_w"),
-        FunctionCallOutput(call_id="call_w", output="rainy, 7C", id="fco_w"),
-    ])
+    history = EMPTY_CONTEXT.extend(
+        [
+            Message(role="system", content="sys rules"),
+            user("what is the weather?", id="msg_u"),
+            Message(role="assistant", content=[OutputText(text="let me check")], id="msg_a"),
+            FunctionCall(call_id="call_w", name="weather", arguments='{"city":"Oslo"}', id="fc_w"),
+            FunctionCallOutput(call_id="call_w", output="rainy, 7C", id="fco_w"),
+        ]
+    )
     parent = cached("resp_p", context=history)
     result = compact_context(CompactRequest(model="m", input="and tomorrow?"), parent, now=42)
     assert result.object == "response.compaction"
     assert result.created_at == 42
     *kept, last = result.output
-    assert [(m.role, m.content) for m in kept] == [("user", "what is the weather?"),
-                                                   ("user", "and tomorrow?")]
+    assert [(m.role, m.content) for m in kept] == [
+        ("user", "what is the weather?"),
+        ("user", "and tomorrow?"),
+    ]
     assert all(isinstance(m, Message) and m.id for m in kept)
     assert kept[0].id == "msg_u"
     assert isinstance(last, Compaction)
@@ -796,11 +852,18 @@ def test_compact_keeps_user_messages_and_ends_with_a_compaction() -> None:
 
 
 def test_compact_without_parent_uses_only_input() -> None:
-    result = compact_context(CompactRequest(model="m", input=[
-        user("hi"),
-        FunctionCall(call_id="c1", name="ls", arguments="{}"),
-        FunctionCallOutput(call_id="c1", output="file.txt"),
-    ]), None, now=1)
+    result = compact_context(
+        CompactRequest(
+            model="m",
+            input=[
+                user("hi"),
+                FunctionCall(call_id="c1", name="ls", arguments="{}"),
+                FunctionCallOutput(call_id="c1", output="file.txt"),
+            ],
+        ),
+        None,
+        now=1,
+    )
     *kept, last = result.output
     assert len(kept) == 1
     assert isinstance(last, Compaction)
@@ -809,9 +872,18 @@ def test_compact_without_parent_uses_only_input() -> None:
 
 
 def test_compaction_round_trips_into_the_next_compaction() -> None:
-    first = compact_context(CompactRequest(model="m", input=[
-        user("q"), FunctionCall(call_id="c1", name="f", arguments="{}"),
-        FunctionCallOutput(call_id="c1", output="first-output")]), None, now=1)
+    first = compact_context(
+        CompactRequest(
+            model="m",
+            input=[
+                user("q"),
+                FunctionCall(call_id="c1", name="f", arguments="{}"),
+                FunctionCallOutput(call_id="c1", output="first-output"),
+            ],
+        ),
+        None,
+        now=1,
+    )
     second = compact_context(CompactRequest(model="m", input=[*first.output, user("next")]), None, now=2)
     last = second.output[-1]
     assert isinstance(last, Compaction)

@@ -15,7 +15,9 @@ import urllib.request
 from typing import Any
 
 import openai
+import pydantic
 import pytest
+from conftest import API_KEY, ServerProcess
 from openai.types.responses import (
     ResponseCompactionItem,
     ResponseCompletedEvent,
@@ -25,7 +27,10 @@ from openai.types.responses import (
     ResponseFunctionCallArgumentsDeltaEvent,
     ResponseFunctionCallArgumentsDoneEvent,
     ResponseFunctionToolCall,
+    ResponseFunctionToolCallItem,
+    ResponseFunctionToolCallOutputItem,
     ResponseInProgressEvent,
+    ResponseInputMessageItem,
     ResponseOutputItemAddedEvent,
     ResponseOutputItemDoneEvent,
     ResponseOutputMessage,
@@ -33,8 +38,6 @@ from openai.types.responses import (
     ResponseTextDeltaEvent,
     ResponseTextDoneEvent,
 )
-
-from conftest import API_KEY, ServerProcess
 
 MODEL = "sim-model"
 
@@ -59,8 +62,14 @@ TIME_TOOL: dict[str, Any] = {
     "name": "get_time",
     "parameters": {"type": "object", "properties": {"zone": {"type": "string"}}, "required": ["zone"]},
 }
-JSON_TYPES: dict[str, type | tuple[type, ...]] = {"string": str, "integer": int, "number": (int, float),
-                                                   "boolean": bool, "object": dict, "array": list}
+JSON_TYPES: dict[str, type | tuple[type, ...]] = {
+    "string": str,
+    "integer": int,
+    "number": (int, float),
+    "boolean": bool,
+    "object": dict,
+    "array": list,
+}
 
 
 # -- helpers -----------------------------------------------------------------------------------------------
@@ -77,10 +86,17 @@ def classes_by_type(union: Any) -> dict[str, type]:
 
 
 STREAM_EVENT_CLASSES = classes_by_type(ResponseStreamEvent)
+ITEM_CLASSES: dict[tuple[str, bool], type[pydantic.BaseModel]] = {
+    ("message", False): ResponseInputMessageItem,
+    ("message", True): ResponseOutputMessage,
+    ("function_call", False): ResponseFunctionToolCallItem,
+    ("function_call_output", False): ResponseFunctionToolCallOutputItem,
+}
 
 
-def raw_request(base_url: str, method: str, path: str, body: bytes | None = None,
-                content_type: str = "application/json") -> tuple[int, dict[str, str], Any]:
+def raw_request(
+    base_url: str, method: str, path: str, body: bytes | None = None, content_type: str = "application/json"
+) -> tuple[int, dict[str, str], Any]:
     """One plain HTTP request; returns (status, headers, parsed JSON body or raw text)."""
     origin = base_url.removesuffix("/v1")
     request = urllib.request.Request(origin + path, data=body, method=method)
@@ -124,8 +140,10 @@ def text_of_item(item: Any) -> str:
     content = item.content
     if isinstance(content, str):
         return content
-    return "".join(getattr(part, "text", None) or (part.get("text", "") if isinstance(part, dict) else "")
-                   for part in content)
+    return "".join(
+        getattr(part, "text", None) or (part.get("text", "") if isinstance(part, dict) else "")
+        for part in content
+    )
 
 
 def check_arguments(arguments: str, tool: dict[str, Any]) -> dict[str, Any]:
@@ -147,7 +165,9 @@ def check_typed_stream(events: list[Any]) -> None:
     for event in events:
         expected = STREAM_EVENT_CLASSES.get(event.type)
         assert expected is not None, f"event type {event.type!r} is not an SDK stream event"
-        assert type(event) is expected, f"{event.type} parsed as {type(event).__name__}, not {expected.__name__}"
+        assert type(event) is expected, (
+            f"{event.type} parsed as {type(event).__name__}, not {expected.__name__}"
+        )
     assert [event.sequence_number for event in events] == list(range(len(events)))
 
 
@@ -186,21 +206,27 @@ def test_create_string_input(strict_client: openai.OpenAI) -> None:
 
 
 def test_create_list_input_messages_without_type(strict_client: openai.OpenAI) -> None:
-    response = strict_client.responses.create(model=MODEL, input=[
-        {"role": "user", "content": "first, as a plain string"},
-        {"role": "user", "content": [{"type": "input_text", "text": "second, as parts"}]},
-    ])
+    response = strict_client.responses.create(
+        model=MODEL,
+        input=[
+            {"role": "user", "content": "first, as a plain string"},
+            {"role": "user", "content": [{"type": "input_text", "text": "second, as parts"}]},
+        ],
+    )
     assert response.status == "completed"
     assert response.output_text.strip()
 
 
 def test_system_and_developer_messages(strict_client: openai.OpenAI) -> None:
     plain = strict_client.responses.create(model=MODEL, input=[{"role": "user", "content": "What now?"}])
-    prompted = strict_client.responses.create(model=MODEL, input=[
-        {"role": "system", "content": "You are a terse assistant who answers in one word."},
-        {"role": "developer", "content": [{"type": "input_text", "text": "Never mention the weather."}]},
-        {"role": "user", "content": "What now?"},
-    ])
+    prompted = strict_client.responses.create(
+        model=MODEL,
+        input=[
+            {"role": "system", "content": "You are a terse assistant who answers in one word."},
+            {"role": "developer", "content": [{"type": "input_text", "text": "Never mention the weather."}]},
+            {"role": "user", "content": "What now?"},
+        ],
+    )
     assert prompted.status == "completed"
     assert prompted.output_text.strip()
     assert plain.usage is not None and prompted.usage is not None
@@ -210,8 +236,9 @@ def test_system_and_developer_messages(strict_client: openai.OpenAI) -> None:
 
 def test_instructions_and_metadata_echoed(strict_client: openai.OpenAI) -> None:
     metadata = {"session": "abc-123", "purpose": "integration test"}
-    response = strict_client.responses.create(model=MODEL, input="hi", instructions="Be brief.",
-                                              metadata=metadata)
+    response = strict_client.responses.create(
+        model=MODEL, input="hi", instructions="Be brief.", metadata=metadata
+    )
     assert response.instructions == "Be brief."
     assert response.metadata == metadata
     fetched = strict_client.responses.retrieve(response.id)
@@ -220,36 +247,124 @@ def test_instructions_and_metadata_echoed(strict_client: openai.OpenAI) -> None:
 
 
 def test_assistant_history_with_phase_accepted(strict_client: openai.OpenAI) -> None:
-    response = strict_client.responses.create(model=MODEL, input=[
-        {"role": "user", "content": "Plan the trip."},
-        {"type": "message", "role": "assistant", "id": "msg_history_1", "status": "completed",
-         "phase": "commentary",
-         "content": [{"type": "output_text", "text": "Looking at options.", "annotations": []}]},
-        {"type": "message", "role": "assistant", "id": "msg_history_2", "status": "completed",
-         "phase": "final_answer",
-         "content": [{"type": "output_text", "text": "Take the train.", "annotations": []}]},
-        {"role": "user", "content": "Why the train?"},
-    ])
+    response = strict_client.responses.create(
+        model=MODEL,
+        input=[
+            {"role": "user", "content": "Plan the trip."},
+            {
+                "type": "message",
+                "role": "assistant",
+                "id": "msg_history_1",
+                "status": "completed",
+                "phase": "commentary",
+                "content": [{"type": "output_text", "text": "Looking at options.", "annotations": []}],
+            },
+            {
+                "type": "message",
+                "role": "assistant",
+                "id": "msg_history_2",
+                "status": "completed",
+                "phase": "final_answer",
+                "content": [{"type": "output_text", "text": "Take the train.", "annotations": []}],
+            },
+            {"role": "user", "content": "Why the train?"},
+        ],
+    )
     assert response.status == "completed"
     assert response.output_text.strip()
 
 
 def test_input_image_accepted(strict_client: openai.OpenAI) -> None:
-    pixel = ("data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk"
-             "YPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==")
-    response = strict_client.responses.create(model=MODEL, input=[{"role": "user", "content": [
-        {"type": "input_text", "text": "What is in this image?"},
-        {"type": "input_image", "image_url": pixel, "detail": "auto"},
-    ]}])
+    pixel = (
+        "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk"
+        "YPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
+    )
+    response = strict_client.responses.create(
+        model=MODEL,
+        input=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "input_text", "text": "What is in this image?"},
+                    {"type": "input_image", "image_url": pixel, "detail": "auto"},
+                ],
+            }
+        ],
+    )
     assert response.status == "completed"
     assert response.output_text.strip()
+
+
+def test_full_history_with_tool_and_reasoning_items(strict_client: openai.OpenAI) -> None:
+    """A client resending the whole history without previous_response_id (as Codex does on a new socket)."""
+    response = strict_client.responses.create(
+        model=MODEL,
+        tools=[WEATHER_TOOL],
+        input=[
+            {"role": "user", "content": "Weather in Bergen?"},
+            {
+                "type": "reasoning",
+                "id": "rs_history_1",
+                "summary": [{"type": "summary_text", "text": "Use the tool."}],
+            },
+            {
+                "type": "function_call",
+                "call_id": "call_history_1",
+                "name": "get_weather",
+                "arguments": json.dumps({"city": "Bergen", "days": 1, "units": "celsius"}),
+                "status": "completed",
+            },
+            {
+                "type": "function_call_output",
+                "call_id": "call_history_1",
+                "output": [{"type": "input_text", "text": "rain, 9 C"}],
+            },
+            {
+                "type": "message",
+                "role": "assistant",
+                "status": "completed",
+                "content": [{"type": "output_text", "text": "It rains.", "annotations": []}],
+            },
+            {"role": "user", "content": "Thanks!"},
+        ],
+    )
+    assert response.status == "completed"
+
+
+def test_item_reference(client: openai.OpenAI) -> None:
+    first = client.responses.create(model=MODEL, input="Referenced turn.")
+    second = client.responses.create(
+        model=MODEL,
+        previous_response_id=first.id,
+        input=[{"type": "item_reference", "id": first.output[0].id}, {"role": "user", "content": "Again?"}],
+    )
+    assert second.status == "completed"
+    with pytest.raises(openai.BadRequestError):
+        client.responses.create(model=MODEL, input=[{"type": "item_reference", "id": "msg_not_anywhere"}])
+
+
+def test_max_output_tokens_gives_incomplete(strict_client: openai.OpenAI) -> None:
+    response = strict_client.responses.create(model=MODEL, input="Say a lot.", max_output_tokens=3)
+    assert response.status == "incomplete"
+    assert (
+        response.incomplete_details is not None and response.incomplete_details.reason == "max_output_tokens"
+    )
+    stream = strict_client.responses.create(model=MODEL, input="Say a lot.", max_output_tokens=3, stream=True)
+    with stream:
+        events = list(stream)
+    check_typed_stream(events)
+    assert events[-1].type == "response.incomplete"
 
 
 def test_unknown_extra_fields_ignored(client: openai.OpenAI) -> None:
     response = client.responses.create(
         model=MODEL,
         input=[{"role": "user", "content": "hi", "x_custom_item_field": {"nested": [1, 2]}}],
-        extra_body={"x_unknown_field": True, "another_one": {"deep": [1, {"a": None}]}, "prompt_cache_retention": "24h"},
+        extra_body={
+            "x_unknown_field": True,
+            "another_one": {"deep": [1, {"a": None}]},
+            "prompt_cache_retention": "24h",
+        },
     )
     assert response.status == "completed"
     assert response.output_text.strip()
@@ -264,20 +379,29 @@ def test_stream_text_events_typed_and_ordered(strict_client: openai.OpenAI) -> N
         events = list(stream)
     check_typed_stream(events)
     assert collapse([event.type for event in events]) == [
-        "response.created", "response.in_progress", "response.output_item.added", "response.content_part.added",
-        "response.output_text.delta", "response.output_text.done", "response.content_part.done",
-        "response.output_item.done", "response.completed",
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+        "response.output_text.delta",
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.completed",
     ]
     created, in_progress, added, part_added = events[:4]
     assert isinstance(created, ResponseCreatedEvent) and isinstance(in_progress, ResponseInProgressEvent)
     assert created.response.status == "in_progress"
-    assert isinstance(added, ResponseOutputItemAddedEvent) and isinstance(part_added, ResponseContentPartAddedEvent)
+    assert isinstance(added, ResponseOutputItemAddedEvent) and isinstance(
+        part_added, ResponseContentPartAddedEvent
+    )
     item_id = added.item.id
     assert added.item.type == "message" and added.output_index == 0
     deltas = [event for event in events if isinstance(event, ResponseTextDeltaEvent)]
     assert len(deltas) >= 1
-    assert all(delta.item_id == item_id and delta.output_index == 0 and delta.content_index == 0
-               for delta in deltas)
+    assert all(
+        delta.item_id == item_id and delta.output_index == 0 and delta.content_index == 0 for delta in deltas
+    )
     text_done, part_done, item_done, completed = events[-4:]
     assert isinstance(text_done, ResponseTextDoneEvent)
     assert isinstance(part_done, ResponseContentPartDoneEvent)
@@ -294,6 +418,27 @@ def test_stream_text_events_typed_and_ordered(strict_client: openai.OpenAI) -> N
     assert strict_client.responses.retrieve(completed.response.id).output_text == text
 
 
+def test_sse_framing(base_url: str) -> None:
+    """Raw SSE: every frame is `event: <type>` + `data: <json>` whose `type` matches, no [DONE] needed."""
+    body = json.dumps({"model": MODEL, "input": "frames", "stream": True}).encode()
+    status, headers, payload = raw_request(base_url, "POST", "/v1/responses", body)
+    assert status == 200
+    lowered = {key.lower(): value for key, value in headers.items()}
+    assert lowered["content-type"].startswith("text/event-stream")
+    frames = [frame for frame in payload.split("\n\n") if frame.strip()]
+    assert frames
+    types = []
+    for frame in frames:
+        fields = dict(line.split(": ", 1) for line in frame.splitlines() if not line.startswith(":"))
+        if fields.get("data") == "[DONE]":
+            continue
+        data = json.loads(fields["data"])
+        assert fields["event"] == data["type"]
+        assert "error" not in data, "a top-level error key makes the SDK raise"
+        types.append(data["type"])
+    assert types[0] == "response.created" and types[-1] == "response.completed"
+
+
 def test_stream_helper_accumulates_final_response(client: openai.OpenAI) -> None:
     with client.responses.stream(model=MODEL, input="Stream via the helper.") as stream:
         deltas = [event.delta for event in stream if event.type == "response.output_text.delta"]
@@ -304,8 +449,9 @@ def test_stream_helper_accumulates_final_response(client: openai.OpenAI) -> None
 
 def test_stream_unknown_previous_id_is_http_error(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as caught:
-        stream = client.responses.create(model=MODEL, input="x", stream=True,
-                                         previous_response_id=f"resp_{secrets.token_hex(16)}")
+        stream = client.responses.create(
+            model=MODEL, input="x", stream=True, previous_response_id=f"resp_{secrets.token_hex(16)}"
+        )
         list(stream)
     assert caught.value.code == "previous_response_not_found"
 
@@ -314,8 +460,9 @@ def test_stream_unknown_previous_id_is_http_error(client: openai.OpenAI) -> None
 
 
 def test_tool_call_required(strict_client: openai.OpenAI) -> None:
-    response = strict_client.responses.create(model=MODEL, input="Weather in Paris for 3 days?",
-                                              tools=[WEATHER_TOOL], tool_choice="required")
+    response = strict_client.responses.create(
+        model=MODEL, input="Weather in Paris for 3 days?", tools=[WEATHER_TOOL], tool_choice="required"
+    )
     assert response.status == "completed"
     calls = [item for item in response.output if isinstance(item, ResponseFunctionToolCall)]
     assert len(calls) >= 1
@@ -330,17 +477,21 @@ def test_tool_call_required(strict_client: openai.OpenAI) -> None:
 
 
 def test_tool_call_named_tool_choice(strict_client: openai.OpenAI) -> None:
-    response = strict_client.responses.create(model=MODEL, input="What time is it in Tokyo?",
-                                              tools=[WEATHER_TOOL, TIME_TOOL],
-                                              tool_choice={"type": "function", "name": "get_time"})
+    response = strict_client.responses.create(
+        model=MODEL,
+        input="What time is it in Tokyo?",
+        tools=[WEATHER_TOOL, TIME_TOOL],
+        tool_choice={"type": "function", "name": "get_time"},
+    )
     calls = [item for item in response.output if isinstance(item, ResponseFunctionToolCall)]
     assert calls and all(call.name == "get_time" for call in calls)
     check_arguments(calls[0].arguments, TIME_TOOL)
 
 
 def test_tool_call_streamed_arguments(strict_client: openai.OpenAI) -> None:
-    stream = strict_client.responses.create(model=MODEL, input="Weather in Oslo?", tools=[WEATHER_TOOL],
-                                            tool_choice="required", stream=True)
+    stream = strict_client.responses.create(
+        model=MODEL, input="Weather in Oslo?", tools=[WEATHER_TOOL], tool_choice="required", stream=True
+    )
     with stream:
         events = list(stream)
     check_typed_stream(events)
@@ -363,8 +514,11 @@ def test_tool_call_streamed_arguments(strict_client: openai.OpenAI) -> None:
     assert item_done[0].item.type == "function_call" and item_done[0].item.arguments == arguments
     # delta, done, item.done, completed in that order
     index = {event.type: position for position, event in enumerate(events)}
-    assert index["response.function_call_arguments.done"] < index["response.output_item.done"] \
+    assert (
+        index["response.function_call_arguments.done"]
+        < index["response.output_item.done"]
         < index["response.completed"]
+    )
     check_arguments(arguments, WEATHER_TOOL)
     final = events[-1]
     assert isinstance(final, ResponseCompletedEvent)
@@ -374,23 +528,34 @@ def test_tool_call_streamed_arguments(strict_client: openai.OpenAI) -> None:
 
 
 def test_tool_loop_over_http(client: openai.OpenAI) -> None:
-    first = client.responses.create(model=MODEL, input="Weather in Rome?", tools=[WEATHER_TOOL],
-                                    tool_choice="required")
+    first = client.responses.create(
+        model=MODEL, input="Weather in Rome?", tools=[WEATHER_TOOL], tool_choice="required"
+    )
     call = next(item for item in first.output if isinstance(item, ResponseFunctionToolCall))
-    second = client.responses.create(model=MODEL, previous_response_id=first.id, tools=[WEATHER_TOOL],
-                                     input=[{"type": "function_call_output", "call_id": call.call_id,
-                                             "output": json.dumps({"temp_c": 21})}])
+    second = client.responses.create(
+        model=MODEL,
+        previous_response_id=first.id,
+        tools=[WEATHER_TOOL],
+        input=[
+            {"type": "function_call_output", "call_id": call.call_id, "output": json.dumps({"temp_c": 21})}
+        ],
+    )
     assert second.status == "completed"
     assert second.previous_response_id == first.id
     assert second.output_text.strip()
 
 
 def test_function_call_output_unknown_call_id_rejected(client: openai.OpenAI) -> None:
-    first = client.responses.create(model=MODEL, input="Weather?", tools=[WEATHER_TOOL], tool_choice="required")
+    first = client.responses.create(
+        model=MODEL, input="Weather?", tools=[WEATHER_TOOL], tool_choice="required"
+    )
     with pytest.raises(openai.BadRequestError) as caught:
-        client.responses.create(model=MODEL, previous_response_id=first.id, tools=[WEATHER_TOOL],
-                                input=[{"type": "function_call_output", "call_id": "call_never_issued",
-                                        "output": "x"}])
+        client.responses.create(
+            model=MODEL,
+            previous_response_id=first.id,
+            tools=[WEATHER_TOOL],
+            input=[{"type": "function_call_output", "call_id": "call_never_issued", "output": "x"}],
+        )
     assert caught.value.status_code == 400
 
 
@@ -431,7 +596,9 @@ def test_delete(client: openai.OpenAI) -> None:
 
 def test_input_items_order_and_pagination(client: openai.OpenAI) -> None:
     texts = [f"message number {index}" for index in range(5)]
-    created = client.responses.create(model=MODEL, input=[{"role": "user", "content": text} for text in texts])
+    created = client.responses.create(
+        model=MODEL, input=[{"role": "user", "content": text} for text in texts]
+    )
 
     default = client.responses.input_items.list(created.id)
     assert [text_of_item(item) for item in default.data] == texts[::-1]  # desc is the default
@@ -472,19 +639,42 @@ def test_input_items_of_chained_response_include_earlier_turns(client: openai.Op
     assert text_of_item(items[1]) == first.output_text
     assert text_of_item(items[2]) == "the second turn"
     # the earlier response's own items are unchanged
-    assert [text_of_item(item) for item in client.responses.input_items.list(first.id).data] == ["the first turn"]
+    assert [text_of_item(item) for item in client.responses.input_items.list(first.id).data] == [
+        "the first turn"
+    ]
 
 
-def test_input_items_validate_against_sdk_types(strict_client: openai.OpenAI) -> None:
-    """The SDK types input items as ResponseItem: an input message has `content` as a list of parts."""
-    first = strict_client.responses.create(model=MODEL, input="plain string input")
-    second = strict_client.responses.create(model=MODEL, previous_response_id=first.id, input=[
-        {"role": "user", "content": "string content"},
-        {"role": "user", "content": [{"type": "input_text", "text": "part content"}]},
-    ])
-    page = strict_client.responses.input_items.list(second.id, order="asc")
-    assert len(page.data) == 4
-    assert text_of_item(page.data[0]) == "plain string input"
+def test_input_items_validate_against_sdk_types(client: openai.OpenAI, strict_client: openai.OpenAI) -> None:
+    """The SDK types input items as ResponseItem: an input message has `id` and `content` as a list of parts
+    (a string input is normalised to one input_text part), and a function_call_output item has `id` and
+    `status`, as the API returns them."""
+    first = client.responses.create(
+        model=MODEL, input="plain string input", tools=[WEATHER_TOOL], tool_choice="required"
+    )
+    call = next(item for item in first.output if isinstance(item, ResponseFunctionToolCall))
+    second = client.responses.create(
+        model=MODEL,
+        previous_response_id=first.id,
+        tools=[WEATHER_TOOL],
+        input=[
+            {"type": "function_call_output", "call_id": call.call_id, "output": "sunny"},
+            {"role": "user", "content": [{"type": "input_text", "text": "part content"}]},
+        ],
+    )
+    raw = client.responses.input_items.with_raw_response.list(second.id, order="asc")
+    data = raw.http_response.json()["data"]
+    assert [item["type"] for item in data] == ["message", "function_call", "function_call_output", "message"]
+    problems: list[str] = []
+    for index, item in enumerate(data):
+        expected = ITEM_CLASSES[item["type"], item.get("role") == "assistant"]
+        try:
+            expected.model_validate(item)
+        except pydantic.ValidationError as error:
+            details = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+            problems.append(f"data[{index}] {json.dumps(item)} is not a valid {expected.__name__}: {details}")
+    assert not problems, "\n".join(problems)
+    # and the SDK's own strict parsing accepts the page
+    assert len(strict_client.responses.input_items.list(second.id).data) == 4
 
 
 def test_input_items_bad_query_is_400(client: openai.OpenAI, base_url: str) -> None:
@@ -495,13 +685,24 @@ def test_input_items_bad_query_is_400(client: openai.OpenAI, base_url: str) -> N
         assert_error_body(body)
 
 
+def test_cancel_non_background_response(client: openai.OpenAI) -> None:
+    created = client.responses.create(model=MODEL, input="not in the background")
+    with pytest.raises(openai.BadRequestError):
+        client.responses.cancel(created.id)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.cancel(f"resp_{secrets.token_hex(16)}")
+
+
 # -- chaining --------------------------------------------------------------------------------------------
 
 
 def test_multi_turn_previous_response_id(strict_client: openai.OpenAI) -> None:
-    first = strict_client.responses.create(model=MODEL, input="My name is Ada.", instructions="Be kind.",
-                                           store=True)
-    second = strict_client.responses.create(model=MODEL, input="What is my name?", previous_response_id=first.id)
+    first = strict_client.responses.create(
+        model=MODEL, input="My name is Ada.", instructions="Be kind.", store=True
+    )
+    second = strict_client.responses.create(
+        model=MODEL, input="What is my name?", previous_response_id=first.id
+    )
     third = strict_client.responses.create(model=MODEL, input="And again?", previous_response_id=second.id)
     assert second.status == third.status == "completed"
     assert second.previous_response_id == first.id and third.previous_response_id == second.id
@@ -602,26 +803,30 @@ def test_malformed_json_body(server: ServerProcess, client: openai.OpenAI, base_
     assert_server_healthy(server, client)
 
 
-@pytest.mark.parametrize("body", [
-    {"model": 42, "input": "x"},
-    {"model": MODEL, "input": 42},
-    {"model": MODEL, "input": {"role": "user"}},
-    {"model": MODEL, "input": "x", "metadata": {"k": 1}},
-    {"model": MODEL, "input": "x", "metadata": "nope"},
-    {"model": MODEL, "input": "x", "tools": "nope"},
-    {"model": MODEL, "input": "x", "tools": [{"type": "function"}]},
-    {"model": MODEL, "input": "x", "temperature": "hot"},
-    {"model": MODEL, "input": "x", "stream": "yes"},
-    {"model": MODEL, "input": "x", "store": "maybe"},
-    {"model": MODEL, "input": "x", "max_output_tokens": "many"},
-    {"model": MODEL, "input": [{"role": "user", "content": 5}]},
-    {"model": MODEL, "input": [{"role": "wizard", "content": "hi"}]},
-    {"model": MODEL, "input": [{"type": "function_call_output", "output": "no call id"}]},
-    {"model": MODEL, "input": "x", "tool_choice": 7},
-    ["not", "an", "object"],
-    "just a string",
-    None,
-], ids=lambda body: json.dumps(body)[:60])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"model": 42, "input": "x"},
+        {"model": MODEL, "input": 42},
+        {"model": MODEL, "input": {"role": "user"}},
+        {"model": MODEL, "input": "x", "metadata": {"k": 1}},
+        {"model": MODEL, "input": "x", "metadata": "nope"},
+        {"model": MODEL, "input": "x", "tools": "nope"},
+        {"model": MODEL, "input": "x", "tools": [{"type": "function"}]},
+        {"model": MODEL, "input": "x", "temperature": "hot"},
+        {"model": MODEL, "input": "x", "stream": "yes"},
+        {"model": MODEL, "input": "x", "store": "maybe"},
+        {"model": MODEL, "input": "x", "max_output_tokens": "many"},
+        {"model": MODEL, "input": [{"role": "user", "content": 5}]},
+        {"model": MODEL, "input": [{"role": "wizard", "content": "hi"}]},
+        {"model": MODEL, "input": [{"type": "function_call_output", "output": "no call id"}]},
+        {"model": MODEL, "input": "x", "tool_choice": 7},
+        ["not", "an", "object"],
+        "just a string",
+        None,
+    ],
+    ids=lambda body: json.dumps(body)[:60],
+)
 def test_wrong_types_are_400(body: Any, base_url: str) -> None:
     status, _, payload = raw_request(base_url, "POST", "/v1/responses", json.dumps(body).encode())
     assert status == 400, payload
@@ -632,7 +837,9 @@ def test_wrong_types_leave_server_healthy(server: ServerProcess, client: openai.
     with pytest.raises(openai.BadRequestError):
         client.responses.create(model=MODEL, input=12345)  # type: ignore[arg-type]
     with pytest.raises(openai.BadRequestError):
-        client.responses.create(model=MODEL, input="x", extra_body={"tools": [{"type": "function", "name": 3}]})
+        client.responses.create(
+            model=MODEL, input="x", extra_body={"tools": [{"type": "function", "name": 3}]}
+        )
     assert_server_healthy(server, client)
 
 
@@ -647,13 +854,23 @@ def test_unknown_input_item_type(client: openai.OpenAI, base_url: str) -> None:
     assert error["param"] is None or error["param"].startswith("input")
 
 
-@pytest.mark.parametrize(("field", "value"), [("temperature", 2.5), ("temperature", -0.1), ("top_p", 1.5),
-                                              ("max_output_tokens", 0)])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("temperature", 2.5), ("temperature", -0.1), ("top_p", 1.5), ("max_output_tokens", 0)],
+)
 def test_out_of_range_values(client: openai.OpenAI, field: str, value: float) -> None:
     with pytest.raises(openai.BadRequestError) as caught:
         client.responses.create(model=MODEL, input="x", **{field: value})  # type: ignore[arg-type]
     assert caught.value.status_code == 400
     assert caught.value.param == field
+
+
+def test_metadata_limits(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(model=MODEL, input="x", metadata={f"k{index}": "v" for index in range(17)})
+    assert caught.value.param == "metadata"
+    sixteen = {f"k{index}": "v" for index in range(16)}
+    assert client.responses.create(model=MODEL, input="x", metadata=sixteen).metadata == sixteen
 
 
 def test_missing_model(base_url: str) -> None:
@@ -668,12 +885,15 @@ def test_background_over_http_is_refused_cleanly(client: openai.OpenAI) -> None:
     assert caught.value.param == "background"
 
 
-@pytest.mark.parametrize(("method", "path"), [
-    ("GET", "/v1/nope"),
-    ("GET", "/v1/responses/resp_x/input_items/extra"),
-    ("POST", "/v1/chat/completions"),
-    ("GET", "/"),
-])
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/v1/nope"),
+        ("GET", "/v1/responses/resp_x/input_items/extra"),
+        ("POST", "/v1/chat/completions"),
+        ("GET", "/"),
+    ],
+)
 def test_unknown_path_is_404_json(base_url: str, method: str, path: str) -> None:
     body = b"{}" if method == "POST" else None
     status, headers, payload = raw_request(base_url, method, path, body)

@@ -297,9 +297,14 @@ async def test_text_is_deterministic_per_seed_and_context() -> None:
     assert a == b
     assert a != c and a != d
     assert all(isinstance(delta, TextDelta) for delta in a)
-    assert len(a) == SimSettings().default_output_tokens - 1  # one delta per word
+    assert len(a) == 1  # at zero latency every word is due at once: one delta
+    words = SimSettings().default_output_tokens - 1
+    assert isinstance(a[0], TextDelta) and len(a[0].text.split()) == words
     assert finished_a.usage.output_tokens == SimSettings().default_output_tokens
     assert finished_a.stop_reason == "stop"
+    paced, _ = await run(SimEngine(SimSettings(seed=3, decode_tps=1_000_000)), request(history))
+    assert len(paced) == words  # paced decoding streams one delta per word, with the same text
+    assert "".join(d.text for d in paced if isinstance(d, TextDelta)) == a[0].text
 
 
 @pytest.mark.parametrize("choice", ["auto", "none"])
@@ -320,8 +325,17 @@ async def test_required_tool_call_arguments_match_schema() -> None:
         start = deltas[0]
         assert isinstance(start, ToolCallStart) and start.call_id.startswith("call_")
         assert all(isinstance(delta, ToolArgumentsDelta) for delta in deltas[1:])
-        assert len(deltas) > 2  # arguments stream in several chunks
+        assert len(deltas) == 2  # at zero latency the arguments are due at once
         arguments = json.loads("".join(d.delta for d in deltas[1:] if isinstance(d, ToolArgumentsDelta)))
+        if seed % 10 == 0:  # paced, the same arguments stream in several chunks
+            paced, _ = await run(
+                SimEngine(SimSettings(seed=seed, decode_tps=1_000_000)),
+                request(history, tool_choice="required"),
+            )
+            assert len(paced) > 2
+            assert "".join(d.delta for d in paced if isinstance(d, ToolArgumentsDelta)) == json.dumps(
+                arguments, ensure_ascii=False
+            )
         schema = {tool.name: tool.parameters for tool in TOOLS}[start.name]
         assert schema_errors(arguments, schema) == []
         names.add(start.name)
@@ -354,7 +368,8 @@ async def test_max_output_tokens_cuts_with_length() -> None:
     engine = SimEngine()
     history = EMPTY_CONTEXT.extend([user("a long answer please")])
     deltas, finished = await run(engine, request(history, max_output_tokens=5))
-    assert len(deltas) == 5 and finished.stop_reason == "length"
+    assert len(deltas) == 1 and finished.stop_reason == "length"
+    assert isinstance(deltas[0], TextDelta) and len(deltas[0].text.split()) == 5
     assert finished.usage.output_tokens == 5
     # the cut answer comes back as history with its end-of-turn token: the render counts it, the KV does not
     state = finished.render

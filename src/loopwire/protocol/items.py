@@ -85,6 +85,19 @@ InputItem = Message | FunctionCall | FunctionCallOutput | Reasoning | ItemRefere
 OutputItem = Message | FunctionCall | Reasoning | Compaction
 
 
+def as_listed(item: InputItem) -> InputItem:
+    """An item as `input_items` lists it: message content as a list of parts, and a status on every item
+    that has one, as the SDK's item types require. Items are stored as the client sent them."""
+    if isinstance(item, Message):
+        content = item.content
+        if isinstance(content, str):
+            content = [OutputText(text=content)] if item.role == "assistant" else [InputText(text=content)]
+        return msgspec.structs.replace(item, content=content, status=item.status or "completed")
+    if isinstance(item, FunctionCall | FunctionCallOutput) and item.status is None:
+        return msgspec.structs.replace(item, status="completed")
+    return item
+
+
 def text_of(content: str | list[ContentPart]) -> str:
     """The plain text of a message or tool-output content, with non-text parts as short markers."""
     if isinstance(content, str):

@@ -11,6 +11,7 @@ from urllib.parse import parse_qs
 
 from ..protocol.errors import ProtocolError, invalid_request, response_not_found, store_unavailable
 from ..protocol.events import Event, encode, event_type, sse_frame
+from ..protocol.items import as_listed
 from ..protocol.request import decode_compact, decode_http_create
 from ..protocol.response import DeletedResponse, ItemList
 from ..session.compact import compact_context
@@ -162,7 +163,7 @@ async def input_items(state: ServerState, send: Send, response_id: str, owner: s
     items: list[Any] = []
     for index, record in enumerate(chain):
         inputs, outputs = decode_stored_items(record)
-        items.extend(inputs)
+        items.extend(as_listed(item) for item in inputs)
         if index < len(chain) - 1:
             items.extend(outputs)
     if order == "desc":

@@ -21,7 +21,7 @@ from ..protocol.request import CreateRequest
 from ..protocol.response import Response
 from ..session.cache import CachedResponse
 from ..session.connection import ConnectionState
-from ..session.plan import plan_turn, validate_fields
+from ..session.plan import TurnPlan, plan_turn, validate_fields
 from ..session.turn import Turn
 from ..store.base import StoredResponse, StoreUnavailable
 from .state import ServerState
@@ -45,6 +45,16 @@ _output_decoder = msgspec.json.Decoder(_StoredOutput)
 
 def decode_stored_items(record: StoredResponse) -> tuple[list[InputItem], list[OutputItem]]:
     return _items_decoder.decode(record.input_items), _output_decoder.decode(record.response).output
+
+
+def _record(plan: TurnPlan, response_id: str, created_at: int, encoded: bytes) -> StoredResponse:
+    """The durable record: the new items linked to a stored parent, or, when the parent was never stored
+    (a store=false turn), the whole context with no link, so the record alone can be continued."""
+    parent = plan.parent
+    if parent is None or parent.stored:
+        link = parent.id if parent is not None else None
+        return StoredResponse(response_id, plan.owner, link, created_at, encode(plan.new_items), encoded)
+    return StoredResponse(response_id, plan.owner, None, created_at, encode(list(plan.context)), encoded)
 
 
 def merge_ready(batch: list[EngineDelta]) -> list[EngineDelta]:
@@ -168,9 +178,7 @@ async def run_turn(
         )
     )
     if plan.store:
-        record = StoredResponse(
-            response.id, conn.owner, previous_id, response.created_at, encode(plan.new_items), encoded
-        )
+        record = _record(plan, response.id, response.created_at, encoded)
         try:
             await state.store.put(record)
         except StoreUnavailable:

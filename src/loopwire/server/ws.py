@@ -10,6 +10,8 @@ import logging
 import time
 from typing import Any
 
+from uvicorn.protocols.utils import ClientDisconnected
+
 from ..protocol.errors import ProtocolError
 from ..protocol.events import Event, encode
 from ..protocol.request import UnknownClientEvent, WsCreateEvent, decode_ws_event, peek_stream_id
@@ -102,6 +104,8 @@ class WebSocketSession:
                 generate=event.generate is not False,
                 stream_id=event.stream_id,
             )
+        except ClientDisconnected:
+            log.debug("the client left during a turn on lane %r", lane)
         except Exception:
             log.exception("turn on lane %r failed unexpectedly", lane)
             error = ProtocolError(

@@ -169,12 +169,12 @@ class SimEngine:
         else:
             stats.slow_path_turns += 1
         timings = {"render_ms": (time.perf_counter() - started) * 1000.0}
-        plan = self._generate(request, prompt) if request.generate else None
-
         prefill_s = (input_tokens - cached) / settings.prefill_tps if settings.prefill_tps > 0 else 0.0
-        first_at = started + prefill_s + (settings.ttft_ms / 1000.0 if plan is not None else 0.0)
+        first_at = started + prefill_s + (settings.ttft_ms / 1000.0 if request.generate else 0.0)
         step_s = 1.0 / settings.decode_tps if settings.decode_tps > 0 else 0.0
         paced = first_at > started or step_s > 0
+        # Unpaced, every token is due at once: one delta per item instead of one per token.
+        plan = self._generate(request, prompt, per_token=paced) if request.generate else None
         if paced:
             await _sleep_until(started + prefill_s)
         if settings.prefix_cache:  # the prompt's KV state now exists
@@ -300,7 +300,7 @@ class SimEngine:
         material = self.settings.seed.to_bytes(16, "little", signed=True) + prompt.end_hash
         return random.Random(int.from_bytes(blake2b(material, digest_size=8).digest(), "little"))
 
-    def _generate(self, request: EngineRequest, prompt: _Prompt) -> _Plan:
+    def _generate(self, request: EngineRequest, prompt: _Prompt, *, per_token: bool) -> _Plan:
         rng = self._rng(prompt)
         choice = request.tool_choice
         tools = request.tools
@@ -308,12 +308,12 @@ class SimEngine:
             named = next((tool for tool in tools if tool.name == choice.name), None)
             if named is None:
                 raise EngineError(f"tool_choice names {choice.name!r}, which is not among the tools")
-            return self._tool_calls(request, [named], rng)
+            return self._tool_calls(request, [named], rng, per_token)
         if choice == "required" and tools:
-            return self._tool_calls(request, list(tools), rng)
-        return self._text(request, rng)
+            return self._tool_calls(request, list(tools), rng, per_token)
+        return self._text(request, rng, per_token)
 
-    def _text(self, request: EngineRequest, rng: random.Random) -> _Plan:
+    def _text(self, request: EngineRequest, rng: random.Random, per_token: bool) -> _Plan:
         words = self.settings.default_output_tokens - 1  # plus the end-of-turn token
         limit = request.max_output_tokens
         plan = _Plan()
@@ -321,13 +321,18 @@ class SimEngine:
             words, plan.stop_reason = max(limit, 1), "length"
         chosen = [rng.choice(WORDS) for _ in range(words)]
         pieces = [chosen[0], *(" " + word for word in chosen[1:])]
-        plan.deltas = [(index, TextDelta(piece)) for index, piece in enumerate(pieces)]
+        if per_token:
+            plan.deltas = [(index, TextDelta(piece)) for index, piece in enumerate(pieces)]
+        else:
+            plan.deltas = [(0, TextDelta("".join(pieces)))]
         plan.items = [Message(role="assistant", content=[OutputText(text="".join(pieces))])]
         # each word is one token; a complete answer also generates <|im_end|>, a cut one does not
         plan.output_tokens = words + (1 if plan.stop_reason == "stop" else 0)
         return plan
 
-    def _tool_calls(self, request: EngineRequest, candidates: list[ToolSpec], rng: random.Random) -> _Plan:
+    def _tool_calls(
+        self, request: EngineRequest, candidates: list[ToolSpec], rng: random.Random, per_token: bool
+    ) -> _Plan:
         calls = self.settings.parallel_calls if request.parallel_tool_calls else 1
         plan = _Plan(stop_reason="tool_calls")
         position = 0  # output tokens generated so far
@@ -340,9 +345,13 @@ class SimEngine:
                 position += count_tokens(prompt_piece)
             position += count_tokens(head)
             plan.deltas.append((position - 1, ToolCallStart(call_id=call_id, name=tool.name)))
-            for token in split_tokens(args):
-                plan.deltas.append((position, ToolArgumentsDelta(token)))
-                position += 1
+            if per_token:
+                for token in split_tokens(args):
+                    plan.deltas.append((position, ToolArgumentsDelta(token)))
+                    position += 1
+            else:
+                plan.deltas.append((position, ToolArgumentsDelta(args)))
+                position += count_tokens(args)
             position += count_tokens(tail) + count_tokens(end)
             plan.items.append(FunctionCall(call_id=call_id, name=tool.name, arguments=arguments))
         plan.output_tokens = position
