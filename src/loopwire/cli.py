@@ -6,6 +6,7 @@ Owns argument parsing and handing a config to uvicorn; no protocol or engine log
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Sequence
 
@@ -13,6 +14,7 @@ from . import __version__
 from .config import ServerConfig
 from .engines.sim.engine import SimSettings
 from .server.state import ServerSettings
+from .session.limits import Limits
 from .store.factory import DEFAULT_SPEC
 
 
@@ -53,8 +55,34 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="on|off",
         help="negotiate permessage-deflate on WebSocket mode (default: off)",
     )
+    serve.add_argument(
+        "--limit",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override a connection limit, e.g. max_in_flight=16, max_connection_age_s=3600, "
+        "max_message_bytes=16777216 (repeatable)",
+    )
     serve.add_argument("--log-level", default="warning")
     return parser
+
+
+def parse_limits(overrides: Sequence[str]) -> Limits:
+    """`NAME=VALUE` pairs over the defaults of `Limits`; ValueError names the bad one."""
+    known = {field.name: field.type for field in dataclasses.fields(Limits)}
+    values: dict[str, float | int] = {}
+    for override in overrides:
+        name, sep, raw = override.partition("=")
+        if not sep or name not in known:
+            raise ValueError(f"unknown limit {override!r}; known limits: {', '.join(sorted(known))}")
+        try:
+            value: float | int = float(raw) if known[name] in (float, "float") else int(raw)
+        except ValueError:
+            raise ValueError(f"limit {name} needs a number, got {raw!r}") from None
+        if value <= 0:
+            raise ValueError(f"limit {name} must be positive")
+        values[name] = value
+    return Limits(**values)  # type: ignore[arg-type]
 
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
@@ -73,6 +101,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         store_write=args.store_write,
         sim=sim,
         settings=ServerSettings(ws_per_message_deflate=args.ws_deflate),
+        limits=parse_limits(args.limit),
         log_level=args.log_level,
     )
 
