@@ -908,3 +908,16 @@ def test_error_responses_are_not_retried(base_url: str) -> None:
     assert status == 400
     lowered = {key.lower(): value for key, value in headers.items()}
     assert lowered.get("x-should-retry") == "false"
+
+
+def test_input_tokens_count_matches_the_usage_of_the_turn(client: openai.OpenAI) -> None:
+    fields: dict[str, Any] = {"model": MODEL, "instructions": "be brief", "input": "count me, please"}
+    counted = client.responses.input_tokens.count(**fields)
+    assert counted.object == "response.input_tokens"
+    created = client.responses.create(**fields)
+    assert created.usage is not None and counted.input_tokens == created.usage.input_tokens
+    follow = {"model": MODEL, "input": "and now?", "previous_response_id": created.id}
+    counted_follow = client.responses.input_tokens.count(**follow)
+    chained = client.responses.create(**follow)
+    assert chained.usage is not None and counted_follow.input_tokens == chained.usage.input_tokens
+    assert counted_follow.input_tokens > counted.input_tokens

@@ -95,6 +95,8 @@ class LoopwireApp:
         rest = path[len(PREFIX) + 1 :].split("/")
         if rest == ["compact"] and method == "POST":
             await http.compact(state, receive, send, owner)
+        elif rest == ["input_tokens"] and method == "POST":
+            await http.input_tokens(state, receive, send, owner)
         elif len(rest) == 1 and method == "GET":
             await http.retrieve(state, send, rest[0], owner)
         elif len(rest) == 1 and method == "DELETE":

@@ -9,6 +9,8 @@ import time
 from typing import Any
 from urllib.parse import parse_qs
 
+import msgspec
+
 from ..protocol.errors import ProtocolError, invalid_request, response_not_found, store_unavailable
 from ..protocol.events import Event, encode, event_type, sse_frame
 from ..protocol.items import as_listed
@@ -16,6 +18,7 @@ from ..protocol.request import decode_compact, decode_http_create
 from ..protocol.response import DeletedResponse, ItemList
 from ..session.compact import compact_context
 from ..session.connection import DEFAULT_LANE, ConnectionState
+from ..session.plan import plan_turn, validate_fields
 from ..store.base import StoreUnavailable
 from .asgi_types import Receive, Send
 from .runner import decode_stored_items, resolve_parent, run_turn
@@ -192,6 +195,20 @@ async def compact(state: ServerState, receive: Receive, send: Send, owner: str) 
     parent = await resolve_parent(state, conn, DEFAULT_LANE, request.previous_response_id)
     result = compact_context(request, parent, now=int(time.time()))
     await send_json(send, 200, encode(result))
+
+
+async def input_tokens(state: ServerState, receive: Receive, send: Send, owner: str) -> None:
+    """How many input tokens a create with this body would use, counted by the engine without running it."""
+    body = await read_body(receive, state.limits.max_message_bytes)
+    request = decode_http_create(body)
+    validate_fields(
+        msgspec.structs.replace(request, model=request.model or "-"), state.limits, websocket=False
+    )
+    conn = _connection(state, owner)
+    parent = await resolve_parent(state, conn, DEFAULT_LANE, request.previous_response_id)
+    plan = plan_turn(request, parent=parent, lane=DEFAULT_LANE, owner=owner, response_id="", now=0)
+    count = state.engine.count_tokens(plan.engine_request)
+    await send_json(send, 200, encode({"object": "response.input_tokens", "input_tokens": count}))
 
 
 async def cancel(state: ServerState, send: Send, response_id: str, owner: str) -> None:

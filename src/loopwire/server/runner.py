@@ -5,6 +5,7 @@ Owns the order of effects (commit before the terminal event); the wire rules liv
 
 from __future__ import annotations
 
+import logging
 import time
 from contextlib import aclosing
 from typing import Any, Protocol
@@ -25,6 +26,8 @@ from ..session.plan import TurnPlan, plan_turn, validate_fields
 from ..session.turn import Turn
 from ..store.base import StoredResponse, StoreUnavailable
 from .state import ServerState
+
+log = logging.getLogger("loopwire.turn")
 
 
 class EventSink(Protocol):
@@ -107,6 +110,36 @@ async def resolve_parent(
     return CachedResponse(previous_response_id, conn.owner, lane, context, render=None, stored=True)
 
 
+async def _stream(
+    state: ServerState, plan: TurnPlan, turn: Turn, sink: EventSink
+) -> tuple[Finished | None, list[Event], tuple[str, str] | None]:
+    """Drive the engine and send its events. Returns the Finished delta with the events of its batch still
+    unsent (they go out after the commit, with the terminal event), or the failure (code, message).
+    Engine errors of any kind fail the turn; a failing sink (the client left) propagates."""
+    merge = state.settings.merge_ready_deltas
+    async with aclosing(state.engine.stream(plan.engine_request)) as batches:
+        while True:
+            try:
+                batch = await anext(batches)
+            except StopAsyncIteration:
+                return None, [], ("server_error", "The engine ended the turn without finishing it.")
+            except EngineError as error:
+                return None, [], (error.code, str(error))
+            except Exception:
+                log.exception("the engine failed on response %s", plan.response.id)
+                return None, [], ("server_error", "The engine failed while generating this response.")
+            events: list[Event] = []
+            try:
+                for delta in merge_ready(batch) if merge else batch:
+                    if isinstance(delta, Finished):
+                        return delta, events, None
+                    events += turn.feed(delta)
+            except (TypeError, ValueError) as error:
+                log.error("the engine sent an invalid delta sequence on %s: %s", plan.response.id, error)
+                return None, [], ("server_error", "The engine produced an invalid stream.")
+            await sink.events(events)
+
+
 async def run_turn(
     state: ServerState,
     conn: ConnectionState[Any],
@@ -139,25 +172,7 @@ async def run_turn(
 
     turn = Turn(plan.response, stream_id)
     await sink.events(turn.opening(generate=generate))
-    finished: Finished | None = None
-    failure: tuple[str, str] | None = None
-    events: list[Event] = []
-    try:
-        async with aclosing(state.engine.stream(plan.engine_request)) as batches:
-            async for batch in batches:
-                events = []
-                for delta in merge_ready(batch) if state.settings.merge_ready_deltas else batch:
-                    if isinstance(delta, Finished):
-                        finished = delta
-                        break
-                    events += turn.feed(delta)
-                if finished is not None:
-                    break
-                await sink.events(events)
-    except EngineError as error:
-        failure = (error.code, str(error))
-    if finished is None and failure is None:
-        failure = ("server_error", "The engine ended the turn without finishing it.")
+    finished, events, failure = await _stream(state, plan, turn, sink)
 
     if failure is not None:
         _, response = turn.fail(*failure)

@@ -1,0 +1,124 @@
+"""Engine failures mid-turn, on a real server on loopback driven by the official SDK: the turn ends with
+response.failed, the parent it continued is evicted, and the connection and server keep working."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncGenerator, AsyncIterator
+
+import openai
+import pytest
+import uvicorn
+
+from loopwire.engines.base import EngineDelta, EngineError, EngineRequest, TextDelta
+from loopwire.engines.sim.engine import SimEngine
+from loopwire.protocol.items import Message, text_of
+from loopwire.server.app import LoopwireApp
+from loopwire.server.coalesce import CoalescingHttpToolsProtocol, CoalescingWebSocketProtocol
+from loopwire.server.state import ServerState
+from loopwire.store.memory import MemoryStore
+
+
+class FaultyEngine:
+    """The sim engine, except that a user message saying FAIL or CRASH makes it break after one delta."""
+
+    name = "faulty"
+
+    def __init__(self) -> None:
+        self.inner = SimEngine()
+
+    async def stream(self, request: EngineRequest) -> AsyncGenerator[list[EngineDelta], None]:
+        last = list(request.history)[-1]
+        said = text_of(last.content) if isinstance(last, Message) else ""
+        if "FAIL" in said or "CRASH" in said:
+            yield [TextDelta("partial")]
+            if "FAIL" in said:
+                raise EngineError("the model backend went away", code="upstream_error")
+            raise RuntimeError("a bug in the engine")
+        async for batch in self.inner.stream(request):
+            yield batch
+
+    def count_tokens(self, request: EngineRequest) -> int:
+        return self.inner.count_tokens(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+@pytest.fixture
+async def base_url() -> AsyncIterator[str]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+
+    async def state() -> ServerState:
+        return ServerState(engine=FaultyEngine(), store=MemoryStore())
+
+    config = uvicorn.Config(
+        LoopwireApp(state),
+        host="127.0.0.1",
+        port=port,
+        http=CoalescingHttpToolsProtocol,
+        ws=CoalescingWebSocketProtocol,
+        lifespan="on",
+        log_level="error",
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:  # noqa: ASYNC110 -- uvicorn exposes a flag, not an event
+        await asyncio.sleep(0.01)
+    yield f"http://127.0.0.1:{port}/v1"
+    server.should_exit = True
+    await task
+
+
+async def turn(
+    connection: openai.resources.responses.AsyncResponsesConnection, **fields: object
+) -> list[object]:
+    await connection.response.create(model="sim", store=False, **fields)  # type: ignore[arg-type]
+    events: list[object] = []
+    async for event in connection:
+        events.append(event)
+        if event.type in ("response.completed", "response.failed", "error"):
+            return events
+    raise AssertionError("the connection closed mid-turn")
+
+
+@pytest.mark.parametrize(("word", "code"), [("FAIL", "upstream_error"), ("CRASH", "server_error")])
+async def test_engine_failure_fails_the_turn_and_evicts_its_parent(
+    base_url: str, word: str, code: str
+) -> None:
+    client = openai.AsyncOpenAI(base_url=base_url, api_key="test", max_retries=0)
+    async with client.responses.connect() as connection:
+        first = (await turn(connection, input="hello"))[-1]
+        assert first.type == "response.completed"  # type: ignore[attr-defined]
+        parent_id = first.response.id  # type: ignore[attr-defined]
+
+        events = await turn(connection, input=f"please {word} now", previous_response_id=parent_id)
+        failed = events[-1]
+        assert failed.type == "response.failed"  # type: ignore[attr-defined]
+        assert failed.response.status == "failed"  # type: ignore[attr-defined]
+        assert failed.response.error.code == code  # type: ignore[attr-defined]
+        numbers = [event.sequence_number for event in events]  # type: ignore[attr-defined]
+        assert numbers == list(range(len(numbers)))
+
+        retry = (await turn(connection, input="again", previous_response_id=parent_id))[-1]
+        assert retry.type == "error"  # type: ignore[attr-defined]
+        assert retry.error.code == "previous_response_not_found"  # type: ignore[attr-defined]
+
+        fresh = (await turn(connection, input="a fresh start"))[-1]
+        assert fresh.type == "response.completed"  # type: ignore[attr-defined]
+    http = await client.responses.create(model="sim", input="the server is still fine")
+    assert http.status == "completed"
+    await client.close()
+
+
+async def test_engine_failure_over_http_streams_response_failed(base_url: str) -> None:
+    client = openai.AsyncOpenAI(base_url=base_url, api_key="test", max_retries=0)
+    stream = await client.responses.create(model="sim", input="CRASH please", stream=True)
+    types = [event.type async for event in stream]
+    assert types[0] == "response.created" and types[-1] == "response.failed"
+    failed = await client.responses.create(model="sim", input="FAIL please")
+    assert failed.status == "failed" and failed.error is not None and failed.error.code == "upstream_error"
+    await client.close()
