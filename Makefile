@@ -26,7 +26,10 @@ lint: $(STAMP)
 	$(BIN)/mypy --strict src
 
 bench: $(STAMP)
-	$(BIN)/python bench/turn_latency.py --turns 50 --conversations 20 --output-bytes 6000
+	@mkdir -p bench/results
+	$(BIN)/python bench/turn_latency.py --turns 50 --conversations 20 --output-bytes 6000 --json bench/results/turn_latency.json
+	$(BIN)/python bench/turn_latency.py --turns 50 --conversations 12 --output-bytes 6000 --store-write through --transports ws-stored ws echo
+	$(BIN)/python bench/turn_stages.py --turns 50 --conversations 10
 
 bench-quick: $(STAMP)
 	$(BIN)/python bench/turn_latency.py --turns 50 --conversations 4 --output-bytes 6000
