@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import typing
 import urllib.error
 import urllib.request
 from typing import Any
@@ -38,6 +37,7 @@ from openai.types.responses import (
     ResponseTextDeltaEvent,
     ResponseTextDoneEvent,
 )
+from sdk_types import classes_by_type
 
 MODEL = "sim-model"
 
@@ -73,16 +73,6 @@ JSON_TYPES: dict[str, type | tuple[type, ...]] = {
 
 
 # -- helpers -----------------------------------------------------------------------------------------------
-
-
-def classes_by_type(union: Any) -> dict[str, type]:
-    """Map each event `type` literal of an SDK discriminated union to its class."""
-    members = typing.get_args(typing.get_args(union)[0])
-    mapping: dict[str, type] = {}
-    for cls in members:
-        for literal in typing.get_args(cls.model_fields["type"].annotation):
-            mapping[literal] = cls
-    return mapping
 
 
 STREAM_EVENT_CLASSES = classes_by_type(ResponseStreamEvent)

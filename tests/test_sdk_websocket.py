@@ -12,7 +12,6 @@ import asyncio
 import json
 import secrets
 import signal
-import typing
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ from conftest import ServerProcess, make_async_client, make_client
 from openai.resources.responses.responses import AsyncResponsesConnection as Connection
 from openai.types.responses import ResponseFunctionToolCall, ResponseOutputMessage
 from openai.types.responses.responses_server_event import ResponsesServerEvent, ResponseWsError
+from sdk_types import classes_by_type
 
 MODEL = "sim-model"
 RECV_TIMEOUT_S = 10.0
@@ -42,16 +42,7 @@ WEATHER_TOOL: dict[str, Any] = {
 }
 
 
-def _classes_by_type(union: Any) -> dict[str, type]:
-    members = typing.get_args(typing.get_args(union)[0])
-    mapping: dict[str, type] = {}
-    for cls in members:
-        for literal in typing.get_args(cls.model_fields["type"].annotation):
-            mapping[literal] = cls
-    return mapping
-
-
-WS_EVENT_CLASSES = _classes_by_type(ResponsesServerEvent)
+WS_EVENT_CLASSES = classes_by_type(ResponsesServerEvent)
 
 
 def check_event(event: Any) -> None:

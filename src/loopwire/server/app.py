@@ -8,7 +8,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
-from ..protocol.errors import ProtocolError, server_error
+from ..protocol.errors import ProtocolError, server_error, store_unavailable
+from ..store.base import StoreUnavailable
 from . import http
 from .asgi_types import Receive, Scope, Send
 from .state import ServerState
@@ -53,6 +54,8 @@ class LoopwireApp:
                 await self._http(state, scope, receive, send, owner)
             except ProtocolError as error:
                 await http.send_error(send, error)
+            except StoreUnavailable:
+                await http.send_error(send, store_unavailable())
             except ConnectionResetError:
                 return
 
@@ -112,7 +115,7 @@ class LoopwireApp:
     async def _guarded(work: Awaitable[None], send: Send) -> None:
         try:
             await work
-        except (ProtocolError, ConnectionResetError):
+        except (ProtocolError, StoreUnavailable, ConnectionResetError):
             raise
         except Exception:
             log.exception("unexpected error on the create path")

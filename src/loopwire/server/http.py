@@ -1,6 +1,7 @@
 """HTTP endpoints under /v1/responses: create (JSON or SSE), retrieve, delete, input items, compact.
 
-A thin shell: each create runs the same turn code as WebSocket mode with an empty connection cache.
+A thin shell: each create runs the same turn code as WebSocket mode with an empty connection cache; store
+outages surface as StoreUnavailable, which the router answers with 503.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from urllib.parse import parse_qs
 
 import msgspec
 
-from ..protocol.errors import ProtocolError, invalid_request, response_not_found, store_unavailable
+from ..protocol.errors import ProtocolError, invalid_request, missing_parameter, response_not_found
 from ..protocol.events import Event, encode, event_type, sse_frame
 from ..protocol.items import as_listed
 from ..protocol.request import decode_compact, decode_http_create
@@ -19,7 +20,7 @@ from ..protocol.response import DeletedResponse, ItemList
 from ..session.compact import compact_context
 from ..session.connection import DEFAULT_LANE, ConnectionState
 from ..session.plan import plan_turn, validate_fields
-from ..store.base import StoreUnavailable
+from ..store.base import StoredResponse
 from .asgi_types import Receive, Send
 from .runner import decode_stored_items, resolve_parent, run_turn
 from .state import ServerState
@@ -125,22 +126,20 @@ async def create(state: ServerState, receive: Receive, send: Send, owner: str) -
     await send_json(send, 200, encode(response))
 
 
-async def retrieve(state: ServerState, send: Send, response_id: str, owner: str) -> None:
-    try:
-        record = await state.store.get(response_id, owner)
-    except StoreUnavailable:
-        raise store_unavailable() from None
+async def _visible_record(state: ServerState, response_id: str, owner: str) -> StoredResponse:
+    record = await state.store.get(response_id, owner)
     if record is None:
         raise response_not_found(response_id)
+    return record
+
+
+async def retrieve(state: ServerState, send: Send, response_id: str, owner: str) -> None:
+    record = await _visible_record(state, response_id, owner)
     await send_json(send, 200, record.response)
 
 
 async def delete(state: ServerState, send: Send, response_id: str, owner: str) -> None:
-    try:
-        deleted = await state.store.delete(response_id, owner)
-    except StoreUnavailable:
-        raise store_unavailable() from None
-    if not deleted:
+    if not await state.store.delete(response_id, owner):
         raise response_not_found(response_id)
     await send_json(send, 200, encode(DeletedResponse(id=response_id)))
 
@@ -157,10 +156,7 @@ async def input_items(state: ServerState, send: Send, response_id: str, owner: s
     if not 1 <= limit <= 100:
         raise invalid_request("'limit' must be between 1 and 100.", param="limit")
     after = params.get("after", [None])[0]
-    try:
-        chain = await state.store.chain(response_id, owner)
-    except StoreUnavailable:
-        raise store_unavailable() from None
+    chain = await state.store.chain(response_id, owner)
     if chain is None:
         raise response_not_found(response_id)
     items: list[Any] = []
@@ -188,9 +184,7 @@ async def compact(state: ServerState, receive: Receive, send: Send, owner: str) 
     body = await read_body(receive, state.limits.max_message_bytes)
     request = decode_compact(body)
     if not request.model:
-        raise ProtocolError(
-            400, "Missing required parameter: 'model'.", code="missing_required_parameter", param="model"
-        )
+        raise missing_parameter("model")
     conn = _connection(state, owner)
     parent = await resolve_parent(state, conn, DEFAULT_LANE, request.previous_response_id)
     result = compact_context(request, parent, now=int(time.time()))
@@ -212,12 +206,7 @@ async def input_tokens(state: ServerState, receive: Receive, send: Send, owner: 
 
 
 async def cancel(state: ServerState, send: Send, response_id: str, owner: str) -> None:
-    try:
-        record = await state.store.get(response_id, owner)
-    except StoreUnavailable:
-        raise store_unavailable() from None
-    if record is None:
-        raise response_not_found(response_id)
+    await _visible_record(state, response_id, owner)
     raise invalid_request(
         "Only background responses can be cancelled, and this server runs none.",
         param="response_id",
