@@ -1,11 +1,12 @@
-"""Engine failures mid-turn, on a real server on loopback driven by the official SDK: the turn ends with
-response.failed, the parent it continued is evicted, and the connection and server keep working."""
+"""Faults on a real server on loopback driven by the official SDK. Engine failures mid-turn end the turn
+with response.failed, evict the parent it continued, and leave the connection and server working. A store
+outage gives 503-shaped errors to what needs the store, while store=false WebSocket turns keep working."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 
 import openai
 import pytest
@@ -17,6 +18,7 @@ from loopwire.protocol.items import Message, text_of
 from loopwire.server.app import LoopwireApp
 from loopwire.server.coalesce import CoalescingHttpToolsProtocol, CoalescingWebSocketProtocol
 from loopwire.server.state import ServerState
+from loopwire.store.base import StoredResponse, StoreUnavailable
 from loopwire.store.memory import MemoryStore
 
 
@@ -46,14 +48,29 @@ class FaultyEngine:
         await self.inner.aclose()
 
 
-@pytest.fixture
-async def base_url() -> AsyncIterator[str]:
+class DownStore(MemoryStore):
+    """A store whose backend is unreachable: every call fails the way a real outage surfaces."""
+
+    async def put(self, record: StoredResponse) -> None:
+        raise StoreUnavailable("the database is down")
+
+    async def get(self, response_id: str, owner: str) -> StoredResponse | None:
+        raise StoreUnavailable("the database is down")
+
+    async def chain(self, response_id: str, owner: str) -> list[StoredResponse] | None:
+        raise StoreUnavailable("the database is down")
+
+    async def delete(self, response_id: str, owner: str) -> bool:
+        raise StoreUnavailable("the database is down")
+
+
+async def serve(state_factory: Callable[[], ServerState]) -> AsyncIterator[str]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
 
     async def state() -> ServerState:
-        return ServerState(engine=FaultyEngine(), store=MemoryStore())
+        return state_factory()
 
     config = uvicorn.Config(
         LoopwireApp(state),
@@ -71,6 +88,18 @@ async def base_url() -> AsyncIterator[str]:
     yield f"http://127.0.0.1:{port}/v1"
     server.should_exit = True
     await task
+
+
+@pytest.fixture
+async def base_url() -> AsyncIterator[str]:
+    async for url in serve(lambda: ServerState(engine=FaultyEngine(), store=MemoryStore())):
+        yield url
+
+
+@pytest.fixture
+async def down_store_url() -> AsyncIterator[str]:
+    async for url in serve(lambda: ServerState(engine=SimEngine(), store=DownStore())):
+        yield url
 
 
 async def turn(
@@ -122,3 +151,36 @@ async def test_engine_failure_over_http_streams_response_failed(base_url: str) -
     failed = await client.responses.create(model="sim", input="FAIL please")
     assert failed.status == "failed" and failed.error is not None and failed.error.code == "upstream_error"
     await client.close()
+
+
+async def test_store_outage_gives_503_and_store_false_websocket_turns_keep_working(
+    down_store_url: str,
+) -> None:
+    client = openai.AsyncOpenAI(base_url=down_store_url, api_key="test", max_retries=0)
+    with pytest.raises(openai.InternalServerError) as retrieve:
+        await client.responses.retrieve("resp_anything")
+    assert retrieve.value.status_code == 503
+    assert retrieve.value.code == "store_unavailable"
+    async with client.responses.connect() as connection:
+        first = (await turn(connection, input="no store needed"))[-1]
+        assert first.type == "response.completed"  # type: ignore[attr-defined]
+        second = (await turn(connection, input="still fine", previous_response_id=first.response.id))[-1]  # type: ignore[attr-defined]
+        assert second.type == "response.completed"  # type: ignore[attr-defined]
+        await connection.response.create(model="sim", input="please keep this")  # store defaults to true
+        events = [event async for event in _until_terminal(connection)]
+        assert events[-1].type == "response.failed"  # type: ignore[attr-defined]
+        assert events[-1].response.error.code == "store_unavailable"  # type: ignore[attr-defined]
+        missing = (await turn(connection, input="from a stored id", previous_response_id="resp_unknown"))[-1]
+        assert missing.type == "error" and missing.error.code == "store_unavailable"  # type: ignore[attr-defined]
+        after = (await turn(connection, input="and store=false again"))[-1]
+        assert after.type == "response.completed"  # type: ignore[attr-defined]
+    await client.close()
+
+
+async def _until_terminal(
+    connection: openai.resources.responses.AsyncResponsesConnection,
+) -> AsyncIterator[object]:
+    async for event in connection:
+        yield event
+        if event.type in ("response.completed", "response.failed", "error"):
+            return
