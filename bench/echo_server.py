@@ -30,6 +30,10 @@ async def app(
     receive: Callable[[], Awaitable[MutableMapping[str, Any]]],
     send: Callable[[MutableMapping[str, Any]], Awaitable[None]],
 ) -> None:
+    if scope["type"] == "http":  # readiness probes
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"echo"})
+        return
     if scope["type"] != "websocket":
         return
     await receive()
