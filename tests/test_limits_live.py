@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -84,17 +83,47 @@ async def test_ws_frame_at_the_limit_passes_and_one_past_closes_1009(limited: Se
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
 
 
-async def test_connection_past_its_age_gets_an_error_event_then_closes(limited: ServerProcess) -> None:
+async def test_idle_connection_is_retired_at_its_age(limited: ServerProcess) -> None:
     async with websockets.connect(ws_url(limited), max_size=None) as socket:
-        opened = time.monotonic()
-        await socket.send(json.dumps({"type": "response.create", "model": "sim", "input": "young"}))
+        await socket.send(
+            json.dumps({"type": "response.create", "model": "sim", "input": "once", "store": False})
+        )
         while json.loads(await socket.recv())["type"] != "response.completed":
             pass
-        await asyncio.sleep(max(0.0, 1.6 - (time.monotonic() - opened)))
-        await socket.send(json.dumps({"type": "response.create", "model": "sim", "input": "too old"}))
-        event = json.loads(await socket.recv())
+        event = json.loads(await asyncio.wait_for(socket.recv(), timeout=10))  # sent unasked at the age limit
         assert event["type"] == "error"
         assert event["error"]["code"] == "websocket_connection_limit_reached"
-        assert "stream_id" not in event  # connection-level
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await socket.recv()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1000
+
+
+@pytest.fixture(scope="module")
+def slow_and_short_lived(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    tmp: Path = tmp_path_factory.mktemp("retire")
+    server = ServerProcess(
+        "memory", tmp / "server.log", ("--limit", "max_connection_age_s=1", "--sim-ttft-ms", "800")
+    ).start()
+    yield server
+    server.stop()
+
+
+async def test_a_turn_running_at_the_age_limit_finishes_before_the_close(
+    slow_and_short_lived: ServerProcess,
+) -> None:
+    async with websockets.connect(ws_url(slow_and_short_lived), max_size=None) as socket:
+        await asyncio.sleep(0.5)
+        await socket.send(
+            json.dumps({"type": "response.create", "model": "sim", "input": "slow", "store": False})
+        )
+        types = []
+        while True:
+            event = json.loads(await asyncio.wait_for(socket.recv(), timeout=10))
+            types.append(event["type"])
+            if event["type"] in ("error", "response.completed", "response.failed"):
+                break
+        assert types[0] == "response.created" and types[-1] == "response.completed", types
+        event = json.loads(await asyncio.wait_for(socket.recv(), timeout=10))
+        assert event["type"] == "error" and event["error"]["code"] == "websocket_connection_limit_reached"
         with pytest.raises(websockets.ConnectionClosed):
             await socket.recv()

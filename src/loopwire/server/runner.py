@@ -114,8 +114,8 @@ async def _stream(
     state: ServerState, plan: TurnPlan, turn: Turn, sink: EventSink
 ) -> tuple[Finished | None, list[Event], tuple[str, str] | None]:
     """Drive the engine and send its events. Returns the Finished delta with the events of its batch still
-    unsent (they go out after the commit, with the terminal event), or the failure (code, message).
-    Engine errors of any kind fail the turn; a failing sink (the client left) propagates."""
+    unsent (the caller sends them with the closing events), or the failure (code, message). Engine errors
+    of any kind fail the turn; a failing sink (the client left) propagates."""
     merge = state.settings.merge_ready_deltas
     async with aclosing(state.engine.stream(plan.engine_request)) as batches:
         while True:
@@ -197,7 +197,7 @@ async def run_turn(
         try:
             await state.store.put(record)
         except StoreUnavailable:
-            conn.evict(response.id)
+            conn.evict(response.id)  # the parent went with the commit: the lane starts afresh
             _, response = turn.fail("store_unavailable", "The response could not be stored.")
             encoded = encode(response)
     await sink.events([turn.terminal(encoded)])

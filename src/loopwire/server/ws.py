@@ -24,6 +24,14 @@ from .state import ServerState
 log = logging.getLogger("loopwire.ws")
 
 
+AGE_CLOSE_REASON = "websocket_connection_limit_reached"
+
+
+async def send_error(send: Send, error: ProtocolError, stream_id: str | None) -> None:
+    """An error event; with a stream_id it belongs to that lane's request, without one to the connection."""
+    await send({"type": "websocket.send", "text": error.ws_event(stream_id).decode()})
+
+
 class _SocketSink:
     """Sends a turn's events as text frames; its errors carry the lane's stream_id. With the server's
     text-frames extension a burst of events goes down as encoded bytes in one call, else one ASGI
@@ -37,7 +45,7 @@ class _SocketSink:
         self._batched = batched
 
     async def error(self, error: ProtocolError) -> None:
-        await self._send({"type": "websocket.send", "text": error.ws_event(self._stream_id).decode()})
+        await send_error(self._send, error, self._stream_id)
 
     async def events(self, events: list[Event]) -> None:
         if self._batched:
@@ -56,16 +64,20 @@ class WebSocketSession:
             state.limits, opened_at=time.monotonic(), owner=owner
         )
         self.tasks: set[asyncio.Task[None]] = set()
+        self.retiring = False
+        self.closed = False
 
     async def send_error(self, error: ProtocolError, stream_id: str | None) -> None:
-        await self.send({"type": "websocket.send", "text": error.ws_event(stream_id).decode()})
+        await send_error(self.send, error, stream_id)
 
     async def on_frame(self, frame: str | bytes) -> bool:
         """Handle one client frame; False when the connection must close."""
-        age_error = self.conn.check_age(time.monotonic())
-        if age_error is not None:
-            await self.send_error(age_error, None)
-            return False
+        if self.retiring or self.conn.check_age(time.monotonic()) is not None:
+            if not self.tasks:
+                return False
+            # Turns accepted before the limit still finish; retire_when_old closes after them.
+            await self.send_error(self.conn.age_limit_error(), None)
+            return True
         try:
             event = decode_ws_event(frame)
         except UnknownClientEvent as error:
@@ -87,6 +99,8 @@ class WebSocketSession:
         return True
 
     def _start(self, ready: list[tuple[str, WsCreateEvent]]) -> None:
+        if self.closed:
+            return
         for lane, event in ready:
             task = asyncio.create_task(self._run(lane, event))
             self.tasks.add(task)
@@ -125,6 +139,26 @@ class WebSocketSession:
         except Exception:  # the socket is gone; nothing left to tell
             log.debug("could not report an error to a closed socket")
 
+    async def retire_when_old(self) -> None:
+        """At the connection's age limit: stop taking requests, let running and queued turns finish, then
+        send `websocket_connection_limit_reached` and close. Clients continue on a new socket."""
+        remaining = self.conn.opened_at + self.state.limits.max_connection_age_s - time.monotonic()
+        await asyncio.sleep(max(0.0, remaining))
+        self.retiring = True
+        while self.tasks:
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.say_goodbye()
+
+    async def say_goodbye(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            await self.send_error(self.conn.age_limit_error(), None)
+            await self.send({"type": "websocket.close", "code": 1000, "reason": AGE_CLOSE_REASON})
+        except ClientDisconnected:
+            log.debug("the client left before the age limit was announced")
+
     async def close(self) -> None:
         for task in list(self.tasks):
             task.cancel()
@@ -139,6 +173,7 @@ async def serve_websocket(state: ServerState, scope: Scope, receive: Receive, se
         return
     await send({"type": "websocket.accept"})
     session = WebSocketSession(state, send, owner, batched=TEXT_FRAMES in scope.get("extensions", {}))
+    retirement = asyncio.create_task(session.retire_when_old())
     try:
         while True:
             message = await receive()
@@ -151,9 +186,8 @@ async def serve_websocket(state: ServerState, scope: Scope, receive: Receive, se
             if frame is None:
                 frame = message.get("bytes") or b""
             if not await session.on_frame(frame):
-                await send(
-                    {"type": "websocket.close", "code": 1000, "reason": "websocket_connection_limit_reached"}
-                )
+                await session.say_goodbye()
                 break
     finally:
+        retirement.cancel()
         await session.close()

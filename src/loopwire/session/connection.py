@@ -54,8 +54,12 @@ class ConnectionState(Generic[Job]):
     # -- scheduling ---------------------------------------------------------------------------------
 
     def check_age(self, now: float) -> ProtocolError | None:
+        """The age-limit error once the connection is as old as `max_connection_age_s`, else None."""
         if now - self.opened_at < self.limits.max_connection_age_s:
             return None
+        return self.age_limit_error()
+
+    def age_limit_error(self) -> ProtocolError:
         return ProtocolError(
             400,
             f"This connection has reached its maximum age of {self.limits.max_connection_age_s:g} seconds; "
