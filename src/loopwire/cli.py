@@ -63,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a connection limit, e.g. max_in_flight=16, max_connection_age_s=3600, "
         "max_message_bytes=16777216 (repeatable)",
     )
+    serve.add_argument(
+        "--api-keys",
+        metavar="FILE",
+        help="accept only these bearer keys (one per line); without it the server is open for local use",
+    )
     serve.add_argument("--log-level", default="warning")
     return parser
 
@@ -102,6 +107,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         sim=sim,
         settings=ServerSettings(ws_per_message_deflate=args.ws_deflate),
         limits=parse_limits(args.limit),
+        api_keys_file=args.api_keys,
         log_level=args.log_level,
     )
 
@@ -120,6 +126,13 @@ def serve(config: ServerConfig) -> None:
         file=sys.stderr,
         flush=True,
     )
+    if config.api_keys_file is None:
+        print(
+            "loopwire: OPEN MODE, no --api-keys given: any bearer token is accepted (each token sees only "
+            "its own responses). Do not expose this server beyond your machine.",
+            file=sys.stderr,
+            flush=True,
+        )
     uvicorn.run(
         app,
         host=config.host,

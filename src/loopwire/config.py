@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .engines.sim.engine import SimEngine, SimSettings
+from .server.auth import ApiKeys
 from .server.state import ServerSettings, ServerState
 from .session.limits import Limits
 from .store.factory import DEFAULT_SPEC, open_store
@@ -24,13 +25,28 @@ class ServerConfig:
     limits: Limits = field(default_factory=Limits)
     settings: ServerSettings = field(default_factory=ServerSettings)
     log_level: str = "warning"
+    api_keys_file: str | None = None
 
     def build_state(self) -> ServerState:
         self.check()
         store = open_store(self.store, write_behind=self.store_write == "behind")
         return ServerState(
-            engine=SimEngine(self.sim), store=store, limits=self.limits, settings=self.settings
+            engine=SimEngine(self.sim),
+            store=store,
+            limits=self.limits,
+            settings=self.settings,
+            api_keys=self.api_keys(),
         )
+
+    def api_keys(self) -> ApiKeys:
+        if self.api_keys_file is None:
+            return ApiKeys()
+        try:
+            return ApiKeys.from_file(self.api_keys_file)
+        except OSError as error:
+            raise ValueError(
+                f"cannot read the API key file {self.api_keys_file!r}: {error.strerror}"
+            ) from None
 
     async def open_state(self) -> ServerState:
         """The state, built inside the running event loop (lifespan startup)."""
@@ -42,5 +58,6 @@ class ServerConfig:
             raise ValueError(f"unknown engine {self.engine!r}; this build offers: sim")
         if self.store_write not in ("behind", "through"):
             raise ValueError("store_write must be 'behind' or 'through'")
+        self.api_keys()
         if not (self.store == "memory" or self.store.startswith("sqlite:")):
             raise ValueError(f"unknown store spec {self.store!r}: expected 'memory' or 'sqlite:PATH'")

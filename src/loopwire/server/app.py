@@ -12,12 +12,14 @@ from ..protocol.errors import ProtocolError, server_error, store_unavailable
 from ..store.base import StoreUnavailable
 from . import http
 from .asgi_types import Receive, Scope, Send
+from .auth import authorization_header
 from .state import ServerState
-from .ws import serve_websocket
+from .ws import refuse_upgrade, serve_websocket
 
 log = logging.getLogger("loopwire.server")
 
 PREFIX = "/v1/responses"
+HEALTH_PATHS = ("/healthz", "/readyz")
 StateFactory = Callable[[], Awaitable[ServerState]]
 
 
@@ -42,15 +44,20 @@ class LoopwireApp:
             await self._lifespan(receive, send)
             return
         state = await self._ensure_state()
-        owner = ""
         if kind == "websocket":
             if scope["path"].rstrip("/") != PREFIX:
                 await send({"type": "websocket.close", "code": 1008})
+                return
+            try:
+                owner = state.api_keys.owner_for(authorization_header(scope["headers"]))
+            except ProtocolError as error:
+                await refuse_upgrade(send, error)
                 return
             await serve_websocket(state, scope, receive, send, owner)
             return
         if kind == "http":
             try:
+                owner = self._owner(state, scope)
                 await self._http(state, scope, receive, send, owner)
             except ProtocolError as error:
                 await http.send_error(send, error)
@@ -58,6 +65,12 @@ class LoopwireApp:
                 await http.send_error(send, store_unavailable())
             except ConnectionResetError:
                 return
+
+    @staticmethod
+    def _owner(state: ServerState, scope: Scope) -> str:
+        if scope["path"] in HEALTH_PATHS:
+            return ""
+        return state.api_keys.owner_for(authorization_header(scope["headers"]))
 
     async def _ensure_state(self) -> ServerState:
         if self.state is None:
@@ -85,7 +98,7 @@ class LoopwireApp:
     async def _http(self, state: ServerState, scope: Scope, receive: Receive, send: Send, owner: str) -> None:
         method: str = scope["method"]
         path: str = scope["path"].rstrip("/") or "/"
-        if path in ("/healthz", "/readyz"):
+        if path in HEALTH_PATHS:
             await http.send_json(send, 200, b'{"status":"ok"}')
             return
         if path == PREFIX:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from ..engines.base import Engine
 from ..session.limits import Limits
 from ..store.base import Store, StoreUnavailable
+from .auth import ApiKeys
 
 log = logging.getLogger("loopwire.server")
 
@@ -31,6 +32,7 @@ class ServerState:
     store: Store
     limits: Limits = field(default_factory=Limits)
     settings: ServerSettings = field(default_factory=ServerSettings)
+    api_keys: ApiKeys = field(default_factory=ApiKeys)
 
     async def aclose(self) -> None:
         await self.engine.aclose()

@@ -167,6 +167,14 @@ class WebSocketSession:
         self.conn.clear()
 
 
+async def refuse_upgrade(send: Send, error: ProtocolError) -> None:
+    """Answer the upgrade with a plain HTTP error (e.g. 401) instead of accepting it."""
+    body = error.http_body()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "websocket.http.response.start", "status": error.status, "headers": headers})
+    await send({"type": "websocket.http.response.body", "body": body})
+
+
 async def serve_websocket(state: ServerState, scope: Scope, receive: Receive, send: Send, owner: str) -> None:
     message = await receive()
     if message["type"] != "websocket.connect":
