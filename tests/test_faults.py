@@ -18,28 +18,41 @@ from loopwire.protocol.items import Message, text_of
 from loopwire.server.app import LoopwireApp
 from loopwire.server.coalesce import CoalescingHttpToolsProtocol, CoalescingWebSocketProtocol
 from loopwire.server.state import ServerState
+from loopwire.session.limits import Limits
 from loopwire.store.base import StoredResponse, StoreUnavailable
 from loopwire.store.memory import MemoryStore
 
 
 class FaultyEngine:
-    """The sim engine, except that a user message saying FAIL or CRASH makes it break after one delta."""
+    """The sim engine, except for what the last user message says: FAIL or CRASH break the stream after one
+    delta, HANG goes silent after one, DRIP sends a delta every 50 ms forever. It counts the streams it
+    started and the ones that were closed, so tests can see that nothing is left running."""
 
     name = "faulty"
 
     def __init__(self) -> None:
         self.inner = SimEngine()
+        self.started = 0
+        self.closed = 0
 
     async def stream(self, request: EngineRequest) -> AsyncGenerator[list[EngineDelta], None]:
-        last = list(request.history)[-1]
-        said = text_of(last.content) if isinstance(last, Message) else ""
-        if "FAIL" in said or "CRASH" in said:
-            yield [TextDelta("partial")]
-            if "FAIL" in said:
-                raise EngineError("the model backend went away", code="upstream_error")
-            raise RuntimeError("a bug in the engine")
-        async for batch in self.inner.stream(request):
-            yield batch
+        self.started += 1
+        try:
+            last = list(request.history)[-1]
+            said = text_of(last.content) if isinstance(last, Message) else ""
+            if any(word in said for word in ("FAIL", "CRASH", "HANG", "DRIP")):
+                yield [TextDelta("partial")]
+                if "FAIL" in said:
+                    raise EngineError("the model backend went away", code="upstream_error")
+                if "CRASH" in said:
+                    raise RuntimeError("a bug in the engine")
+                while True:
+                    await asyncio.sleep(3600 if "HANG" in said else 0.05)
+                    yield [TextDelta(" more")]
+            async for batch in self.inner.stream(request):
+                yield batch
+        finally:
+            self.closed += 1
 
     def count_tokens(self, request: EngineRequest) -> int:
         return self.inner.count_tokens(request)
@@ -90,9 +103,17 @@ async def serve(state_factory: Callable[[], ServerState]) -> AsyncIterator[str]:
     await task
 
 
+TIMEOUTS = Limits(engine_idle_timeout_s=0.5, turn_timeout_s=1.5)
+
+
 @pytest.fixture
-async def base_url() -> AsyncIterator[str]:
-    async for url in serve(lambda: ServerState(engine=FaultyEngine(), store=MemoryStore())):
+def engine() -> FaultyEngine:
+    return FaultyEngine()
+
+
+@pytest.fixture
+async def base_url(engine: FaultyEngine) -> AsyncIterator[str]:
+    async for url in serve(lambda: ServerState(engine=engine, store=MemoryStore(), limits=TIMEOUTS)):
         yield url
 
 
@@ -184,3 +205,60 @@ async def _until_terminal(
         yield event
         if event.type in ("response.completed", "response.failed", "error"):
             return
+
+
+@pytest.mark.parametrize(("word", "waited"), [("HANG", "engine_idle_timeout_s"), ("DRIP", "turn_timeout_s")])
+async def test_a_stuck_engine_fails_the_turn_within_its_timeout(
+    base_url: str, engine: FaultyEngine, word: str, waited: str
+) -> None:
+    client = openai.AsyncOpenAI(base_url=base_url, api_key="test", max_retries=0)
+    async with client.responses.connect() as connection:
+        first = (await turn(connection, input="hello"))[-1]
+        parent_id = first.response.id  # type: ignore[attr-defined]
+        started = asyncio.get_running_loop().time()
+        events = await asyncio.wait_for(
+            turn(connection, input=f"{word} please", previous_response_id=parent_id), 10
+        )
+        elapsed = asyncio.get_running_loop().time() - started
+        failed = events[-1]
+        assert failed.type == "response.failed"  # type: ignore[attr-defined]
+        assert failed.response.error.code == "engine_timeout"  # type: ignore[attr-defined]
+        assert elapsed >= getattr(TIMEOUTS, waited)  # a lower bound only: the machine is noisy
+        retry = (await turn(connection, input="again", previous_response_id=parent_id))[-1]
+        assert retry.type == "error" and retry.error.code == "previous_response_not_found"  # type: ignore[attr-defined]
+    await client.close()
+    assert engine.closed == engine.started  # the stuck stream was closed, not left running
+
+
+async def test_client_leaving_mid_turn_closes_the_engine_stream(base_url: str, engine: FaultyEngine) -> None:
+    client = openai.AsyncOpenAI(base_url=base_url, api_key="test", max_retries=0)
+    async with client.responses.connect() as connection:
+        await connection.response.create(model="sim", input="DRIP slowly", store=False)
+        event = await connection.recv()
+        assert event.type == "response.created"
+    for _ in range(200):  # the server notices the close and cancels the turn
+        if engine.closed == engine.started:
+            break
+        await asyncio.sleep(0.01)
+    assert engine.started == 1 and engine.closed == 1
+    http = await client.responses.create(model="sim", input="still serving")
+    assert http.status == "completed"
+    await client.close()
+
+
+async def test_http_client_leaving_a_stream_closes_the_engine_stream(
+    base_url: str, engine: FaultyEngine
+) -> None:
+    client = openai.AsyncOpenAI(base_url=base_url, api_key="test", max_retries=0)
+    stream = await client.responses.create(model="sim", input="DRIP over http", stream=True)
+    async for event in stream:
+        assert event.type == "response.created"
+        break
+    await stream.close()
+    for _ in range(200):
+        if engine.started == 1 and engine.closed == 1:
+            break
+        await asyncio.sleep(0.01)
+    assert engine.started == 1 and engine.closed == 1
+    assert (await client.responses.create(model="sim", input="next")).status == "completed"
+    await client.close()

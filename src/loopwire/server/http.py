@@ -6,7 +6,10 @@ outages surface as StoreUnavailable, which the router answers with 503.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
+from collections.abc import Coroutine
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -15,7 +18,7 @@ import msgspec
 from ..protocol.errors import ProtocolError, invalid_request, missing_parameter, response_not_found
 from ..protocol.events import Event, encode, event_type, sse_frame
 from ..protocol.items import as_listed
-from ..protocol.request import decode_compact, decode_http_create
+from ..protocol.request import CreateRequest, decode_compact, decode_http_create
 from ..protocol.response import DeletedResponse, ItemList
 from ..session.compact import compact_context
 from ..session.connection import DEFAULT_LANE, ConnectionState
@@ -111,6 +114,10 @@ def _connection(state: ServerState, owner: str) -> ConnectionState[Any]:
 async def create(state: ServerState, receive: Receive, send: Send, owner: str) -> None:
     body = await read_body(receive, state.limits.max_message_bytes)
     request = decode_http_create(body)
+    await until_disconnect(_respond(state, request, send, owner), receive)
+
+
+async def _respond(state: ServerState, request: CreateRequest, send: Send, owner: str) -> None:
     conn = _connection(state, owner)
     if request.stream:
         sink = _SseSink(send)
@@ -124,6 +131,28 @@ async def create(state: ServerState, receive: Receive, send: Send, owner: str) -
         await send_error(send, json_sink.refusal)
         return
     await send_json(send, 200, encode(response))
+
+
+async def until_disconnect(work: Coroutine[Any, Any, None], receive: Receive) -> None:
+    """Run `work` unless the client goes away first: then cancel it, so a turn nobody waits for does not
+    keep the engine busy. The body has been read, so the next receive() only reports the disconnect."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnected(receive))
+    try:
+        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    if not task.cancelled():
+        task.result()  # re-raise what the work raised
+
+
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 async def _visible_record(state: ServerState, response_id: str, owner: str) -> StoredResponse:

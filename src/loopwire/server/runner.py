@@ -5,6 +5,7 @@ Owns the order of effects (commit before the terminal event); the wire rules liv
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from contextlib import aclosing
@@ -117,10 +118,18 @@ async def _stream(
     unsent (the caller sends them with the closing events), or the failure (code, message). Engine errors
     of any kind fail the turn; a failing sink (the client left) propagates."""
     merge = state.settings.merge_ready_deltas
+    limits = state.limits
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limits.turn_timeout_s
     async with aclosing(state.engine.stream(plan.engine_request)) as batches:
         while True:
+            wait = min(limits.engine_idle_timeout_s, deadline - loop.time())
             try:
-                batch = await anext(batches)
+                async with asyncio.timeout(wait):
+                    batch = await anext(batches)
+            except TimeoutError:
+                log.warning("the engine went silent on response %s; failing the turn", plan.response.id)
+                return None, [], ("engine_timeout", "The model did not respond in time.")
             except StopAsyncIteration:
                 return None, [], ("server_error", "The engine ended the turn without finishing it.")
             except EngineError as error:

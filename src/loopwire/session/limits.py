@@ -22,6 +22,10 @@ class Limits:
     """A WebSocket older than this gets `websocket_connection_limit_reached` and is closed."""
     max_message_bytes: int = 16 * MIB
     """Largest HTTP body or WebSocket frame accepted (413 / close 1009 past it)."""
+    turn_timeout_s: float = 600.0
+    """A turn still running after this long fails with `engine_timeout` (and evicts its parent)."""
+    engine_idle_timeout_s: float = 120.0
+    """Longest silence from the engine between two batches of deltas before the turn fails."""
     max_input_items: int = 20_000
     """Items in one request's `input`."""
     max_stream_id_length: int = 256
