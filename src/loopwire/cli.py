@@ -64,6 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
         "max_message_bytes=16777216 (repeatable)",
     )
     serve.add_argument(
+        "--graceful-shutdown-s",
+        type=int,
+        default=30,
+        help="on SIGTERM, how long running turns may take to finish (default: %(default)s)",
+    )
+    serve.add_argument(
         "--api-keys",
         metavar="FILE",
         help="accept only these bearer keys (one per line); without it the server is open for local use",
@@ -105,7 +111,9 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         store=args.store,
         store_write=args.store_write,
         sim=sim,
-        settings=ServerSettings(ws_per_message_deflate=args.ws_deflate),
+        settings=ServerSettings(
+            ws_per_message_deflate=args.ws_deflate, graceful_shutdown_s=args.graceful_shutdown_s
+        ),
         limits=parse_limits(args.limit),
         api_keys_file=args.api_keys,
         log_level=args.log_level,
@@ -145,6 +153,7 @@ def serve(config: ServerConfig) -> None:
         ws_per_message_deflate=config.settings.ws_per_message_deflate,
         log_level=config.log_level,
         access_log=False,
+        timeout_graceful_shutdown=config.settings.graceful_shutdown_s,
     )
 
 

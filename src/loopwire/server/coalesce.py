@@ -10,13 +10,16 @@ Owns only buffering and unmasked server framing; flow control and protocol state
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, cast
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.protocol import OPEN
 
+DRAIN = "loopwire.drain"
+"""ASGI extension and receive event: on server shutdown the app gets `{"type": DRAIN}` instead of an
+immediate close 1012, finishes its running turns, then closes the socket itself."""
 TEXT_FRAMES = "loopwire.text_frames"
 """ASGI extension: `{"type": TEXT_FRAMES, "payloads": [bytes, ...]}` sends each payload as one text frame."""
 
@@ -100,11 +103,22 @@ class CoalescingWebSocketProtocol(WebSocketsSansIOProtocol):
         super().connection_made(_coalescing(transport))
 
     def handle_connect(self, event: Any) -> None:
+        self.drain_requested = False
         super().handle_connect(event)
-        # Framing is done by hand, so offer it only when no extension (permessage-deflate) rewrites frames.
         scope = getattr(self, "scope", None)
-        if scope is not None and not self.conn.extensions:
+        if scope is None:
+            return
+        scope["extensions"][DRAIN] = {}
+        # Framing is done by hand, so offer it only when no extension (permessage-deflate) rewrites frames.
+        if not self.conn.extensions:
             scope["extensions"][TEXT_FRAMES] = {}
+
+    def shutdown(self) -> None:
+        if self.handshake_complete and not self.close_sent and not getattr(self, "drain_requested", True):
+            self.drain_requested = True
+            self.queue.put_nowait(cast(Any, {"type": DRAIN}))
+            return
+        super().shutdown()
 
     async def send(self, message: Any) -> None:
         if message["type"] != TEXT_FRAMES:

@@ -20,6 +20,8 @@ log = logging.getLogger("loopwire.server")
 class ServerSettings:
     ws_per_message_deflate: bool = False
     """permessage-deflate costs ~80-160 us of CPU per small turn on loopback, so it is opt-in."""
+    graceful_shutdown_s: int = 30
+    """On SIGTERM, how long running turns may take to finish before they are cancelled."""
     merge_ready_deltas: bool = True
     """Send text/argument deltas the engine produced at the same moment as one event (fewer frames)."""
     ignored_client_events: frozenset[str] = frozenset({"response.processed"})

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from uvicorn.protocols.utils import ClientDisconnected
@@ -17,7 +18,7 @@ from ..protocol.events import Event, encode
 from ..protocol.request import UnknownClientEvent, WsCreateEvent, decode_ws_event, peek_stream_id
 from ..session.connection import DEFAULT_LANE, ConnectionState, validate_stream_id
 from .asgi_types import Receive, Scope, Send
-from .coalesce import TEXT_FRAMES
+from .coalesce import DRAIN, TEXT_FRAMES
 from .runner import run_turn
 from .state import ServerState
 
@@ -25,6 +26,26 @@ log = logging.getLogger("loopwire.ws")
 
 
 AGE_CLOSE_REASON = "websocket_connection_limit_reached"
+
+
+@dataclass(frozen=True, slots=True)
+class Retirement:
+    """Why a connection stops taking requests: the error event it sends, then its close code and reason."""
+
+    error: ProtocolError
+    code: int
+    reason: str
+
+
+def shutting_down() -> Retirement:
+    error = ProtocolError(
+        503,
+        "The server is shutting down; this connection takes no new requests. Reconnect and continue from a "
+        "stored response, or resend the full input.",
+        type="server_error",
+        code="server_shutting_down",
+    )
+    return Retirement(error, 1012, "server restarting")
 
 
 async def send_error(send: Send, error: ProtocolError, stream_id: str | None) -> None:
@@ -64,7 +85,7 @@ class WebSocketSession:
             state.limits, opened_at=time.monotonic(), owner=owner
         )
         self.tasks: set[asyncio.Task[None]] = set()
-        self.retiring = False
+        self.retiring: Retirement | None = None
         self.closed = False
 
     async def send_error(self, error: ProtocolError, stream_id: str | None) -> None:
@@ -72,11 +93,13 @@ class WebSocketSession:
 
     async def on_frame(self, frame: str | bytes) -> bool:
         """Handle one client frame; False when the connection must close."""
-        if self.retiring or self.conn.check_age(time.monotonic()) is not None:
+        if self.retiring is None and self.conn.check_age(time.monotonic()) is not None:
+            self.retiring = self._aged()
+        if self.retiring is not None:
             if not self.tasks:
                 return False
-            # Turns accepted before the limit still finish; retire_when_old closes after them.
-            await self.send_error(self.conn.age_limit_error(), None)
+            # Turns accepted before retiring still finish; retire() closes after them.
+            await self.send_error(self.retiring.error, None)
             return True
         try:
             event = decode_ws_event(frame)
@@ -139,12 +162,20 @@ class WebSocketSession:
         except Exception:  # the socket is gone; nothing left to tell
             log.debug("could not report an error to a closed socket")
 
+    def _aged(self) -> Retirement:
+        return Retirement(self.conn.age_limit_error(), 1000, AGE_CLOSE_REASON)
+
     async def retire_when_old(self) -> None:
-        """At the connection's age limit: stop taking requests, let running and queued turns finish, then
-        send `websocket_connection_limit_reached` and close. Clients continue on a new socket."""
+        """At the connection's age limit: retire with `websocket_connection_limit_reached` and close 1000.
+        Clients continue on a new socket."""
         remaining = self.conn.opened_at + self.state.limits.max_connection_age_s - time.monotonic()
         await asyncio.sleep(max(0.0, remaining))
-        self.retiring = True
+        await self.retire(self._aged())
+
+    async def retire(self, retirement: Retirement) -> None:
+        """Stop taking requests, let running and queued turns finish, then say why and close."""
+        if self.retiring is None:
+            self.retiring = retirement
         while self.tasks:
             await asyncio.gather(*self.tasks, return_exceptions=True)
         await self.say_goodbye()
@@ -153,11 +184,12 @@ class WebSocketSession:
         if self.closed:
             return
         self.closed = True
+        retirement = self.retiring or self._aged()
         try:
-            await self.send_error(self.conn.age_limit_error(), None)
-            await self.send({"type": "websocket.close", "code": 1000, "reason": AGE_CLOSE_REASON})
+            await self.send_error(retirement.error, None)
+            await self.send({"type": "websocket.close", "code": retirement.code, "reason": retirement.reason})
         except ClientDisconnected:
-            log.debug("the client left before the age limit was announced")
+            log.debug("the client left before the connection was retired")
 
     async def close(self) -> None:
         for task in list(self.tasks):
@@ -182,12 +214,16 @@ async def serve_websocket(state: ServerState, scope: Scope, receive: Receive, se
     await send({"type": "websocket.accept"})
     session = WebSocketSession(state, send, owner, batched=TEXT_FRAMES in scope.get("extensions", {}))
     retirement = asyncio.create_task(session.retire_when_old())
+    draining: asyncio.Task[None] | None = None
     try:
         while True:
             message = await receive()
             kind = message["type"]
             if kind == "websocket.disconnect":
                 break
+            if kind == DRAIN:
+                draining = asyncio.create_task(session.retire(shutting_down()))
+                continue
             if kind != "websocket.receive":
                 continue
             frame: Any = message.get("text")
@@ -198,4 +234,6 @@ async def serve_websocket(state: ServerState, scope: Scope, receive: Receive, se
                 break
     finally:
         retirement.cancel()
+        if draining is not None:
+            draining.cancel()
         await session.close()

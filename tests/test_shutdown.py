@@ -1,0 +1,74 @@
+"""SIGTERM: a turn running on a WebSocket finishes, the socket is then closed with 1012, and every
+store=true response that completed before the stop is retrievable and continuable after a restart."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from pathlib import Path
+
+import openai
+import pytest
+import websockets
+from conftest import API_KEY, ServerProcess, make_client
+
+
+async def test_sigterm_lets_running_turns_finish_then_closes_1012(tmp_path: Path) -> None:
+    database = tmp_path / "db.sqlite"
+    server = ServerProcess(f"sqlite:{database}", tmp_path / "server.log", ("--sim-ttft-ms", "600")).start()
+    try:
+        url = server.base_url.replace("http://", "ws://") + "/responses"
+        auth = {"Authorization": f"Bearer {API_KEY}"}  # the same owner as make_client's
+        async with websockets.connect(url, additional_headers=auth) as socket:
+            await socket.send(json.dumps({"type": "response.create", "model": "sim", "input": "quick"}))
+            while (first := json.loads(await socket.recv()))["type"] != "response.completed":
+                pass
+            await socket.send(
+                json.dumps(
+                    {
+                        "type": "response.create",
+                        "model": "sim",
+                        "input": "slow one",
+                        "previous_response_id": first["response"]["id"],
+                    }
+                )
+            )
+            assert json.loads(await socket.recv())["type"] == "response.created"
+            assert server.proc is not None
+            server.proc.send_signal(signal.SIGTERM)
+            types = []
+            while True:
+                event = json.loads(await asyncio.wait_for(socket.recv(), timeout=15))
+                types.append(event["type"])
+                if event["type"] == "response.completed":
+                    second = event["response"]
+                    break
+                assert event["type"] != "response.failed", event
+            goodbye = json.loads(await asyncio.wait_for(socket.recv(), timeout=15))
+            assert goodbye["type"] == "error" and goodbye["error"]["code"] == "server_shutting_down"
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await asyncio.wait_for(socket.recv(), timeout=15)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012
+        assert server.proc.wait(timeout=30) in (0, -signal.SIGTERM)
+    finally:
+        server.stop()
+
+    restarted = ServerProcess(f"sqlite:{database}", tmp_path / "server2.log").start()
+    try:
+        client = make_client(restarted.base_url)
+        assert client.responses.retrieve(first["response"]["id"]).status == "completed"
+        assert client.responses.retrieve(second["id"]).status == "completed"
+        follow = client.responses.create(
+            model="sim", input="after the restart", previous_response_id=second["id"]
+        )
+        assert follow.status == "completed"
+        items = client.responses.input_items.list(follow.id, order="asc", limit=100)
+        texts = [
+            item.content[0].text for item in items.data if item.type == "message" and item.role == "user"
+        ]
+        assert texts == ["quick", "slow one", "after the restart"]
+        with pytest.raises(openai.NotFoundError):
+            client.responses.retrieve("resp_never_made")
+    finally:
+        restarted.stop()
