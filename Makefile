@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: setup demo test lint bench bench-quick serve clean
+.PHONY: setup demo test lint bench bench-quick fuzz serve clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "loopwire needs Python 3.11+")'
@@ -33,6 +33,10 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(BIN)/python bench/turn_latency.py --turns 50 --conversations 4 --output-bytes 6000
+
+fuzz: $(STAMP)
+	LOOPWIRE_FUZZ_EXAMPLES=$${LOOPWIRE_FUZZ_EXAMPLES:-4000} LOOPWIRE_FUZZ_RANDOM=1 \
+		$(BIN)/python -m pytest tests/test_fuzz.py -o timeout=3600
 
 serve: $(STAMP)
 	$(BIN)/loopwire serve

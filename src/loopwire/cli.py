@@ -64,6 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
         "max_message_bytes=16777216 (repeatable)",
     )
     serve.add_argument(
+        "--timing-events",
+        type=_on_off,
+        default=False,
+        metavar="on|off",
+        help="send a loopwire.timing event with the server's time breakdown before each terminal event",
+    )
+    serve.add_argument(
         "--graceful-shutdown-s",
         type=int,
         default=30,
@@ -112,7 +119,9 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         store_write=args.store_write,
         sim=sim,
         settings=ServerSettings(
-            ws_per_message_deflate=args.ws_deflate, graceful_shutdown_s=args.graceful_shutdown_s
+            ws_per_message_deflate=args.ws_deflate,
+            graceful_shutdown_s=args.graceful_shutdown_s,
+            timing_events=args.timing_events,
         ),
         limits=parse_limits(args.limit),
         api_keys_file=args.api_keys,

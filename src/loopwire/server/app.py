@@ -20,6 +20,7 @@ log = logging.getLogger("loopwire.server")
 
 PREFIX = "/v1/responses"
 HEALTH_PATHS = ("/healthz", "/readyz")
+METRICS_PATH = "/metrics"
 StateFactory = Callable[[], Awaitable[ServerState]]
 
 
@@ -68,7 +69,7 @@ class LoopwireApp:
 
     @staticmethod
     def _owner(state: ServerState, scope: Scope) -> str:
-        if scope["path"] in HEALTH_PATHS:
+        if scope["path"] in HEALTH_PATHS or scope["path"] == METRICS_PATH:
             return ""
         return state.api_keys.owner_for(authorization_header(scope["headers"]))
 
@@ -100,6 +101,17 @@ class LoopwireApp:
         path: str = scope["path"].rstrip("/") or "/"
         if path in HEALTH_PATHS:
             await http.send_json(send, 200, b'{"status":"ok"}')
+            return
+        if path == METRICS_PATH and method == "GET":
+            body = state.render_metrics()
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [(b"content-type", b"text/plain; version=0.0.4")],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
             return
         if path == PREFIX:
             if method == "POST":

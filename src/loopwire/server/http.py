@@ -25,6 +25,7 @@ from ..session.connection import DEFAULT_LANE, ConnectionState
 from ..session.plan import plan_turn, validate_fields
 from ..store.base import StoredResponse
 from .asgi_types import Receive, Send
+from .metrics import HTTP, Counter
 from .runner import decode_stored_items, resolve_parent, run_turn
 from .state import ServerState
 
@@ -71,11 +72,12 @@ async def read_body(receive: Receive, limit: int) -> bytes:
 class _SseSink:
     """Streams events as SSE; a refusal before the first event becomes a plain HTTP error."""
 
-    __slots__ = ("_send", "_started")
+    __slots__ = ("_bytes_out", "_send", "_started")
 
-    def __init__(self, send: Send) -> None:
+    def __init__(self, send: Send, bytes_out: Counter) -> None:
         self._send = send
         self._started = False
+        self._bytes_out = bytes_out
 
     async def error(self, error: ProtocolError) -> None:
         await send_error(self._send, error)
@@ -85,6 +87,7 @@ class _SseSink:
             self._started = True
             await self._send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
         body = b"".join([sse_frame(event_type(event), encode(event)) for event in events])
+        self._bytes_out.inc(HTTP, len(body))
         await self._send({"type": "http.response.body", "more_body": True, "body": body})
 
     async def end(self) -> None:
@@ -113,24 +116,32 @@ def _connection(state: ServerState, owner: str) -> ConnectionState[Any]:
 
 async def create(state: ServerState, receive: Receive, send: Send, owner: str) -> None:
     body = await read_body(receive, state.limits.max_message_bytes)
+    received = time.perf_counter()
+    state.metrics.bytes_in.inc(HTTP, len(body))
     request = decode_http_create(body)
-    await until_disconnect(_respond(state, request, send, owner), receive)
+    await until_disconnect(_respond(state, request, send, owner, received), receive)
 
 
-async def _respond(state: ServerState, request: CreateRequest, send: Send, owner: str) -> None:
+async def _respond(
+    state: ServerState, request: CreateRequest, send: Send, owner: str, received: float
+) -> None:
     conn = _connection(state, owner)
     if request.stream:
-        sink = _SseSink(send)
-        await run_turn(state, conn, DEFAULT_LANE, request, sink, websocket=False)
+        sink = _SseSink(send, state.metrics.bytes_out)
+        await run_turn(state, conn, DEFAULT_LANE, request, sink, websocket=False, received=received)
         await sink.end()
         return
     json_sink = _JsonSink()
-    response = await run_turn(state, conn, DEFAULT_LANE, request, json_sink, websocket=False)
+    response = await run_turn(
+        state, conn, DEFAULT_LANE, request, json_sink, websocket=False, received=received
+    )
     if response is None:
         assert json_sink.refusal is not None
         await send_error(send, json_sink.refusal)
         return
-    await send_json(send, 200, encode(response))
+    body = encode(response)
+    state.metrics.bytes_out.inc(HTTP, len(body))
+    await send_json(send, 200, body)
 
 
 async def until_disconnect(work: Coroutine[Any, Any, None], receive: Receive) -> None:

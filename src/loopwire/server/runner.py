@@ -26,9 +26,36 @@ from ..session.connection import ConnectionState
 from ..session.plan import TurnPlan, plan_turn, validate_fields
 from ..session.turn import Turn
 from ..store.base import StoredResponse, StoreUnavailable
+from .metrics import HTTP, WS, Labels
 from .state import ServerState
 
 log = logging.getLogger("loopwire.turn")
+
+CACHE_HIT: Labels = (("result", "cache"),)
+STORE_HIT: Labels = (("result", "store"),)
+NOT_FOUND: Labels = (("result", "not_found"),)
+
+
+class TurnClock:
+    """perf_counter marks of one turn, for /metrics and the opt-in `loopwire.timing` event."""
+
+    __slots__ = ("first_output", "planned", "received", "started")
+
+    def __init__(self, received: float | None) -> None:
+        self.started = time.perf_counter()
+        self.received = received if received is not None else self.started
+        self.planned = self.started
+        self.first_output: float | None = None
+
+    def timings(self, engine: dict[str, float], committed: float) -> dict[str, float]:
+        first = self.first_output if self.first_output is not None else committed
+        return {
+            "decode_ms": (self.started - self.received) * 1000.0,
+            "resolve_plan_ms": (self.planned - self.started) * 1000.0,
+            "ttft_ms": (first - self.received) * 1000.0,
+            "total_ms": (committed - self.received) * 1000.0,
+            **{f"engine_{name}": value for name, value in engine.items()},
+        }
 
 
 class EventSink(Protocol):
@@ -97,13 +124,16 @@ async def resolve_parent(
         return None
     cached = conn.lookup(previous_response_id)
     if cached is not None:
+        state.metrics.parents.inc(CACHE_HIT)
         return cached
     try:
         chain = await state.store.chain(previous_response_id, conn.owner)
     except StoreUnavailable:
         raise store_unavailable() from None
     if chain is None:
+        state.metrics.parents.inc(NOT_FOUND)
         raise previous_response_not_found(previous_response_id)
+    state.metrics.parents.inc(STORE_HIT)
     context = EMPTY_CONTEXT
     for record in chain:
         inputs, outputs = decode_stored_items(record)
@@ -112,7 +142,7 @@ async def resolve_parent(
 
 
 async def _stream(
-    state: ServerState, plan: TurnPlan, turn: Turn, sink: EventSink
+    state: ServerState, plan: TurnPlan, turn: Turn, sink: EventSink, clock: TurnClock
 ) -> tuple[Finished | None, list[Event], tuple[str, str] | None]:
     """Drive the engine and send its events. Returns the Finished delta with the events of its batch still
     unsent (the caller sends them with the closing events), or the failure (code, message). Engine errors
@@ -141,11 +171,15 @@ async def _stream(
             try:
                 for delta in merge_ready(batch) if merge else batch:
                     if isinstance(delta, Finished):
+                        if events and clock.first_output is None:
+                            clock.first_output = time.perf_counter()
                         return delta, events, None
                     events += turn.feed(delta)
             except (TypeError, ValueError) as error:
                 log.error("the engine sent an invalid delta sequence on %s: %s", plan.response.id, error)
                 return None, [], ("server_error", "The engine produced an invalid stream.")
+            if events and clock.first_output is None:
+                clock.first_output = time.perf_counter()
             await sink.events(events)
 
 
@@ -159,8 +193,13 @@ async def run_turn(
     websocket: bool,
     generate: bool = True,
     stream_id: str | None = None,
+    received: float | None = None,
 ) -> Response | None:
-    """One turn from request to terminal event. Returns the final Response, or None when refused."""
+    """One turn from request to terminal event. Returns the final Response, or None when refused.
+    `received` is the perf_counter time the request arrived, before it was decoded."""
+    clock = TurnClock(received)
+    transport = WS if websocket else HTTP
+    metrics = state.metrics
     previous_id = request.previous_response_id
     try:
         validate_fields(request, state.limits, websocket=websocket)
@@ -175,18 +214,22 @@ async def run_turn(
             generate=generate,
         )
     except ProtocolError as error:
-        conn.evict_after_failure(previous_id, lane)
+        if conn.evict_after_failure(previous_id, lane):
+            metrics.evictions.inc()
+        metrics.turns.inc((*transport, ("outcome", "refused")))
         await sink.error(error)
         return None
 
+    clock.planned = time.perf_counter()
     turn = Turn(plan.response, stream_id)
     await sink.events(turn.opening(generate=generate))
-    finished, events, failure = await _stream(state, plan, turn, sink)
+    finished, events, failure = await _stream(state, plan, turn, sink, clock)
 
     if failure is not None:
         _, response = turn.fail(*failure)
-        conn.evict_after_failure(previous_id, lane)
-        await sink.events([turn.terminal(encode(response))])
+        if conn.evict_after_failure(previous_id, lane):
+            metrics.evictions.inc()
+        await _announce(state, sink, turn, encode(response), clock, {}, transport)
         return response
 
     assert finished is not None
@@ -209,5 +252,28 @@ async def run_turn(
             conn.evict(response.id)  # the parent went with the commit: the lane starts afresh
             _, response = turn.fail("store_unavailable", "The response could not be stored.")
             encoded = encode(response)
-    await sink.events([turn.terminal(encoded)])
+    await _announce(state, sink, turn, encoded, clock, finished.timings, transport)
     return response
+
+
+async def _announce(
+    state: ServerState,
+    sink: EventSink,
+    turn: Turn,
+    encoded: bytes,
+    clock: TurnClock,
+    engine_timings: dict[str, float],
+    transport: Labels,
+) -> None:
+    """The terminal event (preceded, when enabled, by `loopwire.timing`), and the turn's metrics."""
+    committed = time.perf_counter()
+    metrics = state.metrics
+    metrics.turns.inc((*transport, ("outcome", turn.response.status)))
+    metrics.turn_seconds.observe(transport, committed - clock.received)
+    if clock.first_output is not None:
+        metrics.ttft_seconds.observe(transport, clock.first_output - clock.received)
+    events: list[Event] = []
+    if state.settings.timing_events:
+        events.append(turn.timing(clock.timings(engine_timings, committed)))
+    events.append(turn.terminal(encoded))
+    await sink.events(events)

@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..engines.base import Engine
+from ..session.connection import ConnectionState
 from ..session.limits import Limits
 from ..store.base import Store, StoreUnavailable
 from .auth import ApiKeys
+from .metrics import Metrics
 
 log = logging.getLogger("loopwire.server")
 
@@ -22,6 +25,8 @@ class ServerSettings:
     """permessage-deflate costs ~80-160 us of CPU per small turn on loopback, so it is opt-in."""
     graceful_shutdown_s: int = 30
     """On SIGTERM, how long running turns may take to finish before they are cancelled."""
+    timing_events: bool = False
+    """Send a `loopwire.timing` event before each terminal event with the server's time breakdown."""
     merge_ready_deltas: bool = True
     """Send text/argument deltas the engine produced at the same moment as one event (fewer frames)."""
     ignored_client_events: frozenset[str] = frozenset({"response.processed"})
@@ -35,6 +40,14 @@ class ServerState:
     limits: Limits = field(default_factory=Limits)
     settings: ServerSettings = field(default_factory=ServerSettings)
     api_keys: ApiKeys = field(default_factory=ApiKeys)
+    metrics: Metrics = field(default_factory=Metrics)
+    sessions: set[ConnectionState[Any]] = field(default_factory=set)
+    """Open WebSocket connections, for /metrics (connections, cached lanes)."""
+
+    def render_metrics(self) -> bytes:
+        self.metrics.connections.set((), len(self.sessions))
+        self.metrics.lanes.set((), sum(conn.cached_count for conn in self.sessions))
+        return self.metrics.render()
 
     async def aclose(self) -> None:
         await self.engine.aclose()

@@ -9,7 +9,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from uvicorn.protocols.utils import ClientDisconnected
 
@@ -19,6 +19,7 @@ from ..protocol.request import UnknownClientEvent, WsCreateEvent, decode_ws_even
 from ..session.connection import DEFAULT_LANE, ConnectionState, validate_stream_id
 from .asgi_types import Receive, Scope, Send
 from .coalesce import DRAIN, TEXT_FRAMES
+from .metrics import WS, Counter
 from .runner import run_turn
 from .state import ServerState
 
@@ -35,6 +36,13 @@ class Retirement:
     error: ProtocolError
     code: int
     reason: str
+
+
+class Job(NamedTuple):
+    """A create waiting on its lane, with the time its frame arrived."""
+
+    event: WsCreateEvent
+    received: float
 
 
 def shutting_down() -> Retirement:
@@ -58,22 +66,25 @@ class _SocketSink:
     text-frames extension a burst of events goes down as encoded bytes in one call, else one ASGI
     `websocket.send` per event."""
 
-    __slots__ = ("_batched", "_send", "_stream_id")
+    __slots__ = ("_batched", "_bytes_out", "_send", "_stream_id")
 
-    def __init__(self, send: Send, stream_id: str | None, batched: bool) -> None:
+    def __init__(self, send: Send, stream_id: str | None, batched: bool, bytes_out: Counter) -> None:
         self._send = send
         self._stream_id = stream_id
         self._batched = batched
+        self._bytes_out = bytes_out
 
     async def error(self, error: ProtocolError) -> None:
         await send_error(self._send, error, self._stream_id)
 
     async def events(self, events: list[Event]) -> None:
+        payloads = [encode(event) for event in events]
+        self._bytes_out.inc(WS, sum(map(len, payloads)))
         if self._batched:
-            await self._send({"type": TEXT_FRAMES, "payloads": [encode(event) for event in events]})
+            await self._send({"type": TEXT_FRAMES, "payloads": payloads})
             return
-        for event in events:
-            await self._send({"type": "websocket.send", "text": encode(event).decode()})
+        for payload in payloads:
+            await self._send({"type": "websocket.send", "text": payload.decode()})
 
 
 class WebSocketSession:
@@ -81,7 +92,7 @@ class WebSocketSession:
         self.state = state
         self.send = send
         self.batched = batched
-        self.conn: ConnectionState[WsCreateEvent] = ConnectionState(
+        self.conn: ConnectionState[Job] = ConnectionState(
             state.limits, opened_at=time.monotonic(), owner=owner
         )
         self.tasks: set[asyncio.Task[None]] = set()
@@ -93,6 +104,8 @@ class WebSocketSession:
 
     async def on_frame(self, frame: str | bytes) -> bool:
         """Handle one client frame; False when the connection must close."""
+        received = time.perf_counter()
+        self.state.metrics.bytes_in.inc(WS, len(frame))
         if self.retiring is None and self.conn.check_age(time.monotonic()) is not None:
             self.retiring = self._aged()
         if self.retiring is not None:
@@ -114,32 +127,33 @@ class WebSocketSession:
         try:
             if event.stream_id is not None:
                 validate_stream_id(event.stream_id, self.state.limits)
-            ready = self.conn.submit(lane, event)
+            ready = self.conn.submit(lane, Job(event, received))
         except ProtocolError as error:
             await self.send_error(error, event.stream_id)
             return True
         self._start(ready)
         return True
 
-    def _start(self, ready: list[tuple[str, WsCreateEvent]]) -> None:
+    def _start(self, ready: list[tuple[str, Job]]) -> None:
         if self.closed:
             return
-        for lane, event in ready:
-            task = asyncio.create_task(self._run(lane, event))
+        for lane, job in ready:
+            task = asyncio.create_task(self._run(lane, job.event, job.received))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
 
-    async def _run(self, lane: str, event: WsCreateEvent) -> None:
+    async def _run(self, lane: str, event: WsCreateEvent, received: float | None) -> None:
         try:
             await run_turn(
                 self.state,
                 self.conn,
                 lane,
                 event,
-                _SocketSink(self.send, event.stream_id, self.batched),
+                _SocketSink(self.send, event.stream_id, self.batched, self.state.metrics.bytes_out),
                 websocket=True,
                 generate=event.generate is not False,
                 stream_id=event.stream_id,
+                received=received,
             )
         except ClientDisconnected:
             log.debug("the client left during a turn on lane %r", lane)
@@ -213,6 +227,7 @@ async def serve_websocket(state: ServerState, scope: Scope, receive: Receive, se
         return
     await send({"type": "websocket.accept"})
     session = WebSocketSession(state, send, owner, batched=TEXT_FRAMES in scope.get("extensions", {}))
+    state.sessions.add(session.conn)
     retirement = asyncio.create_task(session.retire_when_old())
     draining: asyncio.Task[None] | None = None
     try:
@@ -236,4 +251,5 @@ async def serve_websocket(state: ServerState, scope: Scope, receive: Receive, se
         retirement.cancel()
         if draining is not None:
             draining.cancel()
+        state.sessions.discard(session.conn)
         await session.close()

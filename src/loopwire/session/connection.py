@@ -152,13 +152,16 @@ class ConnectionState(Generic[Job]):
         if state is not None and state.latest is cached:
             state.latest = None
 
-    def evict_after_failure(self, parent_id: str | None, lane: str) -> None:
-        """A failed continuation evicts its parent, unless it was a fork from another lane."""
+    def evict_after_failure(self, parent_id: str | None, lane: str) -> bool:
+        """A failed continuation evicts its parent, unless it was a fork from another lane. True when it
+        evicted something."""
         if parent_id is None:
-            return
+            return False
         cached = self._by_id.get(parent_id)
-        if cached is not None and cached.lane == lane:
-            self.evict(parent_id)
+        if cached is None or cached.lane != lane:
+            return False
+        self.evict(parent_id)
+        return True
 
     def clear(self) -> None:
         self._by_id.clear()

@@ -15,6 +15,7 @@ from ..protocol.events import (
     Event,
     FunctionCallArgumentsDelta,
     FunctionCallArgumentsDone,
+    LoopwireTiming,
     OutputItemAdded,
     OutputItemDone,
     OutputTextDelta,
@@ -229,6 +230,15 @@ class Turn:
             output=self.output,
         )
         return [], self.response
+
+    def timing(self, timings: dict[str, float]) -> Event:
+        """The opt-in vendor event with the server's time breakdown of this turn (numbered like the rest)."""
+        return LoopwireTiming(
+            sequence_number=self._next(),
+            stream_id=self.stream_id,
+            response_id=self.response.id,
+            timings=timings,
+        )
 
     def terminal(self, encoded_response: bytes) -> Event:
         raw = msgspec.Raw(encoded_response)
