@@ -155,7 +155,7 @@ def serve(config: ServerConfig) -> None:
         host=config.host,
         port=config.port,
         http=CoalescingHttpToolsProtocol,
-        ws=CoalescingWebSocketProtocol,
+        ws=CoalescingWebSocketProtocol.with_send_deadline(config.limits.send_deadline_s),
         loop="uvloop",
         lifespan="on",
         ws_max_size=config.limits.max_message_bytes,

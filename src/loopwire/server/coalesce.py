@@ -99,8 +99,29 @@ def text_frame(payload: bytes) -> bytes:
 
 
 class CoalescingWebSocketProtocol(WebSocketsSansIOProtocol):
+    send_deadline_s: float = 30.0
+    """How long a send may wait for a client that stopped reading before the connection is aborted (its
+    turns are then cancelled with it): the server's memory for a stalled client stays bounded."""
+
+    @classmethod
+    def with_send_deadline(cls, seconds: float) -> type[CoalescingWebSocketProtocol]:
+        return type(cls.__name__, (cls,), {"send_deadline_s": seconds})
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(_coalescing(transport))
+
+    async def _wait_writable(self) -> None:
+        if self.writable.is_set():
+            return
+        try:
+            async with asyncio.timeout(self.send_deadline_s):
+                await self.writable.wait()
+        except TimeoutError:
+            self.logger.warning(
+                "a WebSocket client stopped reading for %ss; closing it", self.send_deadline_s
+            )
+            self.transport.abort()
+            raise ClientDisconnected() from None
 
     def handle_connect(self, event: Any) -> None:
         self.drain_requested = False
@@ -121,11 +142,11 @@ class CoalescingWebSocketProtocol(WebSocketsSansIOProtocol):
         super().shutdown()
 
     async def send(self, message: Any) -> None:
+        if self.handshake_complete:
+            await self._wait_writable()
         if message["type"] != TEXT_FRAMES:
             await super().send(message)
             return
-        if not self.writable.is_set():
-            await self.writable.wait()
         conn = self.conn
         if (
             self.disconnected

@@ -20,6 +20,8 @@ class Limits:
     """Creates waiting on one connection before new ones are refused with 429."""
     max_connection_age_s: float = 3600.0
     """A WebSocket older than this gets `websocket_connection_limit_reached` and is closed."""
+    send_deadline_s: float = 30.0
+    """A WebSocket client that reads nothing for this long while the server has events for it is closed."""
     max_message_bytes: int = 16 * MIB
     """Largest HTTP body or WebSocket frame accepted (413 / close 1009 past it)."""
     turn_timeout_s: float = 600.0
