@@ -894,3 +894,30 @@ def test_compaction_round_trips_into_the_next_compaction() -> None:
 def test_decode_summary_rejects_foreign_payloads() -> None:
     assert decode_summary("gAAAAABforeign") is None
     assert decode_summary("lw1:!!!notbase64") is None
+
+
+# -- rate limiting ---------------------------------------------------------------------------------------
+
+
+def test_token_bucket_allows_the_burst_then_paces_at_the_rate() -> None:
+    from loopwire.session.ratelimit import RateLimiter
+
+    limiter = RateLimiter(rate_per_s=2.0, burst=3)
+    assert [limiter.check("k", 0.0) for _ in range(3)] == [0.0, 0.0, 0.0]  # at the burst
+    wait = limiter.check("k", 0.0)  # one past it
+    assert wait == pytest.approx(0.5)
+    assert limiter.check("k", 0.49) > 0.0
+    assert limiter.check("k", 0.5) == 0.0  # one token refilled after 1 / rate
+    assert limiter.check("other", 0.5) == 0.0  # keys are independent
+
+
+def test_rate_limiter_table_is_bounded() -> None:
+    from loopwire.session.ratelimit import RateLimiter
+
+    limiter = RateLimiter(rate_per_s=1.0, burst=1, max_owners=3)
+    for owner in "abcd":
+        limiter.check(owner, 0.0)
+    assert len(limiter) == 3
+    assert limiter.check("a", 0.0) == 0.0  # "a" was forgotten: a fresh bucket
+    with pytest.raises(ValueError):
+        RateLimiter(rate_per_s=0.0, burst=1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -125,5 +126,113 @@ async def test_a_turn_running_at_the_age_limit_finishes_before_the_close(
         assert types[0] == "response.created" and types[-1] == "response.completed", types
         event = json.loads(await asyncio.wait_for(socket.recv(), timeout=10))
         assert event["type"] == "error" and event["error"]["code"] == "websocket_connection_limit_reached"
+        with pytest.raises(websockets.ConnectionClosed):
+            await socket.recv()
+
+
+@pytest.fixture(scope="module")
+def strict_limits(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    tmp: Path = tmp_path_factory.mktemp("strict")
+    server = ServerProcess(
+        "memory",
+        tmp / "server.log",
+        (
+            "--limit",
+            "rate_limit_per_s=2",
+            "--limit",
+            "rate_limit_burst=3",
+            "--limit",
+            "max_connections_per_key=2",
+            "--limit",
+            "idle_timeout_s=1",
+        ),
+    ).start()
+    yield server
+    server.stop()
+
+
+def keyed_post(server: ServerProcess, key: str) -> tuple[int, dict[str, str], dict[str, object]]:
+    request = urllib.request.Request(
+        server.base_url + "/responses",
+        data=b'{"model": "sim", "input": "hi", "store": false}',
+        headers={"content-type": "application/json", "authorization": f"Bearer {key}"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            return reply.status, dict(reply.headers), json.loads(reply.read())
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), json.loads(error.read())
+
+
+def test_rate_limit_per_key_at_its_burst_then_429_with_retry_after(strict_limits: ServerProcess) -> None:
+    statuses = [keyed_post(strict_limits, "rate-key-a")[0] for _ in range(3)]
+    assert statuses == [200, 200, 200]  # the burst
+    status, headers, body = keyed_post(strict_limits, "rate-key-a")
+    assert status == 429
+    assert int(headers["retry-after"]) >= 1
+    error = body["error"]
+    assert (
+        isinstance(error, dict)
+        and error["code"] == "rate_limit_exceeded"
+        and error["type"] == "rate_limit_error"
+    )
+    assert keyed_post(strict_limits, "rate-key-b")[0] == 200  # another key has its own bucket
+
+
+async def test_rate_limit_over_websocket_is_an_error_event_with_status_429(
+    strict_limits: ServerProcess,
+) -> None:
+    url = ws_url(strict_limits)
+    async with websockets.connect(url, additional_headers={"Authorization": "Bearer rate-key-ws"}) as socket:
+        outcomes = []
+        for index in range(4):
+            frame = {
+                "type": "response.create",
+                "model": "sim",
+                "input": "x",
+                "store": False,
+                "stream_id": f"lane-{index}",
+            }
+            await socket.send(json.dumps(frame))
+        while len(outcomes) < 4:
+            event = json.loads(await socket.recv())
+            if event["type"] in ("response.completed", "error"):
+                outcomes.append(event)
+        limited = [event for event in outcomes if event["type"] == "error"]
+        assert len(limited) == 1 and limited[0]["status"] == 429
+        assert limited[0]["error"]["code"] == "rate_limit_exceeded" and limited[0]["stream_id"] == "lane-3"
+
+
+async def test_connections_per_key_at_the_limit_pass_and_one_past_gets_429(
+    strict_limits: ServerProcess,
+) -> None:
+    url = ws_url(strict_limits)
+    header = {"Authorization": "Bearer conn-key"}
+    async with (
+        websockets.connect(url, additional_headers=header),
+        websockets.connect(url, additional_headers=header),
+    ):
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            async with websockets.connect(url, additional_headers=header):
+                pass
+        assert refused.value.response.status_code == 429
+        async with websockets.connect(url, additional_headers={"Authorization": "Bearer other-key"}):
+            pass
+    async with websockets.connect(url, additional_headers=header):  # closed ones no longer count
+        pass
+
+
+async def test_an_idle_connection_is_closed_and_a_busy_one_is_not(strict_limits: ServerProcess) -> None:
+    url = ws_url(strict_limits)
+    async with websockets.connect(url, additional_headers={"Authorization": "Bearer idle-key"}) as socket:
+        for _ in range(3):  # activity every 0.5 s keeps it open past the 1 s idle limit
+            with pytest.raises(TimeoutError):  # nothing arrives: still open, not retired
+                await asyncio.wait_for(socket.recv(), timeout=0.5)
+            await socket.send(json.dumps({"type": "response.processed"}))
+        last_activity = time.monotonic()
+        event = json.loads(await asyncio.wait_for(socket.recv(), timeout=10))
+        assert time.monotonic() - last_activity >= 0.9  # a lower bound only: the machine is noisy
+        assert event["type"] == "error" and event["error"]["code"] == "websocket_idle_timeout"
         with pytest.raises(websockets.ConnectionClosed):
             await socket.recv()

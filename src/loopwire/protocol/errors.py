@@ -71,6 +71,26 @@ def response_not_found(response_id: str) -> ProtocolError:
     return ProtocolError(404, f"No response found with id '{response_id}'.", code="not_found")
 
 
+def rate_limited(retry_after_s: float) -> ProtocolError:
+    seconds = max(1, int(retry_after_s + 0.999))
+    return ProtocolError(
+        429,
+        f"Rate limit reached for this API key; retry in {seconds} s.",
+        type="rate_limit_error",
+        code="rate_limit_exceeded",
+        headers={"retry-after": str(seconds)},
+    )
+
+
+def too_many_connections(limit: int) -> ProtocolError:
+    return ProtocolError(
+        429,
+        f"This API key already has {limit} open WebSocket connections, the most it may.",
+        type="rate_limit_error",
+        code="too_many_connections",
+    )
+
+
 def server_error(message: str = "The server had an error while processing your request.") -> ProtocolError:
     return ProtocolError(500, message, type="server_error", code="server_error")
 

@@ -6,12 +6,15 @@ Owns their lifetime (open at startup, close at shutdown); holds no per-connectio
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..engines.base import Engine
+from ..protocol.errors import rate_limited, too_many_connections
 from ..session.connection import ConnectionState
 from ..session.limits import Limits
+from ..session.ratelimit import RateLimiter
 from ..store.base import Store, StoreUnavailable
 from .auth import ApiKeys
 from .metrics import Metrics
@@ -43,6 +46,34 @@ class ServerState:
     metrics: Metrics = field(default_factory=Metrics)
     sessions: set[ConnectionState[Any]] = field(default_factory=set)
     """Open WebSocket connections, for /metrics (connections, cached lanes)."""
+
+    rate_limiter: RateLimiter | None = None
+    connections_by_owner: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.rate_limiter is None and self.limits.rate_limit_per_s > 0:
+            self.rate_limiter = RateLimiter(self.limits.rate_limit_per_s, self.limits.rate_limit_burst)
+
+    def check_rate(self, owner: str) -> None:
+        """Raise the 429 error when this key is over its create rate."""
+        if self.rate_limiter is not None:
+            wait = self.rate_limiter.check(owner, time.monotonic())
+            if wait > 0:
+                raise rate_limited(wait)
+
+    def open_connection(self, owner: str) -> None:
+        """Count a new WebSocket for this key; raise the 429 error past `max_connections_per_key`."""
+        count = self.connections_by_owner.get(owner, 0)
+        if count >= self.limits.max_connections_per_key:
+            raise too_many_connections(self.limits.max_connections_per_key)
+        self.connections_by_owner[owner] = count + 1
+
+    def close_connection(self, owner: str) -> None:
+        count = self.connections_by_owner.get(owner, 0) - 1
+        if count > 0:
+            self.connections_by_owner[owner] = count
+        else:
+            self.connections_by_owner.pop(owner, None)
 
     def render_metrics(self) -> bytes:
         self.metrics.connections.set((), len(self.sessions))

@@ -45,6 +45,15 @@ class Job(NamedTuple):
     received: float
 
 
+def idle_timeout(seconds: float) -> Retirement:
+    error = ProtocolError(
+        408,
+        f"This connection was idle for {seconds:g} seconds and is being closed; reconnect to continue.",
+        code="websocket_idle_timeout",
+    )
+    return Retirement(error, 1000, "idle timeout")
+
+
 def shutting_down() -> Retirement:
     error = ProtocolError(
         503,
@@ -98,6 +107,7 @@ class WebSocketSession:
         self.tasks: set[asyncio.Task[None]] = set()
         self.retiring: Retirement | None = None
         self.closed = False
+        self.last_activity = time.monotonic()
 
     async def send_error(self, error: ProtocolError, stream_id: str | None) -> None:
         await send_error(self.send, error, stream_id)
@@ -105,6 +115,7 @@ class WebSocketSession:
     async def on_frame(self, frame: str | bytes) -> bool:
         """Handle one client frame; False when the connection must close."""
         received = time.perf_counter()
+        self.last_activity = time.monotonic()
         self.state.metrics.bytes_in.inc(WS, len(frame))
         if self.retiring is None and self.conn.check_age(time.monotonic()) is not None:
             self.retiring = self._aged()
@@ -125,6 +136,7 @@ class WebSocketSession:
             return True
         lane = event.stream_id if event.stream_id is not None else DEFAULT_LANE
         try:
+            self.state.check_rate(self.conn.owner)
             if event.stream_id is not None:
                 validate_stream_id(event.stream_id, self.state.limits)
             ready = self.conn.submit(lane, Job(event, received))
@@ -168,6 +180,7 @@ class WebSocketSession:
             self.conn.evict_after_failure(event.previous_response_id, lane)
             await self._try_send_error(error, event.stream_id)
         finally:
+            self.last_activity = time.monotonic()
             self._start(self.conn.finish(lane))
 
     async def _try_send_error(self, error: ProtocolError, stream_id: str | None) -> None:
@@ -179,12 +192,23 @@ class WebSocketSession:
     def _aged(self) -> Retirement:
         return Retirement(self.conn.age_limit_error(), 1000, AGE_CLOSE_REASON)
 
-    async def retire_when_old(self) -> None:
-        """At the connection's age limit: retire with `websocket_connection_limit_reached` and close 1000.
-        Clients continue on a new socket."""
-        remaining = self.conn.opened_at + self.state.limits.max_connection_age_s - time.monotonic()
-        await asyncio.sleep(max(0.0, remaining))
-        await self.retire(self._aged())
+    async def watch(self) -> None:
+        """Retire the connection at its age limit (`websocket_connection_limit_reached`), or once it has
+        been idle, with no frame and no turn, for `idle_timeout_s` (`websocket_idle_timeout`)."""
+        limits = self.state.limits
+        age_deadline = self.conn.opened_at + limits.max_connection_age_s
+        while True:
+            now = time.monotonic()
+            if self.tasks or self.conn.queued:
+                self.last_activity = now
+            idle_deadline = self.last_activity + limits.idle_timeout_s
+            if now >= age_deadline:
+                await self.retire(self._aged())
+                return
+            if now >= idle_deadline:
+                await self.retire(idle_timeout(limits.idle_timeout_s))
+                return
+            await asyncio.sleep(min(age_deadline, idle_deadline) - now)
 
     async def retire(self, retirement: Retirement) -> None:
         """Stop taking requests, let running and queued turns finish, then say why and close."""
@@ -225,10 +249,22 @@ async def serve_websocket(state: ServerState, scope: Scope, receive: Receive, se
     message = await receive()
     if message["type"] != "websocket.connect":
         return
+    try:
+        state.open_connection(owner)
+    except ProtocolError as error:
+        await refuse_upgrade(send, error)
+        return
+    try:
+        await _serve_accepted(state, scope, receive, send, owner)
+    finally:
+        state.close_connection(owner)
+
+
+async def _serve_accepted(state: ServerState, scope: Scope, receive: Receive, send: Send, owner: str) -> None:
     await send({"type": "websocket.accept"})
     session = WebSocketSession(state, send, owner, batched=TEXT_FRAMES in scope.get("extensions", {}))
     state.sessions.add(session.conn)
-    retirement = asyncio.create_task(session.retire_when_old())
+    retirement = asyncio.create_task(session.watch())
     draining: asyncio.Task[None] | None = None
     try:
         while True:

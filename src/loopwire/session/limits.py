@@ -28,6 +28,14 @@ class Limits:
     """A turn still running after this long fails with `engine_timeout` (and evicts its parent)."""
     engine_idle_timeout_s: float = 120.0
     """Longest silence from the engine between two batches of deltas before the turn fails."""
+    rate_limit_per_s: float = 0.0
+    """Creates per second per API key (token bucket; 0 = unlimited). Past it: 429 with Retry-After."""
+    rate_limit_burst: int = 20
+    """Creates a key may make at once before the rate applies."""
+    max_connections_per_key: int = 256
+    """Open WebSocket connections per API key; past it the upgrade gets 429."""
+    idle_timeout_s: float = 900.0
+    """A WebSocket with no frame and no running turn for this long is closed (clients reconnect)."""
     max_input_items: int = 20_000
     """Items in one request's `input`."""
     max_stream_id_length: int = 256
