@@ -73,3 +73,25 @@ async def test_timing_event_precedes_the_terminal_event_and_metrics_count_the_tu
     grew('loopwire_turn_seconds_count{transport="ws"}', 2)
     assert any(re.match(r'loopwire_turn_seconds_bucket\{transport="ws",le="\+Inf"\}', name) for name in after)
     assert after["loopwire_open_connections"] == 0
+
+
+def test_json_log_lines_carry_the_response_id() -> None:
+    import logging
+
+    from loopwire.server.logs import JsonFormatter
+
+    record = logging.LogRecord(
+        "loopwire.turn", logging.WARNING, __file__, 1, "the engine went %s", ("silent",), None
+    )
+    record.response_id = "resp_123"
+    entry = json.loads(JsonFormatter().format(record))
+    assert entry["message"] == "the engine went silent" and entry["level"] == "warning"
+    assert entry["response_id"] == "resp_123" and entry["logger"] == "loopwire.turn"
+    assert entry["ts"].endswith("Z")
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        import sys
+
+        record = logging.LogRecord("loopwire.turn", logging.ERROR, __file__, 1, "failed", (), sys.exc_info())
+    assert "RuntimeError: boom" in json.loads(JsonFormatter().format(record))["exception"]

@@ -82,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="accept only these bearer keys (one per line); without it the server is open for local use",
     )
     serve.add_argument("--log-level", default="warning")
+    serve.add_argument("--log-format", default="text", choices=["text", "json"])
     return parser
 
 
@@ -126,6 +127,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         limits=parse_limits(args.limit),
         api_keys_file=args.api_keys,
         log_level=args.log_level,
+        log_format=args.log_format,
     )
 
 
@@ -134,8 +136,10 @@ def serve(config: ServerConfig) -> None:
 
     from .server.app import LoopwireApp
     from .server.coalesce import CoalescingHttpToolsProtocol, CoalescingWebSocketProtocol
+    from .server.logs import configure as configure_logging
 
     config.check()
+    configure_logging(config.log_level, config.log_format)
     app = LoopwireApp(config.open_state)
     print(
         f"loopwire {__version__} serving http://{config.host}:{config.port}/v1 "
@@ -161,6 +165,7 @@ def serve(config: ServerConfig) -> None:
         ws_max_size=config.limits.max_message_bytes,
         ws_per_message_deflate=config.settings.ws_per_message_deflate,
         log_level=config.log_level,
+        log_config=None,
         access_log=False,
         timeout_graceful_shutdown=config.settings.graceful_shutdown_s,
     )

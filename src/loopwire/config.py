@@ -25,6 +25,7 @@ class ServerConfig:
     limits: Limits = field(default_factory=Limits)
     settings: ServerSettings = field(default_factory=ServerSettings)
     log_level: str = "warning"
+    log_format: str = "text"
     api_keys_file: str | None = None
 
     def build_state(self) -> ServerState:

@@ -158,14 +158,16 @@ async def _stream(
                 async with asyncio.timeout(wait):
                     batch = await anext(batches)
             except TimeoutError:
-                log.warning("the engine went silent on response %s; failing the turn", plan.response.id)
+                log.warning(
+                    "the engine went silent; failing the turn", extra={"response_id": plan.response.id}
+                )
                 return None, [], ("engine_timeout", "The model did not respond in time.")
             except StopAsyncIteration:
                 return None, [], ("server_error", "The engine ended the turn without finishing it.")
             except EngineError as error:
                 return None, [], (error.code, str(error))
             except Exception:
-                log.exception("the engine failed on response %s", plan.response.id)
+                log.exception("the engine failed", extra={"response_id": plan.response.id})
                 return None, [], ("server_error", "The engine failed while generating this response.")
             events: list[Event] = []
             try:
@@ -176,7 +178,11 @@ async def _stream(
                         return delta, events, None
                     events += turn.feed(delta)
             except (TypeError, ValueError) as error:
-                log.error("the engine sent an invalid delta sequence on %s: %s", plan.response.id, error)
+                log.error(
+                    "the engine sent an invalid delta sequence: %s",
+                    error,
+                    extra={"response_id": plan.response.id},
+                )
                 return None, [], ("server_error", "The engine produced an invalid stream.")
             if events and clock.first_output is None:
                 clock.first_output = time.perf_counter()
