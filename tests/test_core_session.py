@@ -921,3 +921,48 @@ def test_rate_limiter_table_is_bounded() -> None:
     assert limiter.check("a", 0.0) == 0.0  # "a" was forgotten: a fresh bucket
     with pytest.raises(ValueError):
         RateLimiter(rate_per_s=0.0, burst=1)
+
+
+# -- the memory budget of connection caches ---------------------------------------------------------
+
+
+def _cached(conn: ConnectionState[Any], response_id: str, lane: str, size: int) -> CachedResponse:
+    cached = CachedResponse(response_id, conn.owner, lane, EMPTY_CONTEXT, None, False, size)
+    conn.commit(cached)
+    return cached
+
+
+def test_budget_evicts_the_least_recently_used_idle_lane_at_the_edge() -> None:
+    from loopwire.session.budget import CacheBudget
+
+    budget = CacheBudget(max_bytes=300)
+    first: ConnectionState[Any] = ConnectionState(Limits(), opened_at=0.0)
+    second: ConnectionState[Any] = ConnectionState(Limits(), opened_at=0.0)
+    assert budget.record(first, _cached(first, "r1", "a", 100)) == []
+    assert budget.record(second, _cached(second, "r2", "b", 100)) == []
+    assert budget.record(first, _cached(first, "r3", "c", 100)) == []  # exactly at the budget
+    assert budget.total == 300
+    evicted = budget.record(second, _cached(second, "r4", "d", 1))  # one past it
+    assert [cached.id for cached in evicted] == ["r1"]
+    assert first.lookup("r1") is None and first.lookup("r3") is not None
+    assert budget.total == 201
+
+
+def test_budget_never_evicts_a_running_lane_and_forgets_closed_connections() -> None:
+    from loopwire.session.budget import CacheBudget
+
+    budget = CacheBudget(max_bytes=100)
+    conn: ConnectionState[Any] = ConnectionState(Limits(), opened_at=0.0)
+    conn.submit("busy", "job")  # the lane is running
+    budget.record(conn, _cached(conn, "r1", "busy", 80))
+    evicted = budget.record(conn, _cached(conn, "r2", "idle", 80))
+    assert evicted == [] and conn.lookup("r1") is not None and budget.total == 160  # over, but all busy/new
+    conn.finish("busy")
+    other: ConnectionState[Any] = ConnectionState(Limits(), opened_at=0.0)
+    evicted = budget.record(other, _cached(other, "r3", "x", 10))
+    assert [cached.id for cached in evicted] == ["r1"]  # now idle, and the least recently used
+    assert budget.total == 90
+    budget.forget(other)
+    assert budget.total == 80 and len(budget) == 1
+    budget.forget(conn)
+    assert budget.total == 0 and len(budget) == 0

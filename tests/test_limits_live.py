@@ -236,3 +236,50 @@ async def test_an_idle_connection_is_closed_and_a_busy_one_is_not(strict_limits:
         assert event["type"] == "error" and event["error"]["code"] == "websocket_idle_timeout"
         with pytest.raises(websockets.ConnectionClosed):
             await socket.recv()
+
+
+@pytest.fixture(scope="module")
+def small_budget(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    tmp: Path = tmp_path_factory.mktemp("budget")
+    server = ServerProcess(
+        f"sqlite:{tmp}/db.sqlite", tmp / "server.log", ("--limit", "cache_budget_bytes=20000")
+    ).start()
+    yield server
+    server.stop()
+
+
+async def ws_turn(socket: websockets.ClientConnection, **fields: object) -> dict[str, object]:
+    await socket.send(json.dumps({"type": "response.create", "model": "sim", **fields}))
+    while True:
+        event = json.loads(await socket.recv())
+        if event["type"] in ("response.completed", "error"):
+            return dict(event)
+
+
+async def test_the_memory_budget_evicts_the_idle_lane_of_another_connection(
+    small_budget: ServerProcess,
+) -> None:
+    url = ws_url(small_budget)
+    big = "y" * 15_000
+    async with websockets.connect(url) as first, websockets.connect(url) as second:
+        unstored = await ws_turn(first, input=big, store=False, stream_id="a")
+        stored = await ws_turn(first, input=big, store=True, stream_id="b")
+        assert unstored["type"] == stored["type"] == "response.completed"
+        assert (await ws_turn(second, input=big, store=False))[
+            "type"
+        ] == "response.completed"  # over budget now
+        unstored_id = unstored["response"]["id"]  # type: ignore[index]
+        stored_id = stored["response"]["id"]  # type: ignore[index]
+        gone = await ws_turn(
+            first, input="more", store=False, previous_response_id=unstored_id, stream_id="a"
+        )
+        assert gone["type"] == "error" and gone["error"]["code"] == "previous_response_not_found"  # type: ignore[index]
+        kept = await ws_turn(first, input="more", store=False, previous_response_id=stored_id, stream_id="b")
+        assert kept["type"] == "response.completed"  # evicted from memory, resolved from the store
+    text = await asyncio.to_thread(read_metrics, small_budget)
+    assert 'loopwire_cache_evictions_total{reason="budget"}' in text
+
+
+def read_metrics(server: ServerProcess) -> str:
+    with urllib.request.urlopen(f"{server.origin}/metrics", timeout=10) as reply:
+        return str(reply.read().decode())

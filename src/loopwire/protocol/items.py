@@ -5,6 +5,7 @@ Owns the shapes of what goes into and comes out of a model turn; knows nothing o
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, Literal
 
 import msgspec
@@ -96,6 +97,26 @@ def as_listed(item: InputItem) -> InputItem:
     if isinstance(item, FunctionCall | FunctionCallOutput) and item.status is None:
         return msgspec.structs.replace(item, status="completed")
     return item
+
+
+_ITEM_OVERHEAD = 64
+"""Bytes charged per item beyond its text, for the structure around it."""
+
+
+def approx_size(items: Iterable[InputItem | OutputItem]) -> int:
+    """Roughly the bytes of text the items hold: cheap (no encoding), for memory accounting only."""
+    total = 0
+    for item in items:
+        total += _ITEM_OVERHEAD
+        if isinstance(item, Message):
+            total += len(text_of(item.content))
+        elif isinstance(item, FunctionCall):
+            total += len(item.arguments) + len(item.name)
+        elif isinstance(item, FunctionCallOutput):
+            total += len(text_of(item.output))
+        elif isinstance(item, Compaction):
+            total += len(item.encrypted_content)
+    return total
 
 
 def text_of(content: str | list[ContentPart]) -> str:

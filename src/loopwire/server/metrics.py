@@ -98,6 +98,7 @@ class Metrics:
         )
         self.connections = Gauge("loopwire_open_connections", "Open WebSocket connections.")
         self.lanes = Gauge("loopwire_open_lanes", "Lanes with a cached response, over open connections.")
+        self.cached_bytes = Gauge("loopwire_cached_bytes", "Approximate text held by connection caches.")
         self._all = (
             self.turns,
             self.turn_seconds,
@@ -108,6 +109,7 @@ class Metrics:
             self.bytes_out,
             self.connections,
             self.lanes,
+            self.cached_bytes,
         )
 
     def render(self) -> bytes:

@@ -18,7 +18,7 @@ from ..protocol import ids
 from ..protocol.context import EMPTY_CONTEXT
 from ..protocol.errors import ProtocolError, previous_response_not_found, store_unavailable
 from ..protocol.events import Event, encode
-from ..protocol.items import InputItem, OutputItem
+from ..protocol.items import InputItem, OutputItem, approx_size
 from ..protocol.request import CreateRequest
 from ..protocol.response import Response
 from ..session.cache import CachedResponse
@@ -34,6 +34,8 @@ log = logging.getLogger("loopwire.turn")
 CACHE_HIT: Labels = (("result", "cache"),)
 STORE_HIT: Labels = (("result", "store"),)
 NOT_FOUND: Labels = (("result", "not_found"),)
+FAILURE: Labels = (("reason", "failure"),)
+BUDGET: Labels = (("reason", "budget"),)
 
 
 class TurnClock:
@@ -135,10 +137,14 @@ async def resolve_parent(
         raise previous_response_not_found(previous_response_id)
     state.metrics.parents.inc(STORE_HIT)
     context = EMPTY_CONTEXT
+    size = 0
     for record in chain:
         inputs, outputs = decode_stored_items(record)
         context = context.extend(inputs).extend(outputs)
-    return CachedResponse(previous_response_id, conn.owner, lane, context, render=None, stored=True)
+        size += approx_size(inputs) + approx_size(outputs)
+    return CachedResponse(
+        previous_response_id, conn.owner, lane, context, render=None, stored=True, size=size
+    )
 
 
 async def _stream(
@@ -221,7 +227,7 @@ async def run_turn(
         )
     except ProtocolError as error:
         if conn.evict_after_failure(previous_id, lane):
-            metrics.evictions.inc()
+            metrics.evictions.inc(FAILURE)
         metrics.turns.inc((*transport, ("outcome", "refused")))
         await sink.error(error)
         return None
@@ -234,7 +240,7 @@ async def run_turn(
     if failure is not None:
         _, response = turn.fail(*failure)
         if conn.evict_after_failure(previous_id, lane):
-            metrics.evictions.inc()
+            metrics.evictions.inc(FAILURE)
         await _announce(state, sink, turn, encode(response), clock, {}, transport)
         return response
 
@@ -245,11 +251,16 @@ async def run_turn(
         await sink.events(events)
     encoded = encode(response)
     # Commit before announcing: a client may continue the instant it sees the terminal event.
-    conn.commit(
-        CachedResponse(
-            response.id, conn.owner, lane, plan.context.extend(turn.output), finished.render, plan.store
-        )
+    parent_size = plan.parent.size if plan.parent is not None else 0
+    size = parent_size + approx_size(plan.new_items) + approx_size(turn.output)
+    cached = CachedResponse(
+        response.id, conn.owner, lane, plan.context.extend(turn.output), finished.render, plan.store, size
     )
+    conn.commit(cached)
+    if websocket and state.budget is not None:
+        evicted = state.budget.record(conn, cached)
+        if evicted:
+            metrics.evictions.inc(BUDGET, len(evicted))
     if plan.store:
         record = _record(plan, response.id, response.created_at, encoded)
         try:

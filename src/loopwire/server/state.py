@@ -12,6 +12,7 @@ from typing import Any
 
 from ..engines.base import Engine
 from ..protocol.errors import rate_limited, too_many_connections
+from ..session.budget import CacheBudget
 from ..session.connection import ConnectionState
 from ..session.limits import Limits
 from ..session.ratelimit import RateLimiter
@@ -47,10 +48,13 @@ class ServerState:
     sessions: set[ConnectionState[Any]] = field(default_factory=set)
     """Open WebSocket connections, for /metrics (connections, cached lanes)."""
 
+    budget: CacheBudget | None = None
     rate_limiter: RateLimiter | None = None
     connections_by_owner: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.budget is None:
+            self.budget = CacheBudget(self.limits.cache_budget_bytes)
         if self.rate_limiter is None and self.limits.rate_limit_per_s > 0:
             self.rate_limiter = RateLimiter(self.limits.rate_limit_per_s, self.limits.rate_limit_burst)
 
@@ -78,6 +82,7 @@ class ServerState:
     def render_metrics(self) -> bytes:
         self.metrics.connections.set((), len(self.sessions))
         self.metrics.lanes.set((), sum(conn.cached_count for conn in self.sessions))
+        self.metrics.cached_bytes.set((), self.budget.total if self.budget is not None else 0)
         return self.metrics.render()
 
     async def aclose(self) -> None:

@@ -289,3 +289,5 @@ async def _serve_accepted(state: ServerState, scope: Scope, receive: Receive, se
             draining.cancel()
         state.sessions.discard(session.conn)
         await session.close()
+        if state.budget is not None:
+            state.budget.forget(session.conn)

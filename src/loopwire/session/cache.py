@@ -24,6 +24,8 @@ class CachedResponse:
     context: Context
     render: RenderState | None
     stored: bool
+    size: int = 0
+    """Approximate bytes of text the context holds (see protocol.items.approx_size), for the memory budget."""
 
 
 def missing_call_ids(context: Context, wanted: Iterable[str]) -> set[str]:

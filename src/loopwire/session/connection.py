@@ -118,6 +118,10 @@ class ConnectionState(Generic[Job]):
         self._waiting = kept
         return ready
 
+    def is_running(self, lane: str) -> bool:
+        state = self._lanes.get(lane)
+        return state is not None and state.running
+
     @property
     def queued(self) -> int:
         return len(self._waiting)

@@ -36,6 +36,9 @@ class Limits:
     """Open WebSocket connections per API key; past it the upgrade gets 429."""
     idle_timeout_s: float = 900.0
     """A WebSocket with no frame and no running turn for this long is closed (clients reconnect)."""
+    cache_budget_bytes: int = 1024 * MIB
+    """Approximate text held by all connection caches together; past it, least recently used idle lanes
+    are evicted (their continuations then resolve from the store or get previous_response_not_found)."""
     max_input_items: int = 20_000
     """Items in one request's `input`."""
     max_stream_id_length: int = 256
