@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: setup demo test lint bench bench-quick fuzz serve clean
+.PHONY: setup demo test lint bench bench-quick fuzz soak serve clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "loopwire needs Python 3.11+")'
@@ -37,6 +37,9 @@ bench-quick: $(STAMP)
 fuzz: $(STAMP)
 	LOOPWIRE_FUZZ_EXAMPLES=$${LOOPWIRE_FUZZ_EXAMPLES:-4000} LOOPWIRE_FUZZ_RANDOM=1 \
 		$(BIN)/python -m pytest tests/test_fuzz.py -o timeout=3600
+
+soak: $(STAMP)
+	$(BIN)/python bench/soak.py --sessions 500 --seconds 120
 
 serve: $(STAMP)
 	$(BIN)/loopwire serve
