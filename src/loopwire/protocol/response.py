@@ -33,9 +33,27 @@ class ResponseUsage(msgspec.Struct):
     total_tokens: int
 
 
+RESPONSE_ERROR_CODES = frozenset(
+    """server_error rate_limit_exceeded invalid_prompt data_residency_mismatch bio_policy
+    misalignment_policy_violation vector_store_timeout invalid_image invalid_image_format invalid_base64_image
+    invalid_image_url image_too_large image_too_small image_parse_error image_content_policy_violation
+    invalid_image_mode image_file_too_large unsupported_image_media_type empty_image_file
+    failed_to_download_image image_file_not_found""".split()
+)
+"""The codes the official SDK accepts in `response.error.code`; anything else would fail its types."""
+
+
 class ResponseError(msgspec.Struct):
     code: str
     message: str
+
+
+def response_error(code: str, message: str) -> ResponseError:
+    """A Response's error in the SDK's vocabulary: a specific code of ours (engine_timeout,
+    upstream_error, store_unavailable, ...) becomes server_error, named at the end of the message."""
+    if code in RESPONSE_ERROR_CODES:
+        return ResponseError(code=code, message=message)
+    return ResponseError(code="server_error", message=f"{message} [{code}]")
 
 
 class IncompleteDetails(msgspec.Struct):

@@ -28,7 +28,7 @@ from ..protocol.events import (
     encode,
 )
 from ..protocol.items import FunctionCall, Message, OutputItem, OutputText
-from ..protocol.response import IncompleteDetails, Response, ResponseError, usage_of
+from ..protocol.response import IncompleteDetails, Response, response_error, usage_of
 
 _NO_LOGPROBS: list[object] = []
 
@@ -226,7 +226,7 @@ class Turn:
         self.response = msgspec.structs.replace(
             self.response,
             status="failed",
-            error=ResponseError(code=code, message=message),
+            error=response_error(code, message),
             output=self.output,
         )
         return [], self.response
