@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from collections.abc import Sequence
 
 from . import __version__
 from .config import ServerConfig
+from .engines.factory import ENGINE_NAMES
 from .engines.sim.engine import SimSettings
 from .server.state import ServerSettings
 from .session.limits import Limits
@@ -33,7 +35,28 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the server")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--engine", default="sim", choices=["sim"])
+    serve.add_argument("--engine", default="sim", choices=list(ENGINE_NAMES))
+    serve.add_argument(
+        "--upstream",
+        metavar="URL[,URL...]",
+        help="openai-chat: chat-completions server(s), e.g. http://127.0.0.1:8000/v1 (several = replicas)",
+    )
+    serve.add_argument(
+        "--upstream-model", help="openai-chat: the upstream model name (default: the client's)"
+    )
+    serve.add_argument(
+        "--upstream-api-key-env",
+        default="LOOPWIRE_UPSTREAM_API_KEY",
+        metavar="VAR",
+        help="openai-chat: the environment variable holding the upstream key (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--engine-option",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="any other engine setting, e.g. first_byte_timeout_s=60, cache_key_via=header,user (repeatable)",
+    )
     serve.add_argument(
         "--store", default=DEFAULT_SPEC, help="'memory' or 'sqlite:PATH' (default: %(default)s)"
     )
@@ -104,6 +127,27 @@ def parse_limits(overrides: Sequence[str]) -> Limits:
     return Limits(**values)  # type: ignore[arg-type]
 
 
+def engine_options(args: argparse.Namespace) -> dict[str, str]:
+    if args.engine == "sim":
+        if args.upstream or args.upstream_model or args.engine_option:
+            raise ValueError("--upstream, --upstream-model and --engine-option need --engine openai-chat")
+        return {}
+    options: dict[str, str] = {}
+    for pair in args.engine_option:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise ValueError(f"--engine-option takes NAME=VALUE, got {pair!r}")
+        options[name.strip()] = value
+    if args.upstream:
+        options["upstream"] = args.upstream
+    if args.upstream_model:
+        options["model"] = args.upstream_model
+    key = os.environ.get(args.upstream_api_key_env)
+    if key:
+        options["api_key"] = key
+    return options
+
+
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
     sim = SimSettings(
         ttft_ms=args.sim_ttft_ms,
@@ -118,6 +162,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         engine=args.engine,
         store=args.store,
         store_write=args.store_write,
+        engine_options=engine_options(args),
         sim=sim,
         settings=ServerSettings(
             ws_per_message_deflate=args.ws_deflate,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .engines.factory import build_engine, check_options
 from .engines.sim.engine import SimEngine, SimSettings
 from .server.auth import ApiKeys
 from .server.state import ServerSettings, ServerState
@@ -22,6 +23,8 @@ class ServerConfig:
     store: str = DEFAULT_SPEC
     store_write: str = "behind"
     sim: SimSettings = field(default_factory=SimSettings)
+    engine_options: dict[str, str] = field(default_factory=dict)
+    """Options of engines other than sim (see engines/factory.py), e.g. {"upstream": "http://h:8000/v1"}."""
     limits: Limits = field(default_factory=Limits)
     settings: ServerSettings = field(default_factory=ServerSettings)
     log_level: str = "warning"
@@ -31,8 +34,11 @@ class ServerConfig:
     def build_state(self) -> ServerState:
         self.check()
         store = open_store(self.store, write_behind=self.store_write == "behind")
+        engine = (
+            SimEngine(self.sim) if self.engine == "sim" else build_engine(self.engine, **self.engine_options)
+        )
         return ServerState(
-            engine=SimEngine(self.sim),
+            engine=engine,
             store=store,
             limits=self.limits,
             settings=self.settings,
@@ -55,8 +61,11 @@ class ServerConfig:
 
     def check(self) -> None:
         """Raise ValueError for a configuration that cannot start."""
-        if self.engine != "sim":
-            raise ValueError(f"unknown engine {self.engine!r}; this build offers: sim")
+        if self.engine == "sim":
+            if self.engine_options:
+                raise ValueError("the sim engine is set with --sim-* options, not engine options")
+        else:
+            check_options(self.engine, self.engine_options)
         if self.store_write not in ("behind", "through"):
             raise ValueError("store_write must be 'behind' or 'through'")
         self.api_keys()

@@ -1,0 +1,86 @@
+"""Building an engine from its name and loose options, as a command line or a config file gives them.
+
+Owns the list of engine names, which settings class each takes, and turning option strings into the
+settings' types; must not parse command lines.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import MISSING, fields
+from typing import Any
+
+from .base import Engine
+
+ENGINE_NAMES = ("sim", "openai-chat")
+_TRUE, _FALSE = {"on", "true", "yes", "1"}, {"off", "false", "no", "0"}
+
+
+def coerce(settings_class: type, options: dict[str, Any]) -> dict[str, Any]:
+    """String values become the type of the field's default (bool, int, float, a JSON object for mappings);
+    values that are not strings, and fields without a typed default, pass through unchanged."""
+    defaults: dict[str, Any] = {}
+    for item in fields(settings_class):
+        if item.default is not MISSING:
+            defaults[item.name] = item.default
+        elif item.default_factory is not MISSING:
+            defaults[item.name] = item.default_factory()
+    coerced: dict[str, Any] = {}
+    for name, value in options.items():
+        default = defaults.get(name)
+        if not isinstance(value, str) or default is None or isinstance(default, str | frozenset):
+            coerced[name] = value
+        elif isinstance(default, bool):
+            lowered = value.strip().lower()
+            if lowered not in _TRUE | _FALSE:
+                raise ValueError(f"option {name} takes on or off, got {value!r}")
+            coerced[name] = lowered in _TRUE
+        elif isinstance(default, int | float):
+            try:
+                coerced[name] = type(default)(value)
+            except ValueError:
+                raise ValueError(f"option {name} takes a number, got {value!r}") from None
+        elif isinstance(default, dict):
+            try:
+                coerced[name] = json.loads(value)
+            except json.JSONDecodeError:
+                raise ValueError(f"option {name} takes a JSON object, got {value!r}") from None
+        else:
+            coerced[name] = value
+    return coerced
+
+
+def check_options(name: str, options: dict[str, Any]) -> None:
+    """Raise ValueError for options `build_engine` would refuse, without building anything."""
+    _build(name, options, build=False)
+
+
+def build_engine(name: str, **options: Any) -> Engine:
+    """A ready engine. `sim` takes the fields of SimSettings; `openai-chat` those of OpenAIChatSettings
+    (`upstream="http://a/v1,http://b/v1"` or `upstreams=[...]`, `api_key`, `model`, timeouts, ...).
+    Option values may be strings. A bad name or option is a ValueError that names what is accepted."""
+    engine = _build(name, options, build=True)
+    assert engine is not None
+    return engine
+
+
+def _build(name: str, options: dict[str, Any], *, build: bool) -> Engine | None:
+    if name == "sim":
+        from .sim.engine import SimEngine, SimSettings
+
+        known = {item.name for item in fields(SimSettings)}
+        unknown = set(options) - known
+        if unknown:
+            raise ValueError(
+                f"unknown sim option(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}"
+            )
+        sim = SimSettings(**coerce(SimSettings, options))
+        return SimEngine(sim) if build else None
+    if name == "openai-chat":
+        try:
+            from .openai_chat import OpenAIChatEngine, OpenAIChatSettings
+        except ImportError as error:  # aiohttp is what this engine adds to the base install
+            raise ValueError(f"the openai-chat engine needs aiohttp ({error}); pip install aiohttp") from None
+        chat = OpenAIChatSettings.from_options(**coerce(OpenAIChatSettings, options))
+        return OpenAIChatEngine(chat) if build else None
+    raise ValueError(f"unknown engine {name!r}; this build offers: {', '.join(ENGINE_NAMES)}")

@@ -1,0 +1,280 @@
+"""The connection pool to the upstream replicas: sticky replica choice, cooldowns, timed streaming reads.
+
+Owns HTTP (aiohttp keep-alive pool), rendezvous hashing, replica health and turning transport failures
+into UpstreamFailure; must not parse chunks, nor decide whether a turn is retried (that depends on output
+already sent, which only the engine knows).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from hashlib import blake2b
+
+import aiohttp
+
+from ..base import EngineError
+from .chunks import error_text
+from .settings import OpenAIChatSettings
+
+log = logging.getLogger("loopwire.upstream")
+
+MAX_ERROR_BODY_BYTES = 64 * 1024
+"""How much of a non-200 answer is read to find its error message."""
+DRAIN_TIMEOUT_S = 1.0
+"""After `[DONE]`, how long to wait for the end of the body so the connection can be reused."""
+MAX_COMPLETION_BODY_BYTES = 64 * 1024 * 1024
+"""The largest non-streamed completion body accepted from a server that ignored `stream: true`."""
+
+
+class UpstreamFailure(EngineError):
+    """A replica could not serve the request. `retryable`: nothing of the turn was produced by this
+    failure's nature (no connection, a 5xx, a cut before any output), so another replica may take it.
+    `replica_down`: the replica itself looks unhealthy and goes into cooldown."""
+
+    def __init__(self, message: str, *, code: str, retryable: bool, replica_down: bool) -> None:
+        super().__init__(message, code=code)
+        self.retryable = retryable
+        self.replica_down = replica_down
+
+
+@dataclass(frozen=True, slots=True)
+class Replica:
+    number: int  # 1-based, for messages that must not reveal upstream addresses to clients
+    endpoint: str
+    salt: bytes
+
+    @property
+    def label(self) -> str:
+        return f"upstream replica {self.number}"
+
+
+class UpstreamStream:
+    """One 200 answer being read: `read()` returns the bytes of each network read (b"" at the end),
+    enforcing the first-byte deadline, then the idle timeout between reads."""
+
+    __slots__ = ("_deadline", "_idle_s", "_loop", "_response", "got_bytes", "replica")
+
+    def __init__(
+        self, response: aiohttp.ClientResponse, replica: Replica, deadline: float, idle_s: float
+    ) -> None:
+        self._response = response
+        self._loop = asyncio.get_running_loop()
+        self._deadline = deadline
+        self._idle_s = idle_s
+        self.replica = replica
+        self.got_bytes = False
+
+    @property
+    def streaming(self) -> bool:
+        """False when the server answered one JSON document instead of server-sent events."""
+        return self._response.content_type != "application/json"
+
+    async def read(self) -> bytes:
+        deadline = self._loop.time() + self._idle_s if self.got_bytes else self._deadline
+        try:
+            async with asyncio.timeout_at(deadline):
+                data = await self._response.content.readany()
+        except TimeoutError:
+            first = not self.got_bytes
+            what = "send the first bytes" if first else f"send anything for {self._idle_s:g} s"
+            raise UpstreamFailure(
+                f"{self.replica.label} did not {what}",
+                code="upstream_timeout",
+                retryable=False,
+                replica_down=first,
+            ) from None
+        except (aiohttp.ClientError, OSError) as error:
+            log.warning("%s (%s) cut the stream: %r", self.replica.label, self.replica.endpoint, error)
+            raise UpstreamFailure(
+                f"{self.replica.label} closed the connection mid-stream",
+                code="upstream_error",
+                retryable=True,
+                replica_down=True,
+            ) from None
+        if data:
+            self.got_bytes = True
+        return data
+
+    async def read_all(self, limit: int = MAX_COMPLETION_BODY_BYTES) -> bytes:
+        parts: list[bytes] = []
+        size = 0
+        while data := await self.read():
+            size += len(data)
+            if size > limit:
+                raise UpstreamFailure(
+                    f"{self.replica.label} sent a completion larger than {limit} bytes",
+                    code="upstream_error",
+                    retryable=False,
+                    replica_down=False,
+                )
+            parts.append(data)
+        return b"".join(parts)
+
+    async def drain(self) -> None:
+        """Read to the end of the body (briefly) so the keep-alive connection goes back to the pool."""
+        content = self._response.content
+        try:
+            async with asyncio.timeout(DRAIN_TIMEOUT_S):
+                while not content.at_eof():
+                    if not await content.readany():
+                        break
+        except (TimeoutError, aiohttp.ClientError, OSError):
+            pass  # the connection is closed instead of reused; the turn is already complete
+
+    def close(self) -> None:
+        """Release the connection: reused when the body was read to its end, else closed (which also
+        tells the upstream to stop generating)."""
+        self._response.release()
+
+
+class UpstreamPool:
+    """Keep-alive connections to every replica and the choice of replica for each request."""
+
+    def __init__(self, settings: OpenAIChatSettings) -> None:
+        self.settings = settings
+        self.replicas = tuple(
+            Replica(number, endpoint, endpoint.encode("utf-8"))
+            for number, endpoint in enumerate(settings.endpoints, start=1)
+        )
+        self._down_until: dict[str, float] = {}
+        self._session: aiohttp.ClientSession | None = None
+        self._closed = False
+        headers = {"Accept": "text/event-stream", "Accept-Encoding": "identity"}
+        if settings.api_key:
+            headers["Authorization"] = f"Bearer {settings.api_key}"
+        headers.update(settings.extra_headers)
+        self._headers = headers
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise EngineError("the openai-chat engine is closed", code="server_error")
+        session = self._session
+        if session is None or session.closed:
+            settings = self.settings
+            connector = aiohttp.TCPConnector(
+                limit=settings.max_connections,
+                limit_per_host=0,
+                keepalive_timeout=settings.keepalive_s,
+                ttl_dns_cache=300,
+            )
+            session = self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=settings.connect_timeout_s),
+                headers=self._headers,
+                auto_decompress=False,
+                raise_for_status=False,
+            )
+        return session
+
+    async def aclose(self) -> None:
+        self._closed = True
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # -- choosing a replica --------------------------------------------------------------------------
+
+    def ranking(self, affinity: str) -> list[Replica]:
+        """Every replica, best first, by rendezvous hashing of `affinity`: a key keeps its replica while
+        the set is unchanged, and losing a replica moves only that replica's keys."""
+        if len(self.replicas) == 1:
+            return list(self.replicas)
+        key = affinity.encode("utf-8") + b"\x00"
+
+        def score(replica: Replica) -> bytes:
+            return blake2b(key + replica.salt, digest_size=8).digest()
+
+        return sorted(self.replicas, key=score, reverse=True)
+
+    def candidates(self, affinity: str) -> list[Replica]:
+        """The ranking with replicas in cooldown moved to the end (still tried when all else failed)."""
+        ranked = self.ranking(affinity)
+        now = time.monotonic()
+        down = self._down_until
+        if not down:
+            return ranked
+        healthy = [replica for replica in ranked if down.get(replica.endpoint, 0.0) <= now]
+        cooling = [replica for replica in ranked if down.get(replica.endpoint, 0.0) > now]
+        return healthy + cooling
+
+    def report(self, replica: Replica, failure: UpstreamFailure) -> None:
+        if failure.replica_down and self.settings.cooldown_s > 0:
+            self._down_until[replica.endpoint] = time.monotonic() + self.settings.cooldown_s
+            log.warning(
+                "%s (%s) is cooling down for %g s: %s",
+                replica.label,
+                replica.endpoint,
+                self.settings.cooldown_s,
+                failure,
+            )
+
+    def report_success(self, replica: Replica) -> None:
+        if self._down_until:
+            self._down_until.pop(replica.endpoint, None)
+
+    def cooling_down(self, replica: Replica) -> bool:
+        return self._down_until.get(replica.endpoint, 0.0) > time.monotonic()
+
+    # -- one request ---------------------------------------------------------------------------------
+
+    async def open(self, replica: Replica, body: bytes, headers: Mapping[str, str]) -> UpstreamStream:
+        """POST the request and wait for a 200; any other outcome is an UpstreamFailure."""
+        session = self._client()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.first_byte_timeout_s
+        label = replica.label
+        try:
+            async with asyncio.timeout_at(deadline):
+                response = await session.post(
+                    replica.endpoint,
+                    data=body,
+                    headers={"Content-Type": "application/json", **headers},
+                    allow_redirects=False,
+                )
+        except aiohttp.ConnectionTimeoutError:
+            raise UpstreamFailure(
+                f"{label} did not accept a connection within {self.settings.connect_timeout_s:g} s",
+                code="upstream_timeout",
+                retryable=True,
+                replica_down=True,
+            ) from None
+        except TimeoutError:
+            raise UpstreamFailure(
+                f"{label} did not answer within {self.settings.first_byte_timeout_s:g} s",
+                code="upstream_timeout",
+                retryable=False,
+                replica_down=True,
+            ) from None
+        except (aiohttp.ClientError, OSError) as error:
+            log.warning("%s (%s) could not be reached: %r", label, replica.endpoint, error)
+            raise UpstreamFailure(
+                f"{label} could not be reached", code="upstream_error", retryable=True, replica_down=True
+            ) from None
+        if response.status == 200:
+            return UpstreamStream(response, replica, deadline, self.settings.idle_timeout_s)
+        try:
+            detail = await _error_detail(response, deadline)
+        finally:
+            response.release()
+        server_side = response.status >= 500
+        raise UpstreamFailure(
+            f"{label} answered HTTP {response.status}: {detail}",
+            code="upstream_error",
+            retryable=server_side,
+            replica_down=server_side,
+        )
+
+
+async def _error_detail(response: aiohttp.ClientResponse, deadline: float) -> str:
+    try:
+        async with asyncio.timeout_at(deadline):
+            data = await response.content.read(MAX_ERROR_BODY_BYTES)
+    except (TimeoutError, aiohttp.ClientError, OSError):
+        return response.reason or "no details"
+    if not data.strip():
+        return response.reason or "no details"
+    return error_text(data)

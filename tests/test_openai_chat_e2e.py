@@ -1,0 +1,262 @@
+"""End to end: a real loopwire server (in-process uvicorn) with the openai-chat engine in front of a fake
+upstream replaying vLLM, llama.cpp and Ollama streams, driven by the official `openai` SDK over HTTP and
+WebSocket mode. Asserts the events and, for continuations, the full history the upstream received."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+import uvicorn
+from conftest import ServerProcess
+from fake_chat_upstream import FakeUpstream
+from openai.resources.responses.responses import AsyncResponsesConnection as Connection
+
+from loopwire.engines.openai_chat import OpenAIChatEngine, OpenAIChatSettings
+from loopwire.server.app import LoopwireApp
+from loopwire.server.coalesce import CoalescingHttpToolsProtocol, CoalescingWebSocketProtocol
+from loopwire.server.state import ServerState
+from loopwire.store.memory import MemoryStore
+
+TERMINAL = {"response.completed", "response.failed", "response.incomplete", "error"}
+WEATHER: dict[str, Any] = {
+    "type": "function",
+    "name": "get_weather",
+    "description": "Current weather for a city.",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}}},
+}
+
+
+@dataclass
+class Stack:
+    upstream: FakeUpstream
+    base_url: str
+
+
+@pytest.fixture
+async def stack() -> AsyncIterator[Stack]:
+    upstream = await FakeUpstream().start()
+    settings = OpenAIChatSettings(
+        upstreams=(upstream.base_url,), connect_timeout_s=1.0, first_byte_timeout_s=2.0, idle_timeout_s=0.5
+    )
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+
+    async def state() -> ServerState:
+        return ServerState(engine=OpenAIChatEngine(settings), store=MemoryStore())
+
+    server = uvicorn.Server(
+        uvicorn.Config(
+            LoopwireApp(state),
+            host="127.0.0.1",
+            port=port,
+            http=CoalescingHttpToolsProtocol,
+            ws=CoalescingWebSocketProtocol,
+            lifespan="on",
+            log_level="error",
+        )
+    )
+    task = asyncio.create_task(server.serve())
+    while not server.started:  # noqa: ASYNC110 -- uvicorn exposes a flag, not an event
+        await asyncio.sleep(0.01)
+    yield Stack(upstream, f"http://127.0.0.1:{port}/v1")
+    server.should_exit = True
+    await task
+    await upstream.close()
+
+
+@pytest.fixture
+async def client(stack: Stack) -> AsyncIterator[openai.AsyncOpenAI]:
+    sdk = openai.AsyncOpenAI(base_url=stack.base_url, api_key="test", max_retries=0, timeout=10.0)
+    yield sdk
+    await sdk.close()
+
+
+async def ws_turn(connection: Connection, **fields: Any) -> list[Any]:
+    await connection.response.create(**fields)
+    events: list[Any] = []
+    while True:
+        event = await asyncio.wait_for(connection.recv(), 5.0)
+        events.append(event)
+        if event.type in TERMINAL:
+            return events
+
+
+async def test_http_streamed_text_turn_and_a_stored_continuation(
+    stack: Stack, client: openai.AsyncOpenAI
+) -> None:
+    stream = await client.responses.create(model="vllm_text", input="What colour is the sky?", stream=True)
+    events = [event async for event in stream]
+    types = [event.type for event in events]
+    assert types[:2] == ["response.created", "response.in_progress"] and types[-1] == "response.completed"
+    deltas = [event.delta for event in events if event.type == "response.output_text.delta"]
+    assert "".join(deltas) == "The sky is blue."
+    assert [event.sequence_number for event in events] == list(range(len(events)))
+    first = events[-1].response
+    assert first.output_text == "The sky is blue."
+    assert first.usage is not None
+    assert (first.usage.input_tokens, first.usage.output_tokens) == (31, 6)
+    assert first.usage.input_tokens_details.cached_tokens == 16
+
+    # over HTTP the history comes back from the store; the upstream still gets all of it, every turn
+    second = await client.responses.create(
+        model="ollama_text", input="And your name?", previous_response_id=first.id, instructions="Be brief."
+    )
+    assert second.status == "completed" and second.output_text == "My name is Qwen."
+    assert stack.upstream.bodies()[-1]["messages"] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "What colour is the sky?"},
+        {"role": "assistant", "content": "The sky is blue."},
+        {"role": "user", "content": "And your name?"},
+    ]
+
+
+async def test_websocket_tool_calls_then_a_continuation_with_the_outputs(
+    stack: Stack, client: openai.AsyncOpenAI
+) -> None:
+    async with client.responses.connect() as connection:
+        events = await ws_turn(
+            connection,
+            model="vllm_tool_calls",
+            input="Weather in Paris for 3 days and Oslo tomorrow?",
+            instructions="Use the tools.",
+            tools=[WEATHER],
+            store=False,
+        )
+        done = events[-1]
+        assert done.type == "response.completed", done
+        calls = [item for item in done.response.output if item.type == "function_call"]
+        assert [(call.call_id, call.name, call.arguments) for call in calls] == [
+            ("chatcmpl-tool-6c1d0f6ea0a54d2a9a1f3a2e8f0b7c41", "get_weather", '{"city": "Paris", "days": 3}'),
+            ("chatcmpl-tool-0e5b8d2c7f1a4b3d9c6e4a2f8b1d7c95", "get_weather", '{"city": "Oslo", "days": 1}'),
+        ]
+        argument_deltas = [
+            event for event in events if event.type == "response.function_call_arguments.delta"
+        ]
+        assert argument_deltas, "the arguments were streamed"
+
+        outputs = [
+            {"type": "function_call_output", "call_id": calls[0].call_id, "output": "18C, sunny"},
+            {"type": "function_call_output", "call_id": calls[1].call_id, "output": "9C, rain"},
+        ]
+        events = await ws_turn(
+            connection,
+            model="llamacpp_text",
+            input=outputs,
+            previous_response_id=done.response.id,
+            tools=[WEATHER],
+            store=False,
+        )
+        assert events[-1].type == "response.completed", events[-1]
+        assert events[-1].response.output_text == "Hello there!"
+
+    first, second = stack.upstream.bodies()
+    assert first["messages"][0] == {"role": "system", "content": "Use the tools."}
+    assert second["messages"] == [  # instructions are not inherited; the whole history is sent
+        {"role": "user", "content": "Weather in Paris for 3 days and Oslo tomorrow?"},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [
+                {
+                    "id": call.call_id,
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": call.arguments},
+                }
+                for call in calls
+            ],
+        },
+        {"role": "tool", "tool_call_id": calls[0].call_id, "content": "18C, sunny"},
+        {"role": "tool", "tool_call_id": calls[1].call_id, "content": "9C, rain"},
+    ]
+    assert second["tools"][0]["function"]["name"] == "get_weather"
+    cache_keys = {received.headers["X-Loopwire-Cache-Key"] for received in stack.upstream.received}
+    assert len(cache_keys) == 1  # one lane, one key, one replica
+
+
+async def test_an_upstream_failure_fails_the_turn_and_evicts_its_parent(
+    stack: Stack, client: openai.AsyncOpenAI
+) -> None:
+    async with client.responses.connect() as connection:
+        first = (await ws_turn(connection, model="ollama_text", input="hi", store=False))[-1]
+        assert first.type == "response.completed"
+
+        events = await ws_turn(
+            connection,
+            model="vllm_text@drop3",
+            input="go on",
+            previous_response_id=first.response.id,
+            store=False,
+        )
+        failed = events[-1]
+        assert failed.type == "response.failed"
+        assert failed.response.error.code == "server_error"  # the SDK's vocabulary; ours is in the message
+        assert "[upstream_error]" in failed.response.error.message
+        assert "response.output_text.delta" in {event.type for event in events}  # output had begun
+
+        retry = (
+            await ws_turn(
+                connection,
+                model="ollama_text",
+                input="again",
+                previous_response_id=first.response.id,
+                store=False,
+            )
+        )[-1]
+        assert retry.type == "error" and retry.error.code == "previous_response_not_found"
+
+        timeout = (await ws_turn(connection, model="vllm_text@stall3", input="slow", store=False))[-1]
+        assert timeout.type == "response.failed" and timeout.response.error.code == "server_error"
+        assert "[upstream_timeout]" in timeout.response.error.message
+
+        fresh = (await ws_turn(connection, model="llamacpp_text", input="fresh", store=False))[-1]
+        assert fresh.type == "response.completed"
+
+    failed_http = await client.responses.create(model="http500", input="hello")
+    assert failed_http.status == "failed"
+    assert failed_http.error is not None and failed_http.error.code == "server_error"
+    assert "[upstream_error]" in failed_http.error.message
+    assert "HTTP 500" in failed_http.error.message
+
+
+async def test_the_command_line_puts_loopwire_in_front_of_an_upstream(tmp_path: Path) -> None:
+    """`loopwire serve --engine openai-chat --upstream URL` as a user runs it, in its own process."""
+    upstream = await FakeUpstream().start()
+    server = ServerProcess(
+        "memory",
+        tmp_path / "server.log",
+        (
+            "--engine",
+            "openai-chat",
+            "--upstream",
+            upstream.base_url,
+            "--engine-option",
+            "first_byte_timeout_s=5",
+        ),
+    )
+    try:
+        await asyncio.to_thread(server.start)
+        sdk = openai.AsyncOpenAI(base_url=server.base_url, api_key="test", max_retries=0, timeout=10.0)
+        first = await sdk.responses.create(model="vllm_text", input="hello upstream")
+        assert first.status == "completed" and first.output_text
+        async with sdk.responses.connect() as connection:
+            await connection.response.create(
+                model="llamacpp_text", input="and again", previous_response_id=first.id
+            )
+            async for event in connection:
+                if event.type in ("response.completed", "response.failed", "error"):
+                    assert event.type == "response.completed"
+                    break
+        sent = upstream.bodies()[-1]["messages"]
+        assert [message["role"] for message in sent] == ["user", "assistant", "user"]  # the history went up
+        await sdk.close()
+    finally:
+        await asyncio.to_thread(server.stop)
+        await upstream.close()
