@@ -1,0 +1,123 @@
+"""Where a turn's request goes: the open socket, a new one (reconnect with backoff, rotation), or HTTP.
+
+Owns the socket's lifecycle and the fallback state; knows nothing of conversations or of what is sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from .backoff import SocketHealth
+from .errors import TransportError, UpgradeRefused
+from .options import SessionOptions, TransportName
+from .result import TurnMetrics
+from .ws import WsConnection
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """The transport of one request; `conn` is the socket when it is "ws"."""
+
+    name: TransportName
+    conn: WsConnection | None = None
+
+
+class Router:
+    """For `ws` sessions: keeps one socket, opens a new one when it was lost (after a backoff delay when
+    sockets have been failing) or is older than `rotate_after_s`, and routes to HTTP (chained when
+    `store`, else full) while the socket health says so. HTTP sessions always route to themselves."""
+
+    def __init__(
+        self,
+        transport: TransportName,
+        *,
+        store: bool,
+        ws_url: str,
+        headers: Mapping[str, str],
+        options: SessionOptions,
+        rng: random.Random,
+    ) -> None:
+        self.transport: TransportName = transport
+        self.fallback = Route("http-chained" if store else "http-full")
+        self.ws_url = ws_url
+        self._headers = headers
+        self._options = options
+        self._rng = rng
+        self.health = SocketHealth(options.max_socket_failures, options.fallback_cooldown_s)
+        self.conn: WsConnection | None = None
+        self._ever_connected = False
+
+    def socket_allowed(self) -> bool:
+        return self.transport == "ws" and self.health.socket_allowed(time.monotonic())
+
+    async def route(self, metrics: TurnMetrics) -> Route:
+        if self.transport != "ws":
+            return Route(self.transport)
+        if not self.health.socket_allowed(time.monotonic()):
+            return self.fallback
+        conn = self.conn
+        if conn is not None:
+            if conn.usable and conn.age(time.monotonic()) < self._options.rotate_after_s:
+                return Route("ws", conn)
+            self.conn = None
+            if conn.usable:  # old, not lost: retire it ourselves before the server does
+                metrics.rotated = True
+            await conn.close()  # at once when already closed; else the close handshake
+        return await self._connect(metrics)
+
+    async def _connect(self, metrics: TurnMetrics) -> Route:
+        while True:
+            failures = self.health.failures
+            if failures:
+                await asyncio.sleep(self._options.backoff.delay(failures, self._rng))
+            try:
+                conn = await WsConnection.open(self.ws_url, self._headers, self._options)
+            except UpgradeRefused as refused:
+                if refused.status == 426:  # the server cannot serve WebSocket mode: HTTP at once
+                    self.health.refused(time.monotonic())
+                    metrics.fell_back = True
+                    return self.fallback
+                if self._failed(metrics):
+                    return self.fallback
+                continue
+            except TransportError:
+                if self._failed(metrics):
+                    return self.fallback
+                continue
+            if self._ever_connected and not metrics.rotated:
+                metrics.reconnects += 1
+            self._ever_connected = True
+            self.conn = conn
+            return Route("ws", conn)
+
+    def _failed(self, metrics: TurnMetrics) -> bool:
+        if self.health.failure(time.monotonic()):
+            metrics.fell_back = True
+            return True
+        return False
+
+    def lost(self, route: Route, metrics: TurnMetrics) -> None:
+        """The link of `route` failed during a request: drop the socket and count a failure."""
+        if route.conn is None:
+            return
+        self.drop(route.conn)
+        self._failed(metrics)
+
+    def drop(self, conn: WsConnection) -> None:
+        """Abort a socket whose request was abandoned; not a failure of the socket."""
+        conn.abort()
+        if self.conn is conn:
+            self.conn = None
+
+    def served(self, route: Route) -> None:
+        if route.conn is not None:
+            self.health.success()
+
+    async def close(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            await conn.close()
