@@ -77,9 +77,13 @@ async def ws_session(index: int, url: str, args: argparse.Namespace, tally: Tall
     key = f"soak-key-{index}"
     store = index % 2 == 0
     loop = asyncio.get_running_loop()
-    await asyncio.sleep(rng.random() * 2)  # stagger the connects
+    await asyncio.sleep(rng.random() * 5)  # stagger the connects
     transport, listener = await picows.ws_connect(
-        Listener, url, extra_headers={"Authorization": f"Bearer {key}"}, max_frame_size=1 << 26
+        Listener,
+        url,
+        extra_headers={"Authorization": f"Bearer {key}"},
+        max_frame_size=1 << 26,
+        websocket_handshake_timeout=60,
     )
     try:
         while time.monotonic() < stop_at:
