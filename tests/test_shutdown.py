@@ -72,3 +72,47 @@ async def test_sigterm_lets_running_turns_finish_then_closes_1012(tmp_path: Path
             client.responses.retrieve("resp_never_made")
     finally:
         restarted.stop()
+
+
+async def test_kill_9_loses_no_stored_response_that_completed(tmp_path: Path) -> None:
+    """With the default inline SQLite writes, a response is committed before its terminal event, so
+    killing the server the moment a turn completes loses nothing."""
+    database = tmp_path / "db.sqlite"
+    server = ServerProcess(f"sqlite:{database}", tmp_path / "server.log").start()
+    completed: list[str] = []
+    try:
+        url = server.base_url.replace("http://", "ws://") + "/responses"
+        async with websockets.connect(
+            url, additional_headers={"Authorization": f"Bearer {API_KEY}"}
+        ) as socket:
+            previous = None
+            for index in range(30):
+                body = {"type": "response.create", "model": "sim", "input": f"turn {index}"}
+                if previous:
+                    body["previous_response_id"] = previous
+                await socket.send(json.dumps(body))
+                while (event := json.loads(await socket.recv()))["type"] != "response.completed":
+                    assert event["type"] != "error", event
+                previous = event["response"]["id"]
+                completed.append(previous)
+            assert server.proc is not None
+            server.proc.send_signal(signal.SIGKILL)  # at once, after the last terminal event
+        assert server.proc.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        server.stop()
+
+    restarted = ServerProcess(f"sqlite:{database}", tmp_path / "server2.log").start()
+    try:
+        client = make_client(restarted.base_url)
+        for response_id in completed:
+            assert client.responses.retrieve(response_id).status == "completed"
+        follow = client.responses.create(
+            model="sim", input="after the crash", previous_response_id=completed[-1]
+        )
+        items = client.responses.input_items.list(follow.id, order="asc", limit=100)
+        texts = [
+            item.content[0].text for item in items.data if item.type == "message" and item.role == "user"
+        ]
+        assert texts == [f"turn {index}" for index in range(30)] + ["after the crash"]
+    finally:
+        restarted.stop()

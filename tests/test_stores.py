@@ -52,12 +52,14 @@ def make_store(kind: str, tmp_path: Path) -> Store:
         return MemoryStore()
     if kind == "sqlite":
         return SqliteStore(tmp_path / "db" / "responses.db")
+    if kind == "sqlite_inline":
+        return SqliteStore(tmp_path / "db" / "responses.db", inline_writes=True)
     if kind == "write_behind":
         return WriteBehindStore(SqliteStore(tmp_path / "db" / "responses.db"))
     raise AssertionError(kind)
 
 
-@pytest.fixture(params=["memory", "sqlite", "write_behind"])
+@pytest.fixture(params=["memory", "sqlite", "sqlite_inline", "write_behind"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
     s = make_store(request.param, tmp_path)
     yield s
@@ -141,7 +143,7 @@ async def test_concurrent_puts_all_land(store: Store) -> None:
     assert ids(await store.chain("r49", "alice")) == [f"r{i}" for i in range(50)]
 
 
-@pytest.mark.parametrize("kind", ["memory", "sqlite", "write_behind"])
+@pytest.mark.parametrize("kind", ["memory", "sqlite", "sqlite_inline", "write_behind"])
 async def test_closed_store_raises_unavailable(kind: str, tmp_path: Path) -> None:
     s = make_store(kind, tmp_path)
     await s.put(rec("a"))
@@ -585,16 +587,22 @@ async def test_open_store_specs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert isinstance(memory, MemoryStore)
     await memory.aclose()
 
-    wb = open_store("sqlite:.loopwire/responses.db")
+    wb = open_store("sqlite:.loopwire/responses.db", write="behind")
     assert isinstance(wb, WriteBehindStore) and isinstance(wb.inner, SqliteStore)
     assert wb.inner.path == tmp_path / ".loopwire" / "responses.db"
     await wb.put(rec("a"))
     await wb.aclose()
     assert (tmp_path / ".loopwire" / "responses.db").exists()
 
-    direct = open_store(f"sqlite:{tmp_path / 'abs.db'}", write_behind=False)
-    assert isinstance(direct, SqliteStore)
+    direct = open_store(f"sqlite:{tmp_path / 'abs.db'}", write="through")
+    assert isinstance(direct, SqliteStore) and not direct.inline_writes
     await direct.aclose()
+
+    inline = open_store(f"sqlite:{tmp_path / 'inline.db'}")
+    assert isinstance(inline, SqliteStore) and inline.inline_writes
+    await inline.aclose()
+    with pytest.raises(ValueError):
+        open_store("memory", write="sometimes")
 
 
 @pytest.mark.parametrize("spec", ["", "redis://x", "sqlite", "sqlite:", "sqlite:  ", "memory:big", "mem"])
@@ -606,3 +614,20 @@ def test_open_store_rejects_bad_specs(spec: str) -> None:
 def test_open_store_rejects_a_directory(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="directory"):
         open_store(f"sqlite:{tmp_path}")
+
+
+async def test_inline_writes_are_committed_before_put_returns(tmp_path: Path) -> None:
+    path = tmp_path / "inline.db"
+    store = SqliteStore(path, inline_writes=True)
+    count = SqliteStore.CHECKPOINT_EVERY + 3  # past one worker checkpoint
+    for index in range(count):
+        await store.put(rec(f"i{index}"))
+        if index == 0:
+            # Another connection (as another process would) sees the row as soon as put() returned.
+            other = SqliteStore(path)
+            assert await other.get("i0", "alice") is not None
+            await other.aclose()
+    await store.aclose()
+    reopened = SqliteStore(path)
+    assert all([await reopened.get(f"i{index}", "alice") for index in range(count)])
+    await reopened.aclose()

@@ -17,7 +17,7 @@ from .engines.factory import ENGINE_NAMES
 from .engines.sim.engine import SimSettings
 from .server.state import ServerSettings
 from .session.limits import Limits
-from .store.factory import DEFAULT_SPEC
+from .store.factory import DEFAULT_SPEC, WRITE_MODES
 
 
 def _on_off(value: str) -> bool:
@@ -62,9 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--store-write",
-        default="behind",
-        choices=["behind", "through"],
-        help="durable write after the terminal event (behind) or before it (through)",
+        default="inline",
+        choices=list(WRITE_MODES),
+        help="SQLite: commit on the event loop before the terminal event (inline, survives kill -9), "
+        "after it from a background writer (behind, fastest), or on a worker thread before it (through)",
     )
     serve.add_argument("--sim-ttft-ms", type=float, default=0.0)
     serve.add_argument("--sim-prefill-tps", type=float, default=0.0)

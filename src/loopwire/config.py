@@ -12,7 +12,7 @@ from .engines.sim.engine import SimEngine, SimSettings
 from .server.auth import ApiKeys
 from .server.state import ServerSettings, ServerState
 from .session.limits import Limits
-from .store.factory import DEFAULT_SPEC, open_store
+from .store.factory import DEFAULT_SPEC, WRITE_MODES, open_store
 
 
 @dataclass(slots=True)
@@ -21,7 +21,7 @@ class ServerConfig:
     port: int = 8000
     engine: str = "sim"
     store: str = DEFAULT_SPEC
-    store_write: str = "behind"
+    store_write: str = "inline"
     sim: SimSettings = field(default_factory=SimSettings)
     engine_options: dict[str, str] = field(default_factory=dict)
     """Options of engines other than sim (see engines/factory.py), e.g. {"upstream": "http://h:8000/v1"}."""
@@ -33,7 +33,7 @@ class ServerConfig:
 
     def build_state(self) -> ServerState:
         self.check()
-        store = open_store(self.store, write_behind=self.store_write == "behind")
+        store = open_store(self.store, write=self.store_write)
         engine = (
             SimEngine(self.sim) if self.engine == "sim" else build_engine(self.engine, **self.engine_options)
         )
@@ -66,8 +66,8 @@ class ServerConfig:
                 raise ValueError("the sim engine is set with --sim-* options, not engine options")
         else:
             check_options(self.engine, self.engine_options)
-        if self.store_write not in ("behind", "through"):
-            raise ValueError("store_write must be 'behind' or 'through'")
+        if self.store_write not in WRITE_MODES:
+            raise ValueError(f"store_write must be one of {', '.join(WRITE_MODES)}")
         self.api_keys()
         if not (self.store == "memory" or self.store.startswith("sqlite:")):
             raise ValueError(f"unknown store spec {self.store!r}: expected 'memory' or 'sqlite:PATH'")

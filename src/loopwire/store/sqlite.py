@@ -6,6 +6,7 @@ Owns the file, its schema and its one connection; it must never run SQLite on th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -92,15 +93,29 @@ def _order_chain(head: str, rows: list[_Row]) -> list[StoredResponse] | None:
 
 
 class SqliteStore:
-    """Responses in a SQLite file. Every call hops to one worker thread that owns the only connection.
+    """Responses in a SQLite file. Reads (and, by default, writes) hop to one worker thread that owns its
+    connection, so the event loop never waits on the disk.
+
+    With `inline_writes`, put() commits on the calling thread through a second connection instead: an
+    append to the WAL of ~50 us (measured here) rather than ~150-250 us for the hop to the worker, and
+    durable before put() returns, so a response is never announced before it would survive a kill -9.
+    That connection never checkpoints; the worker does, every CHECKPOINT_EVERY inline writes, so the loop
+    never pays for copying the WAL back.
 
     The file survives restarts and may be shared with other processes (WAL, busy timeout). With
     synchronous=NORMAL a committed write survives a process crash; the last transactions may be lost
     on power failure. Any sqlite3 error surfaces as StoreUnavailable.
     """
 
-    def __init__(self, path: str | Path, *, busy_timeout_ms: int = 5_000) -> None:
+    CHECKPOINT_EVERY = 256
+
+    def __init__(
+        self, path: str | Path, *, busy_timeout_ms: int = 5_000, inline_writes: bool = False
+    ) -> None:
         self.path = Path(path)
+        self.inline_writes = inline_writes
+        self._inline_conn: sqlite3.Connection | None = None
+        self._inline_puts = 0
         self._busy_timeout_ms = busy_timeout_ms
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="loopwire-sqlite")
         self._conn: sqlite3.Connection | None = None
@@ -156,12 +171,54 @@ class SqliteStore:
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"SQLite store at {self.path}: {exc}") from exc
 
+    # -- inline writes (the calling thread) ---------------------------------------------------------------
+
+    async def _inline_connection(self) -> sqlite3.Connection:
+        if self._closed:
+            raise StoreUnavailable(f"SQLite store at {self.path} is closed")
+        conn = self._inline_conn
+        if conn is None:
+            # The worker opens the file first (WAL mode, schema): switching the journal mode from two
+            # connections at once fails with "database is locked" whatever the busy timeout.
+            await self._call(lambda _: None)
+            try:
+                conn = sqlite3.connect(self.path, isolation_level=None, timeout=self._busy_timeout_ms / 1000)
+                conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+                conn.execute("PRAGMA synchronous = NORMAL")
+                conn.execute("PRAGMA wal_autocheckpoint = 0")
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"cannot open SQLite store at {self.path}: {exc}") from exc
+            if self._inline_conn is not None:  # another put opened one while we waited
+                conn.close()
+                return self._inline_conn
+            self._inline_conn = conn
+        return conn
+
+    async def _write_inline(self, job: Callable[[sqlite3.Connection], None], count: int) -> None:
+        conn = self._inline_conn or await self._inline_connection()
+        try:
+            job(conn)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreUnavailable(f"SQLite store at {self.path}: {exc}") from exc
+        before, self._inline_puts = self._inline_puts, self._inline_puts + count
+        if before // self.CHECKPOINT_EVERY != self._inline_puts // self.CHECKPOINT_EVERY:
+            self._executor.submit(self._checkpoint)
+
+    def _checkpoint(self) -> None:
+        conn = self._conn
+        if conn is not None:
+            with contextlib.suppress(sqlite3.Error):  # a busy or failed checkpoint is retried at the next one
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
     async def put(self, record: StoredResponse) -> None:
         params = _params(record)
 
         def job(conn: sqlite3.Connection) -> None:
             conn.execute(_PUT, params)
 
+        if self.inline_writes:
+            await self._write_inline(job, 1)
+            return
         await self._call(job)
 
     async def put_many(self, records: Iterable[StoredResponse]) -> None:
@@ -180,6 +237,9 @@ class SqliteStore:
                     conn.execute("ROLLBACK")
                 raise
 
+        if self.inline_writes:
+            await self._write_inline(job, len(rows))
+            return
         await self._call(job)
 
     async def get(self, response_id: str, owner: str) -> StoredResponse | None:
@@ -218,6 +278,9 @@ class SqliteStore:
         if self._closed:
             return
         self._closed = True
+        inline, self._inline_conn = self._inline_conn, None
+        if inline is not None:
+            inline.close()
         try:
             await asyncio.get_running_loop().run_in_executor(self._executor, self._close)
         except sqlite3.Error as exc:
