@@ -28,6 +28,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	@mkdir -p bench/results
 	$(BIN)/python bench/turn_latency.py --turns 50 --conversations 20 --output-bytes 6000 --json bench/results/turn_latency.json
+	$(BIN)/python bench/turn_latency.py --turns 50 --conversations 12 --output-bytes 6000 --store-write behind --transports ws-stored ws echo
 	$(BIN)/python bench/turn_latency.py --turns 50 --conversations 12 --output-bytes 6000 --store-write through --transports ws-stored ws echo
 	$(BIN)/python bench/turn_stages.py --turns 50 --conversations 10
 

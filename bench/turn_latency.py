@@ -341,7 +341,7 @@ def main() -> None:
     parser.add_argument("--conversations", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--output-bytes", type=int, default=6000)
-    parser.add_argument("--store-write", default="behind", choices=["behind", "through"])
+    parser.add_argument("--store-write", default="inline", choices=["inline", "behind", "through"])
     parser.add_argument("--transports", nargs="+", default=TRANSPORTS, choices=TRANSPORTS)
     parser.add_argument("--server-arg", action="append", default=[], help="extra argument for loopwire serve")
     parser.add_argument("--json", type=Path, help="also write the summary here as JSON")
