@@ -255,6 +255,8 @@ def main() -> None:
             f"server RSS: after warm-up {warm[0] / 1024:.1f} MiB, at the end {warm[-1] / 1024:.1f} MiB, "
             f"max {max(warm) / 1024:.1f} MiB"
         )
+        series = ", ".join(f"{at:.0f}s {kib / 1024:.1f}" for at, kib in rss[:: max(1, len(rss) // 8)])
+        print(f"server RSS over time (MiB): {series}")
     for error in tally.errors[:5]:
         print("error:", error)
     if lost or tally.duplicates or missing or tally.errors:
