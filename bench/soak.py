@@ -208,6 +208,7 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=20, help="turns per conversation before starting anew")
     parser.add_argument("--output-bytes", type=int, default=2000)
     parser.add_argument("--verify", type=int, default=500, help="stored responses to retrieve at the end")
+    parser.add_argument("--store", default="sqlite", help="'sqlite' (a temporary file) or 'memory'")
     args = parser.parse_args()
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="loopwire-soak-") as tmp:
@@ -220,7 +221,7 @@ def main() -> None:
                 "--port",
                 str(port),
                 "--store",
-                f"sqlite:{Path(tmp) / 'soak.db'}",
+                "memory" if args.store == "memory" else f"sqlite:{Path(tmp) / 'soak.db'}",
             ]
         )
         base = f"http://127.0.0.1:{port}"

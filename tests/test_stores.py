@@ -631,3 +631,19 @@ async def test_inline_writes_are_committed_before_put_returns(tmp_path: Path) ->
     reopened = SqliteStore(path)
     assert all([await reopened.get(f"i{index}", "alice") for index in range(count)])
     await reopened.aclose()
+
+
+async def test_inline_writes_keep_the_wal_bounded(tmp_path: Path) -> None:
+    """Back-to-back inline puts must let the WAL restart: it stays a few MB, not the size of all writes."""
+    path = tmp_path / "wal.db"
+    store = SqliteStore(path, inline_writes=True)
+    payload = b"x" * 4096
+    largest = 0
+    for index in range(4000):  # ~32 MB of pages written in all
+        await store.put(rec(f"w{index}", items=payload))
+        if index % 500 == 0:
+            await asyncio.sleep(0)  # let the worker's checkpoints be scheduled, as a live server would
+            wal = path.with_name(path.name + "-wal")
+            largest = max(largest, wal.stat().st_size if wal.exists() else 0)
+    await store.aclose()
+    assert largest < 16 * 1024 * 1024, largest

@@ -99,15 +99,17 @@ class SqliteStore:
     With `inline_writes`, put() commits on the calling thread through a second connection instead: an
     append to the WAL of ~50 us (measured here) rather than ~150-250 us for the hop to the worker, and
     durable before put() returns, so a response is never announced before it would survive a kill -9.
-    That connection never checkpoints; the worker does, every CHECKPOINT_EVERY inline writes, so the loop
-    never pays for copying the WAL back.
+    The worker copies the WAL back into the database (a passive checkpoint) every CHECKPOINT_EVERY inline
+    writes, off the loop; the inline connection keeps SQLite's automatic checkpoint, which then finds
+    almost nothing left to copy and lets the WAL restart. (With the inline connection never checkpointing,
+    the WAL was measured growing without bound: 7 GB in 30 s of back-to-back puts.)
 
     The file survives restarts and may be shared with other processes (WAL, busy timeout). With
     synchronous=NORMAL a committed write survives a process crash; the last transactions may be lost
     on power failure. Any sqlite3 error surfaces as StoreUnavailable.
     """
 
-    CHECKPOINT_EVERY = 256
+    CHECKPOINT_EVERY = 64
 
     def __init__(
         self, path: str | Path, *, busy_timeout_ms: int = 5_000, inline_writes: bool = False
@@ -185,7 +187,6 @@ class SqliteStore:
                 conn = sqlite3.connect(self.path, isolation_level=None, timeout=self._busy_timeout_ms / 1000)
                 conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
                 conn.execute("PRAGMA synchronous = NORMAL")
-                conn.execute("PRAGMA wal_autocheckpoint = 0")
             except sqlite3.Error as exc:
                 raise StoreUnavailable(f"cannot open SQLite store at {self.path}: {exc}") from exc
             if self._inline_conn is not None:  # another put opened one while we waited
