@@ -11,13 +11,9 @@ import argparse
 import asyncio
 import json
 import random
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +21,7 @@ from typing import Any
 import aiohttp
 import picows
 import uvloop
+from harness import loopwire_server
 
 TOOLS = [
     {
@@ -192,12 +189,6 @@ async def run(args: argparse.Namespace, base: str, pid: int) -> tuple[Tally, lis
     return tally, rss, missing
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -210,32 +201,10 @@ def main() -> None:
     parser.add_argument("--verify", type=int, default=500, help="stored responses to retrieve at the end")
     parser.add_argument("--store", default="sqlite", help="'sqlite' (a temporary file) or 'memory'")
     args = parser.parse_args()
-    port = free_port()
     with tempfile.TemporaryDirectory(prefix="loopwire-soak-") as tmp:
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "loopwire",
-                "serve",
-                "--port",
-                str(port),
-                "--store",
-                "memory" if args.store == "memory" else f"sqlite:{Path(tmp) / 'soak.db'}",
-            ]
-        )
-        base = f"http://127.0.0.1:{port}"
-        try:
-            for _ in range(200):
-                try:
-                    urllib.request.urlopen(base + "/healthz", timeout=1)
-                    break
-                except OSError:
-                    time.sleep(0.05)
+        store = "memory" if args.store == "memory" else f"sqlite:{Path(tmp) / 'soak.db'}"
+        with loopwire_server(store) as (server, base):
             tally, rss, missing = uvloop.run(run(args, base, server.pid))
-        finally:
-            server.terminate()
-            server.wait(30)
     lost = tally.sent - tally.completed - len(tally.errors)
     warm = [kib for at, kib in rss if at >= min(20.0, args.seconds / 3)]
     latencies = sorted(tally.latencies)

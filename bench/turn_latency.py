@@ -23,13 +23,11 @@ import asyncio
 import json
 import os
 import random
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +35,7 @@ from typing import Any
 import aiohttp
 import picows
 import uvloop
+from harness import free_port, loopwire_server, wait_ready
 
 TOOL_SPECS = [
     ("read_file", "Read a file of the repository.", {"path": {"type": "string"}}),
@@ -257,27 +256,6 @@ class Bench:
         print(file=sys.stderr)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"{process.args} exited with {process.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=1):
-                return
-        except OSError as error:
-            if getattr(error, "code", None) is not None:  # an HTTP error status: it is up
-                return
-            time.sleep(0.05)
-    raise SystemExit(f"{url} did not come up")
-
-
 def ms(seconds: float) -> str:
     return f"{seconds * 1000:.3f}"
 
@@ -347,35 +325,24 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the summary here as JSON")
     args = parser.parse_args()
 
-    port, echo_port = free_port(), free_port()
-    with tempfile.TemporaryDirectory(prefix="loopwire-bench-") as tmp:
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "loopwire",
-                "serve",
-                "--port",
-                str(port),
-                "--store",
-                f"sqlite:{tmp}/bench.db",
-                "--store-write",
-                args.store_write,
-                *args.server_arg,
-            ],
-        )
+    echo_port = free_port()
+    with (
+        tempfile.TemporaryDirectory(prefix="loopwire-bench-") as tmp,
+        loopwire_server(f"sqlite:{tmp}/bench.db", ["--store-write", args.store_write, *args.server_arg]) as (
+            server,
+            base,
+        ),
+    ):
         echo = subprocess.Popen(
             [sys.executable, str(Path(__file__).with_name("echo_server.py")), str(echo_port)]
         )
         try:
-            wait_ready(f"http://127.0.0.1:{port}/healthz", server)
             wait_ready(f"http://127.0.0.1:{echo_port}/", echo)
-            bench = Bench(args, server, echo, f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{echo_port}")
+            bench = Bench(args, server, echo, base, f"ws://127.0.0.1:{echo_port}")
             uvloop.run(bench.run())
         finally:
-            for process in (server, echo):
-                process.terminate()
-                process.wait(10)
+            echo.terminate()
+            echo.wait(10)
     summary = report(bench, args)
     if args.json is not None:
         args.json.write_text(
