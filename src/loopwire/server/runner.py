@@ -257,7 +257,7 @@ async def run_turn(
         response.id, conn.owner, lane, plan.context.extend(turn.output), finished.render, plan.store, size
     )
     conn.commit(cached)
-    if websocket and state.budget is not None:
+    if websocket:
         evicted = state.budget.record(conn, cached)
         if evicted:
             metrics.evictions.inc(BUDGET, len(evicted))

@@ -1,6 +1,7 @@
-"""The server-wide parts every transport shares: engine, store, limits and settings.
+"""The server-wide parts every transport shares: engine, store, limits, settings, and the registries that
+span connections (open connections per key, the cache budget, rate limits, metrics).
 
-Owns their lifetime (open at startup, close at shutdown); holds no per-connection state.
+Owns their lifetime (open at startup, close at shutdown); holds no single connection's state.
 """
 
 from __future__ import annotations
@@ -48,13 +49,12 @@ class ServerState:
     sessions: set[ConnectionState[Any]] = field(default_factory=set)
     """Open WebSocket connections, for /metrics (connections, cached lanes)."""
 
-    budget: CacheBudget | None = None
+    budget: CacheBudget = field(init=False)
     rate_limiter: RateLimiter | None = None
     connections_by_owner: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.budget is None:
-            self.budget = CacheBudget(self.limits.cache_budget_bytes)
+        self.budget = CacheBudget(self.limits.cache_budget_bytes)
         if self.rate_limiter is None and self.limits.rate_limit_per_s > 0:
             self.rate_limiter = RateLimiter(self.limits.rate_limit_per_s, self.limits.rate_limit_burst)
 
@@ -82,7 +82,7 @@ class ServerState:
     def render_metrics(self) -> bytes:
         self.metrics.connections.set((), len(self.sessions))
         self.metrics.lanes.set((), sum(conn.cached_count for conn in self.sessions))
-        self.metrics.cached_bytes.set((), self.budget.total if self.budget is not None else 0)
+        self.metrics.cached_bytes.set((), self.budget.total)
         return self.metrics.render()
 
     async def aclose(self) -> None:

@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 
 from uvicorn.protocols.utils import ClientDisconnected
 
-from ..protocol.errors import ProtocolError
+from ..protocol.errors import ProtocolError, server_error
 from ..protocol.events import Event, encode
 from ..protocol.request import UnknownClientEvent, WsCreateEvent, decode_ws_event, peek_stream_id
 from ..session.connection import DEFAULT_LANE, ConnectionState, validate_stream_id
@@ -171,14 +171,8 @@ class WebSocketSession:
             log.debug("the client left during a turn on lane %r", lane)
         except Exception:
             log.exception("turn on lane %r failed unexpectedly", lane)
-            error = ProtocolError(
-                500,
-                "The server had an error while processing your request.",
-                type="server_error",
-                code="server_error",
-            )
             self.conn.evict_after_failure(event.previous_response_id, lane)
-            await self._try_send_error(error, event.stream_id)
+            await self._try_send_error(server_error(), event.stream_id)
         finally:
             self.last_activity = time.monotonic()
             self._start(self.conn.finish(lane))
@@ -289,5 +283,4 @@ async def _serve_accepted(state: ServerState, scope: Scope, receive: Receive, se
             draining.cancel()
         state.sessions.discard(session.conn)
         await session.close()
-        if state.budget is not None:
-            state.budget.forget(session.conn)
+        state.budget.forget(session.conn)
