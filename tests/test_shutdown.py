@@ -16,7 +16,7 @@ from conftest import API_KEY, ServerProcess, make_client
 
 async def test_sigterm_lets_running_turns_finish_then_closes_1012(tmp_path: Path) -> None:
     database = tmp_path / "db.sqlite"
-    server = ServerProcess(f"sqlite:{database}", tmp_path / "server.log", ("--sim-ttft-ms", "600")).start()
+    server = ServerProcess(f"sqlite:{database}", tmp_path / "server.log", ("--sim-ttft-ms", "1500")).start()
     try:
         url = server.base_url.replace("http://", "ws://") + "/responses"
         auth = {"Authorization": f"Bearer {API_KEY}"}  # the same owner as make_client's
@@ -37,14 +37,18 @@ async def test_sigterm_lets_running_turns_finish_then_closes_1012(tmp_path: Path
             assert json.loads(await socket.recv())["type"] == "response.created"
             assert server.proc is not None
             server.proc.send_signal(signal.SIGTERM)
-            types = []
-            while True:
+            await asyncio.sleep(0.5)  # the server is draining now; a new request is refused, not queued
+            await socket.send(json.dumps({"type": "response.create", "model": "sim", "input": "too late"}))
+            refusals = []
+            while True:  # the running turn's events, with the refusal of the late request among them
                 event = json.loads(await asyncio.wait_for(socket.recv(), timeout=15))
-                types.append(event["type"])
+                if event["type"] == "error":
+                    refusals.append(event["error"]["code"])
                 if event["type"] == "response.completed":
                     second = event["response"]
                     break
                 assert event["type"] != "response.failed", event
+            assert refusals == ["server_shutting_down"]
             goodbye = json.loads(await asyncio.wait_for(socket.recv(), timeout=15))
             assert goodbye["type"] == "error" and goodbye["error"]["code"] == "server_shutting_down"
             with pytest.raises(websockets.ConnectionClosed) as closed:
