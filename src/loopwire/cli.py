@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"loopwire {__version__}")
     commands = parser.add_subparsers(dest="command")
+    commands.add_parser("agent", help="run the toy coding agent against a server (loopwire agent --help)")
     serve = commands.add_parser("serve", help="run the server")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
@@ -218,8 +219,13 @@ def serve(config: ServerConfig) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["agent"]:  # `loopwire agent ...`: the coding agent's own command line
+        from .agent.cli import main as agent_main
+
+        return agent_main(arguments[1:])
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(arguments)
     if args.command != "serve":
         parser.print_help()
         return 2

@@ -61,6 +61,7 @@ class EngineRequest:
     prefix: RenderState | None = None
     prefix_items: int = 0
     cache_key: str = ""
+    metadata: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

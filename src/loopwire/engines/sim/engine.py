@@ -9,7 +9,7 @@ import asyncio
 import json
 import random
 import time
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
 from hashlib import blake2b
 
@@ -304,6 +304,20 @@ class SimEngine:
         rng = self._rng(prompt)
         choice = request.tool_choice
         tools = request.tools
+        policy = None
+        if request.metadata.get("loopwire_policy") and choice != "none":
+            # The scripted "model" of loopwire.agent's coding task, a simulation: imported only when a
+            # request asks for it, so the engine does not depend on the agent layer otherwise.
+            from ...agent.policy import scripted_policy
+
+            policy = scripted_policy(request.metadata)
+        if policy is not None:
+            decision = policy.decide(request.history, parallel=request.parallel_tool_calls)
+            if isinstance(decision, str):
+                return self._text(request, rng, per_token, decision)
+            return self._calls(
+                len(decision), lambda n: (decision[n].name, decision[n].arguments), rng, per_token
+            )
         if isinstance(choice, NamedToolChoice):
             named = next((tool for tool in tools if tool.name == choice.name), None)
             if named is None:
@@ -313,14 +327,21 @@ class SimEngine:
             return self._tool_calls(request, list(tools), rng, per_token)
         return self._text(request, rng, per_token)
 
-    def _text(self, request: EngineRequest, rng: random.Random, per_token: bool) -> _Plan:
-        words = self.settings.default_output_tokens - 1  # plus the end-of-turn token
+    def _text(
+        self, request: EngineRequest, rng: random.Random, per_token: bool, text: str | None = None
+    ) -> _Plan:
+        """Random words, or the tokens of `text` when a scripted policy wrote the answer."""
+        scripted = split_tokens(text) if text else None
+        words = len(scripted) if scripted else self.settings.default_output_tokens - 1  # plus end of turn
         limit = request.max_output_tokens
         plan = _Plan()
         if limit is not None and limit <= words:
             words, plan.stop_reason = max(limit, 1), "length"
-        chosen = [rng.choice(WORDS) for _ in range(words)]
-        pieces = [chosen[0], *(" " + word for word in chosen[1:])]
+        if scripted:
+            pieces = scripted[:words]
+        else:
+            chosen = [rng.choice(WORDS) for _ in range(words)]
+            pieces = [chosen[0], *(" " + word for word in chosen[1:])]
         if per_token:
             plan.deltas = [(index, TextDelta(piece)) for index, piece in enumerate(pieces)]
         else:
@@ -334,17 +355,27 @@ class SimEngine:
         self, request: EngineRequest, candidates: list[ToolSpec], rng: random.Random, per_token: bool
     ) -> _Plan:
         calls = self.settings.parallel_calls if request.parallel_tool_calls else 1
+
+        def pick(_: int) -> tuple[str, str]:
+            tool = rng.choice(candidates)
+            return tool.name, json.dumps(generate_arguments(tool.parameters, rng), ensure_ascii=False)
+
+        return self._calls(calls, pick, rng, per_token)
+
+    def _calls(
+        self, calls: int, pick: Callable[[int], tuple[str, str]], rng: random.Random, per_token: bool
+    ) -> _Plan:
+        """The plan emitting `calls` function calls, the n-th named and argued by `pick(n)`."""
         plan = _Plan(stop_reason="tool_calls")
         position = 0  # output tokens generated so far
         for number in range(calls):
-            tool = rng.choice(candidates)
-            arguments = json.dumps(generate_arguments(tool.parameters, rng), ensure_ascii=False)
+            name, arguments = pick(number)
             call_id = "call_" + "".join(rng.choices(_CALL_ID_ALPHABET, k=24))
-            prompt_piece, head, args, tail, end = function_call_pieces(tool.name, arguments)
+            prompt_piece, head, args, tail, end = function_call_pieces(name, arguments)
             if number:  # the first call's "<|im_start|>assistant\n" is the prompt's generation prompt
                 position += count_tokens(prompt_piece)
             position += count_tokens(head)
-            plan.deltas.append((position - 1, ToolCallStart(call_id=call_id, name=tool.name)))
+            plan.deltas.append((position - 1, ToolCallStart(call_id=call_id, name=name)))
             if per_token:
                 for token in split_tokens(args):
                     plan.deltas.append((position, ToolArgumentsDelta(token)))
@@ -353,7 +384,7 @@ class SimEngine:
                 plan.deltas.append((position, ToolArgumentsDelta(args)))
                 position += count_tokens(args)
             position += count_tokens(tail) + count_tokens(end)
-            plan.items.append(FunctionCall(call_id=call_id, name=tool.name, arguments=arguments))
+            plan.items.append(FunctionCall(call_id=call_id, name=name, arguments=arguments))
         plan.output_tokens = position
         return plan
 

@@ -1,0 +1,147 @@
+"""The agent loop: send the conversation, run the returned function calls with the tools, repeat.
+
+Owns one rollout over a `loopwire.client.Session` and its metrics; must not decide which calls to make.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..client import Item, Session, TransportName, TurnMetrics
+from .fixture import FixSpec
+from .policy import policy_metadata
+from .tools import TOOL_SCHEMAS, Toolbox, ToolSettings, repo_digest
+
+INSTRUCTIONS = (
+    "You are a coding agent working in a Python repository. Use the tools to find and fix the bug that "
+    "makes the tests fail, run the tests until they pass, then say what you changed."
+)
+TASK = "The test suite of this repository fails. Find the bug, fix it, and make all tests pass."
+
+
+@dataclass(frozen=True, slots=True)
+class AgentConfig:
+    """One rollout's settings. `explore` exploration steps make a rollout of explore + 5 tool calls
+    (plus retries of flaky ones); `batch` > 1 lets the policy issue that many reads per turn."""
+
+    base_url: str
+    transport: TransportName = "ws"
+    model: str = "sim"
+    api_key: str | None = None
+    store: bool | None = None
+    explore: int = 10
+    seed: int = 0
+    batch: int = 1
+    max_turns: int = 400
+    tools: ToolSettings = field(default_factory=ToolSettings)
+
+
+@dataclass(slots=True)
+class TurnRecord:
+    """One model turn: the client's metrics, the calls it asked for and the time the tools took."""
+
+    number: int
+    metrics: TurnMetrics
+    tool_calls: int = 0
+    tool_errors: int = 0
+    tool_time_s: float = 0.0
+
+
+@dataclass(slots=True)
+class AgentRun:
+    transport: str
+    turns: list[TurnRecord]
+    tool_calls: int
+    tool_errors: int
+    tool_time_s: float
+    elapsed_s: float
+    finished: bool
+    """The model answered without tool calls (False: max_turns was reached)."""
+    final_text: str
+    repo_hash: str
+    file_hashes: dict[str, str]
+    conversation: list[Item]
+
+    @property
+    def turn_count(self) -> int:
+        return len(self.turns)
+
+    def summary(self) -> dict[str, Any]:
+        """The totals as plain JSON-ready values."""
+        return {
+            "transport": self.transport,
+            "turns": self.turn_count,
+            "tool_calls": self.tool_calls,
+            "tool_errors": self.tool_errors,
+            "tool_time_s": round(self.tool_time_s, 4),
+            "elapsed_s": round(self.elapsed_s, 4),
+            "model_time_s": round(sum(turn.metrics.latency_s for turn in self.turns), 4),
+            "bytes_up": sum(turn.metrics.bytes_up for turn in self.turns),
+            "bytes_down": sum(turn.metrics.bytes_down for turn in self.turns),
+            "finished": self.finished,
+            "repo_hash": self.repo_hash,
+            "final_text": self.final_text,
+        }
+
+
+async def run_agent(repo: Path, fix: FixSpec, config: AgentConfig) -> AgentRun:
+    """Drive the model until it answers without tool calls (or max_turns), executing its calls on `repo`.
+
+    `fix` reaches only the simulated model, through request metadata (a real model would ignore it)."""
+    toolbox = Toolbox(repo, config.tools)
+    metadata = policy_metadata(fix, seed=config.seed, explore=config.explore, batch=config.batch)
+    conversation: list[Item] = [{"type": "message", "role": "user", "content": TASK}]
+    turns: list[TurnRecord] = []
+    final_text = ""
+    finished = False
+    started = time.perf_counter()
+    async with Session(
+        config.base_url, config.transport, api_key=config.api_key, store=config.store
+    ) as session:
+        for number in range(1, config.max_turns + 1):
+            result = await session.run_turn(
+                conversation,
+                model=config.model,
+                instructions=INSTRUCTIONS,
+                tools=TOOL_SCHEMAS,
+                tool_choice="auto",
+                parallel_tool_calls=config.batch > 1,
+                extra={"metadata": metadata},
+            )
+            if result.status != "completed":
+                raise RuntimeError(f"turn {number} ended {result.status}: {result.response.get('error')}")
+            record = TurnRecord(number, result.metrics)
+            turns.append(record)
+            conversation += result.output
+            calls = result.function_calls
+            if not calls:
+                final_text, finished = result.output_text, True
+                break
+            for call in calls:
+                outcome = await asyncio.to_thread(
+                    toolbox.call, str(call["name"]), str(call.get("arguments", ""))
+                )
+                record.tool_calls += 1
+                record.tool_errors += 0 if outcome.ok else 1
+                record.tool_time_s += outcome.seconds
+                conversation.append(
+                    {"type": "function_call_output", "call_id": call["call_id"], "output": outcome.output}
+                )
+    repo_hash, file_hashes = repo_digest(repo)
+    return AgentRun(
+        transport=config.transport,
+        turns=turns,
+        tool_calls=sum(turn.tool_calls for turn in turns),
+        tool_errors=sum(turn.tool_errors for turn in turns),
+        tool_time_s=sum(turn.tool_time_s for turn in turns),
+        elapsed_s=time.perf_counter() - started,
+        finished=finished,
+        final_text=final_text,
+        repo_hash=repo_hash,
+        file_hashes=file_hashes,
+        conversation=conversation,
+    )
