@@ -2,7 +2,8 @@
 
 Owns the order of a turn (translate, pick a replica, stream, retry only before output, finish); must not
 keep conversation or render state: the upstream's prefix cache, reached through replica stickiness, is what
-makes a long history cheap there.
+makes a long history cheap there. The one thing kept across turns is a bounded cache of encoded messages
+by item identity (translate.MessageCache), so a turn translates and encodes only its new items.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from ..base import EngineDelta, EngineError, EngineRequest, Finished, Usage
 from .chunks import ChunkParser
 from .estimate import estimate_input_tokens, plain_messages
 from .settings import OpenAIChatSettings
-from .translate import build_body, build_headers, build_messages, build_tools, encode_body
+from .translate import MessageCache, build_body, build_headers, build_messages, build_tools, encode_body
 from .upstream import UpstreamFailure, UpstreamPool
 
 log = logging.getLogger("loopwire.engine.openai_chat")
@@ -43,6 +44,9 @@ class OpenAIChatEngine:
         self.settings = settings
         self.pool = UpstreamPool(settings)
         self.stats = OpenAIChatStats()
+        self.message_cache: MessageCache | None = (
+            MessageCache(settings.message_cache_bytes) if settings.message_cache_bytes else None
+        )
 
     async def aclose(self) -> None:
         await self.pool.aclose()
@@ -61,10 +65,11 @@ class OpenAIChatEngine:
     async def stream(self, request: EngineRequest) -> AsyncGenerator[list[EngineDelta], None]:
         started = time.perf_counter()
         self.stats.turns += 1
-        body = build_body(request, self.settings)
+        body = build_body(request, self.settings, self.message_cache)
 
-        def estimate() -> int:
-            return estimate_input_tokens(body["messages"], body.get("tools", ()))
+        def estimate() -> int:  # rarely needed: the messages in `body` may be encoded ones
+            messages = build_messages(request.history, request.instructions, self.settings)
+            return estimate_input_tokens(messages, body.get("tools", ()))
 
         if not request.generate:  # warmup: nothing to sample, and no render state to prepare here
             timings = {"total_ms": (time.perf_counter() - started) * 1000.0}

@@ -31,6 +31,10 @@ class OpenAIChatSettings:
     named_tool_choice: a named tool choice as the standard object, or as `required` with only that tool
     (for servers that accept only the string forms, e.g. llama.cpp).
     extra_body: fields added to every upstream request; they never replace the ones the engine sets.
+    message_cache_bytes: the budget of the encoded-message cache (translate.MessageCache): each history item
+    that becomes a chat message on its own is translated and encoded once, then spliced into later turns'
+    bodies. It holds up to this many bytes of encoded JSON plus the items it keeps alive (about as much
+    again), shared by all lanes; 0 disables it.
     """
 
     upstreams: tuple[str, ...]
@@ -51,6 +55,7 @@ class OpenAIChatSettings:
     named_tool_choice: Literal["object", "required"] = "object"
     extra_body: Mapping[str, Any] = field(default_factory=dict)
     extra_headers: Mapping[str, str] = field(default_factory=dict)
+    message_cache_bytes: int = 32 * 1024 * 1024
 
     def __post_init__(self) -> None:
         if not self.upstreams:
@@ -63,6 +68,8 @@ class OpenAIChatSettings:
             raise ValueError("upstream timeouts must be positive")
         if self.cooldown_s < 0 or self.keepalive_s < 0:
             raise ValueError("cooldown_s and keepalive_s must not be negative")
+        if self.message_cache_bytes < 0:
+            raise ValueError("message_cache_bytes must not be negative")
         if self.max_connections < 1:
             raise ValueError("max_connections must be at least 1")
         if self.developer_role not in ("system", "developer"):

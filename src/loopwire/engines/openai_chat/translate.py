@@ -5,6 +5,7 @@ Owns the mapping from the Responses shapes to the chat shapes; must not do I/O o
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from hashlib import blake2b
 from typing import Any
@@ -49,6 +50,83 @@ def affinity_token(cache_key: str) -> str:
 # -- messages ------------------------------------------------------------------------------------------
 
 
+def build_wire_messages(
+    history: Iterable[InputItem], instructions: str | None, settings: OpenAIChatSettings, cache: MessageCache
+) -> list[ChatMessage | msgspec.Raw]:
+    """build_messages for the wire, from `cache`: every message that stands for one item alone (user,
+    system and developer messages, tool outputs, compactions: the bulk of an agent's history) and every
+    function call's entry in its assistant message's `tool_calls` is the item's encoded JSON, translated
+    and encoded only the first time the item is seen. Encoding the result gives exactly the bytes that
+    encoding build_messages' result gives."""
+    messages: list[ChatMessage | msgspec.Raw] = []
+    if instructions:
+        messages.append({"role": "system", "content": instructions})
+    open_assistant: ChatMessage | None = None
+    reasoning: list[str] = []
+    entries = cache._entries
+    lookup, touch, append = entries.get, entries.move_to_end, messages.append
+    hits = misses = 0
+    for item in history:
+        key = id(item)
+        entry = lookup(key)
+        if entry is not None and entry[0] is item:  # the fast path of every turn after the first
+            touch(key)
+            hits += 1
+            if not entry[2]:
+                open_assistant = None
+                append(entry[1])
+            elif open_assistant is None and not reasoning:  # the same keys in the same order
+                open_assistant = {"role": "assistant", "content": "", "tool_calls": [entry[1]]}
+                append(open_assistant)
+            else:
+                if open_assistant is None:
+                    open_assistant = {"role": "assistant", "content": ""}
+                    append(open_assistant)
+                _attach_reasoning(open_assistant, reasoning, settings)
+                open_assistant.setdefault("tool_calls", []).append(entry[1])
+            continue
+        if isinstance(item, FunctionCall):
+            if open_assistant is None:
+                open_assistant = {"role": "assistant", "content": ""}
+                messages.append(open_assistant)
+            _attach_reasoning(open_assistant, reasoning, settings)
+            raw = msgspec.Raw(_encode(_tool_call(item)))
+            cache.put(item, raw)
+            misses += 1
+            open_assistant.setdefault("tool_calls", []).append(raw)
+            continue
+        if isinstance(item, Reasoning):
+            if settings.reasoning != "drop":
+                text = reasoning_text(item)
+                if text:
+                    reasoning.append(text)
+            continue
+        open_assistant = None
+        if isinstance(item, Message) and item.role == "assistant":
+            message = _message(item, settings)
+            _attach_reasoning(message, reasoning, settings)
+            open_assistant = message
+            messages.append(message)
+        elif isinstance(item, Message | FunctionCallOutput | Compaction):
+            raw = msgspec.Raw(_encode(_standalone(item, settings)))
+            cache.put(item, raw)
+            misses += 1
+            messages.append(raw)
+        elif isinstance(item, ItemReference):
+            raise EngineError(
+                f"item_reference {item.id!r} reached the engine unresolved", code="server_error"
+            )
+    cache.hits += hits
+    cache.misses += misses
+    return messages
+
+
+StandaloneItem = Message | FunctionCallOutput | Compaction
+"""Items whose chat message depends on the item (and the engine's settings) alone: never an assistant
+message, which takes reasoning and the function calls that follow it."""
+CachedItem = StandaloneItem | FunctionCall
+
+
 def build_messages(
     history: Iterable[InputItem], instructions: str | None, settings: OpenAIChatSettings
 ) -> list[ChatMessage]:
@@ -66,13 +144,7 @@ def build_messages(
                 open_assistant = {"role": "assistant", "content": ""}
                 messages.append(open_assistant)
             _attach_reasoning(open_assistant, reasoning, settings)
-            open_assistant.setdefault("tool_calls", []).append(
-                {
-                    "id": item.call_id,
-                    "type": "function",
-                    "function": {"name": item.name, "arguments": item.arguments},
-                }
-            )
+            open_assistant.setdefault("tool_calls", []).append(_tool_call(item))
             continue
         if isinstance(item, Reasoning):
             if settings.reasoning != "drop":
@@ -81,23 +153,89 @@ def build_messages(
                     reasoning.append(text)
             continue  # does not break a merge: reasoning sits between a message and its calls
         open_assistant = None
-        if isinstance(item, Message):
+        if isinstance(item, Message) and item.role == "assistant":
             message = _message(item, settings)
-            if item.role == "assistant":
-                _attach_reasoning(message, reasoning, settings)
-                open_assistant = message
+            _attach_reasoning(message, reasoning, settings)
+            open_assistant = message
             messages.append(message)
-        elif isinstance(item, FunctionCallOutput):
-            messages.append({"role": "tool", "tool_call_id": item.call_id, "content": _tool_output(item)})
-        elif isinstance(item, Compaction):
-            summary = decode_summary(item.encrypted_content)
-            body = summary if summary is not None else UNREADABLE_COMPACTION
-            messages.append({"role": "system", "content": COMPACTION_PREFIX + body})
+        elif isinstance(item, Message | FunctionCallOutput | Compaction):
+            messages.append(_standalone(item, settings))
         elif isinstance(item, ItemReference):
             raise EngineError(
                 f"item_reference {item.id!r} reached the engine unresolved", code="server_error"
             )
     return messages
+
+
+def _tool_call(item: FunctionCall) -> dict[str, Any]:
+    return {
+        "id": item.call_id,
+        "type": "function",
+        "function": {"name": item.name, "arguments": item.arguments},
+    }
+
+
+def _standalone(item: StandaloneItem, settings: OpenAIChatSettings) -> ChatMessage:
+    if isinstance(item, Message):
+        return _message(item, settings)
+    if isinstance(item, FunctionCallOutput):
+        return {"role": "tool", "tool_call_id": item.call_id, "content": _tool_output(item)}
+    summary = decode_summary(item.encrypted_content)
+    body = summary if summary is not None else UNREADABLE_COMPACTION
+    return {"role": "system", "content": COMPACTION_PREFIX + body}
+
+
+class MessageCache:
+    """The encoded chat message of each standalone item (and the encoded `tool_calls` entry of each function
+    call), by item identity, least recently used first.
+
+    Protocol items are immutable once they are in a Context, and a lane's next turn (and every fork of it)
+    passes the very same objects again, so identity is the key: no hashing or comparing of content. Each
+    entry holds its item, so the id cannot be reused by another object while the entry lives, and a lookup
+    still checks identity. Bounded by `max_bytes` of encoded JSON (the items held are about as large
+    again, and are usually held by the lanes' contexts anyway); the least recently used entries go first.
+    Settings are fixed per engine, and instructions and tools are never part of an entry."""
+
+    __slots__ = ("_entries", "hits", "max_bytes", "misses", "size")
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.size = 0  # encoded bytes held
+        self.hits = 0
+        self.misses = 0
+        # id(item) -> (item, its encoded JSON, whether it is a function call's `tool_calls` entry)
+        self._entries: OrderedDict[int, tuple[CachedItem, msgspec.Raw, bool]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, item: CachedItem) -> msgspec.Raw | None:
+        key = id(item)
+        entry = self._entries.get(key)
+        if entry is None or entry[0] is not item:
+            self.misses += 1
+            return None
+        self._entries.move_to_end(key)
+        self.hits += 1
+        return entry[1]
+
+    def put(self, item: CachedItem, raw: msgspec.Raw) -> None:
+        size = len(raw)
+        if size > self.max_bytes:
+            return
+        key = id(item)
+        previous = self._entries.pop(key, None)
+        if previous is not None:
+            self.size -= len(previous[1])
+        self._entries[key] = (item, raw, isinstance(item, FunctionCall))
+        self.size += size
+        while self.size > self.max_bytes:
+            _, (_, evicted, _) = self._entries.popitem(last=False)
+            self.size -= len(evicted)
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self.size = 0
 
 
 def _attach_reasoning(message: ChatMessage, reasoning: list[str], settings: OpenAIChatSettings) -> None:
@@ -237,11 +375,19 @@ def tool_fields(
 # -- the whole request ---------------------------------------------------------------------------------
 
 
-def build_body(request: EngineRequest, settings: OpenAIChatSettings) -> dict[str, Any]:
-    """The chat-completions request body for one turn (always streamed)."""
+def build_body(
+    request: EngineRequest, settings: OpenAIChatSettings, cache: MessageCache | None = None
+) -> dict[str, Any]:
+    """The chat-completions request body for one turn (always streamed). With `cache`, `messages` holds
+    encoded messages (msgspec.Raw) for the wire: encode it, do not read it."""
+    messages: list[ChatMessage] | list[ChatMessage | msgspec.Raw] = (
+        build_messages(request.history, request.instructions, settings)
+        if cache is None
+        else build_wire_messages(request.history, request.instructions, settings, cache)
+    )
     body: dict[str, Any] = {
         "model": settings.model or request.model,
-        "messages": build_messages(request.history, request.instructions, settings),
+        "messages": messages,
         "stream": True,
     }
     if settings.include_usage:
