@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: setup demo test lint bench bench-quick fuzz soak serve clean
+.PHONY: setup demo test lint bench bench-quick bench-gateway fuzz soak serve clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "loopwire needs Python 3.11+")'
@@ -31,6 +31,9 @@ bench: $(STAMP)
 	$(BIN)/python bench/turn_latency.py --turns 50 --conversations 12 --output-bytes 6000 --store-write behind --transports ws-stored ws echo
 	$(BIN)/python bench/turn_latency.py --turns 50 --conversations 12 --output-bytes 6000 --store-write through --transports ws-stored ws echo
 	$(BIN)/python bench/turn_stages.py --turns 50 --conversations 10
+
+bench-gateway: $(STAMP)
+	$(BIN)/python bench/gateway.py --turns 50 --conversations 20 --output-bytes 6000
 
 bench-quick: $(STAMP)
 	$(BIN)/python bench/turn_latency.py --turns 50 --conversations 4 --output-bytes 6000

@@ -31,14 +31,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import picows
 import uvloop
-from harness import free_port, loopwire_server, wait_ready
+from harness import Results, free_port, loopwire_server, wait_ready
 from turn_latency import (
     INSTRUCTIONS,
     TERMINAL,
@@ -190,18 +190,6 @@ class Sample:
     upstream_cpu_ns: int
 
 
-@dataclass
-class Results:
-    turns: dict[int, list[Sample]] = field(default_factory=dict)
-    history_bytes: list[int] = field(default_factory=list)
-
-    def add(self, turn: int, sample: Sample) -> None:
-        self.turns.setdefault(turn, []).append(sample)
-
-    def window(self, turns: range) -> list[Sample]:
-        return [sample for turn in turns for sample in self.turns.get(turn, [])]
-
-
 class Bench:
     def __init__(
         self,
@@ -215,7 +203,7 @@ class Bench:
         self.server_pid = servers["a"][0]
         self.upstream_pid = upstream_pid
         self.upstream = upstream
-        self.results = {name: Results() for name in args.transports}
+        self.results: dict[str, Results[Sample]] = {name: Results() for name in args.transports}
 
     def cpu(self) -> tuple[int, int]:
         return server_cpu_ns(self.server_pid), server_cpu_ns(self.upstream_pid)

@@ -1,6 +1,7 @@
-"""Process plumbing the benchmark scripts share: a free port, a `loopwire serve` subprocess, readiness.
+"""What the benchmark scripts share: a free port, a `loopwire serve` subprocess, readiness, and the
+per-turn results table.
 
-Owns starting and stopping the server under test; measures nothing.
+Owns starting and stopping the server under test and holding samples; measures nothing itself.
 """
 
 from __future__ import annotations
@@ -12,6 +13,24 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+Sample = TypeVar("Sample")
+
+
+@dataclass
+class Results(Generic[Sample]):
+    """One transport's samples by turn number, and the size each conversation's history reached."""
+
+    turns: dict[int, list[Sample]] = field(default_factory=dict)
+    history_bytes: list[int] = field(default_factory=list)
+
+    def add(self, turn: int, sample: Sample) -> None:
+        self.turns.setdefault(turn, []).append(sample)
+
+    def window(self, turns: range) -> list[Sample]:
+        return [sample for turn in turns for sample in self.turns.get(turn, [])]
 
 
 def free_port() -> int:

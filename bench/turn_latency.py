@@ -28,14 +28,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import picows
 import uvloop
-from harness import free_port, loopwire_server, wait_ready
+from harness import Results, free_port, loopwire_server, wait_ready
 
 TOOL_SPECS = [
     ("read_file", "Read a file of the repository.", {"path": {"type": "string"}}),
@@ -131,18 +131,6 @@ class Sample:
     server_cpu_ns: int
 
 
-@dataclass
-class Results:
-    turns: dict[int, list[Sample]] = field(default_factory=dict)
-    history_bytes: list[int] = field(default_factory=list)
-
-    def add(self, turn: int, sample: Sample) -> None:
-        self.turns.setdefault(turn, []).append(sample)
-
-    def window(self, turns: range) -> list[Sample]:
-        return [sample for turn in turns for sample in self.turns.get(turn, [])]
-
-
 class TerminalListener(picows.WSListener):  # type: ignore[misc]
     """Resolves `done` with the payload of the turn's terminal event (or an error event)."""
 
@@ -170,7 +158,7 @@ class Bench:
         self.echo_server = echo_server
         self.base = base
         self.echo = echo
-        self.results = {name: Results() for name in args.transports}
+        self.results: dict[str, Results[Sample]] = {name: Results() for name in args.transports}
 
     def cpu_now(self, transport: str) -> int:
         return server_cpu_ns((self.echo_server if transport == "echo" else self.server).pid)
