@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from ..client import Item, Session, TransportName, TurnMetrics
+from ..engines.sim.coding_policy import policy_metadata
 from .fixture import FixSpec
-from .policy import policy_metadata
 from .tools import TOOL_SCHEMAS, Toolbox, ToolSettings, repo_digest
 
 INSTRUCTIONS = (

@@ -18,9 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-ERROR_PREFIX = "error: "
-"""Every failed tool call returns a string starting with this (the model sees it as the call's output)."""
-PASSED_LINE = "tests passed"
+from ..engines.sim.coding_policy import ERROR_PREFIX, PASSED_LINE
+
 FAILED_LINE = "tests FAILED"
 _SKIP_DIRS = {"__pycache__", ".git", ".pytest_cache", ".mypy_cache", ".ruff_cache"}
 

@@ -29,6 +29,7 @@ from ..base import (
     ToolSpec,
     Usage,
 )
+from .coding_policy import scripted_policy
 from .prefix_cache import PrefixCache, chain_hash, header_hash
 from .renderer import GENERATION_PROMPT_TOKENS, ChatRenderer, function_call_pieces
 from .schema_args import WORDS, generate_arguments
@@ -304,13 +305,8 @@ class SimEngine:
         rng = self._rng(prompt)
         choice = request.tool_choice
         tools = request.tools
-        policy = None
-        if request.metadata.get("loopwire_policy") and choice != "none":
-            # The scripted "model" of loopwire.agent's coding task, a simulation: imported only when a
-            # request asks for it, so the engine does not depend on the agent layer otherwise.
-            from ...agent.policy import scripted_policy
-
-            policy = scripted_policy(request.metadata)
+        # The scripted "model" of loopwire.agent's coding task (a simulation), when the metadata asks for it.
+        policy = scripted_policy(request.metadata) if request.metadata and choice != "none" else None
         if policy is not None:
             decision = policy.decide(request.history, parallel=request.parallel_tool_calls)
             if isinstance(decision, str):

@@ -1,7 +1,8 @@
 """The scripted coding-agent policy the sim engine follows when a request's metadata asks for it.
 
-Owns the decision of the next tool calls (or the final answer) from the conversation so far; must not do I/O.
-It is a simulation: the repair itself comes from the fixture's fix description, passed in the metadata.
+Owns the decision of the next tool calls (or the final answer) from the conversation so far, and the few
+strings by which it reads tool outputs (loopwire.agent's tools write them); must not do I/O. It is a
+simulation: the repair itself comes from the fixture's fix description, passed in the metadata.
 """
 
 from __future__ import annotations
@@ -11,11 +12,15 @@ import random
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from ..protocol.items import FunctionCall, FunctionCallOutput, InputItem
-from .fixture import FixSpec
-from .tools import ERROR_PREFIX as _ERROR
-from .tools import PASSED_LINE as _PASSED
+from ...protocol.items import FunctionCall, FunctionCallOutput, InputItem
+
+ERROR_PREFIX = "error: "
+"""How a tool output that failed begins (the policy retries such a call)."""
+PASSED_LINE = "tests passed"
+"""How a green test run's output begins."""
+_ERROR, _PASSED = ERROR_PREFIX, PASSED_LINE
 
 POLICY_KEY = "loopwire_policy"
 POLICY_NAME = "coding-agent"
@@ -23,6 +28,26 @@ MAX_RETRIES = 8
 """Consecutive error outputs of one call before the policy gives up on it."""
 MAX_TEST_RUNS = 4
 _METADATA_VALUE_LIMIT = 512
+
+
+class Repair(Protocol):
+    """What the policy needs of a fix: in `path`, the line `old` becomes `new`."""
+
+    @property
+    def path(self) -> str: ...
+
+    @property
+    def old(self) -> str: ...
+
+    @property
+    def new(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Repair:
+    path: str
+    old: str
+    new: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +66,7 @@ Decision = list[Call] | str
 """The next tool calls (several only while exploring with parallel tool calls), or the final answer."""
 
 
-def policy_metadata(fix: FixSpec, *, seed: int, explore: int, batch: int = 1) -> dict[str, str]:
+def policy_metadata(fix: Repair, *, seed: int, explore: int, batch: int = 1) -> dict[str, str]:
     """The request metadata that makes the sim engine follow this policy (each value within the API's
     512-character limit, which the fixture's one-line fixes respect)."""
     metadata = {
@@ -66,7 +91,7 @@ class CodingPolicy:
     until green (at most MAX_TEST_RUNS runs), then answer in text. An error output is retried as the same
     call (up to MAX_RETRIES in a row). Without flaky errors a rollout makes exactly `explore + 5` calls."""
 
-    fix: FixSpec
+    fix: Repair
     seed: int = 0
     explore: int = 0
     batch: int = 1
@@ -94,8 +119,8 @@ def scripted_policy(metadata: Mapping[str, str] | None) -> CodingPolicy | None:
     if not metadata or metadata.get(POLICY_KEY) != POLICY_NAME:
         return None
     try:
-        fix = FixSpec(
-            metadata["loopwire_fix_path"], metadata["loopwire_fix_old"], metadata["loopwire_fix_new"], ""
+        fix = _Repair(
+            metadata["loopwire_fix_path"], metadata["loopwire_fix_old"], metadata["loopwire_fix_new"]
         )
         seed = int(metadata.get("loopwire_seed", "0"))
         explore = max(0, int(metadata.get("loopwire_explore", "0")))
