@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import json
 import random
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -38,16 +37,17 @@ from typing import Any
 import aiohttp
 import picows
 import uvloop
-from harness import Results, free_port, loopwire_server, wait_ready
-from turn_latency import (
-    INSTRUCTIONS,
+from harness import (
     TERMINAL,
-    TOOLS,
-    Conversation,
+    Results,
     TerminalListener,
-    server_cpu_ns,
-    tool_output,
+    free_port,
+    loopwire_server,
+    p50,
+    wait_ready,
+    write_summary,
 )
+from turn_latency import INSTRUCTIONS, TOOLS, Conversation, server_cpu_ns, tool_output
 
 TRANSPORTS = ["direct", "ws", "http-full"]
 B_TRANSPORTS = ["ws-b", "http-full-b"]
@@ -329,10 +329,6 @@ class Bench:
         print(file=sys.stderr)
 
 
-def p50(values: list[float]) -> float:
-    return statistics.median(values) if values else float("nan")
-
-
 def report(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
     last = args.turns
     early, late = range(1, min(5, last) + 1), range(max(1, last - 5), last + 1)
@@ -427,11 +423,7 @@ def main() -> None:
     finally:
         upstream.terminate()
         upstream.wait(10)
-    summary = report(bench, args)
-    if args.json is not None:
-        args.json.write_text(
-            json.dumps({"args": vars(args) | {"json": str(args.json)}, "summary": summary}, indent=2)
-        )
+    write_summary(args.json, args, report(bench, args))
 
 
 if __name__ == "__main__":

@@ -6,17 +6,54 @@ Owns starting and stopping the server under test and holding samples; measures n
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import socket
+import statistics
 import subprocess
 import sys
 import time
 import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import picows
 
 Sample = TypeVar("Sample")
+
+TERMINAL = (b'{"type":"response.completed"', b'{"type":"error"', b'{"type":"response.failed"')
+"""How the frames that end a turn begin: the turn's outcome, or the error that refused it."""
+
+
+class TerminalListener(picows.WSListener):  # type: ignore[misc]
+    """Resolves `done` with the payload of the turn's terminal event (or an error event); a dropped
+    connection fails it."""
+
+    def __init__(self) -> None:
+        self.done: asyncio.Future[bytes] | None = None
+
+    def on_ws_frame(self, transport: picows.WSTransport, frame: picows.WSFrame) -> None:
+        if frame.msg_type != picows.WSMsgType.TEXT or self.done is None or self.done.done():
+            return
+        if bytes(frame.get_payload_as_memoryview()[:32]).startswith(TERMINAL):
+            self.done.set_result(frame.get_payload_as_bytes())
+
+    def on_ws_disconnected(self, transport: picows.WSTransport) -> None:
+        if self.done is not None and not self.done.done():
+            self.done.set_exception(ConnectionError("disconnected"))
+
+
+def p50(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def write_summary(path: Path | None, args: Any, summary: dict[str, Any]) -> None:
+    """The run's arguments and summary as JSON, when --json asked for it."""
+    if path is not None:
+        path.write_text(json.dumps({"args": vars(args) | {"json": str(path)}, "summary": summary}, indent=2))
 
 
 @dataclass

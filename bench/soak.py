@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 import picows
 import uvloop
-from harness import loopwire_server
+from harness import TERMINAL, TerminalListener, loopwire_server
 
 TOOLS = [
     {
@@ -31,7 +31,6 @@ TOOLS = [
         "parameters": {"type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]},
     }
 ]
-TERMINAL = (b'{"type":"response.completed"', b'{"type":"error"', b'{"type":"response.failed"')
 
 
 @dataclass
@@ -51,24 +50,6 @@ class Tally:
         self.completed += 1
 
 
-class Listener(picows.WSListener):  # type: ignore[misc]
-    def __init__(self) -> None:
-        self.done: asyncio.Future[bytes] | None = None
-
-    def on_ws_frame(self, transport: picows.WSTransport, frame: picows.WSFrame) -> None:
-        if (
-            frame.msg_type == picows.WSMsgType.TEXT
-            and self.done is not None
-            and not self.done.done()
-            and bytes(frame.get_payload_as_memoryview()[:32]).startswith(TERMINAL)
-        ):
-            self.done.set_result(frame.get_payload_as_bytes())
-
-    def on_ws_disconnected(self, transport: picows.WSTransport) -> None:
-        if self.done is not None and not self.done.done():
-            self.done.set_exception(ConnectionError("disconnected"))
-
-
 async def ws_session(index: int, url: str, args: argparse.Namespace, tally: Tally, stop_at: float) -> None:
     rng = random.Random(index)
     key = f"soak-key-{index}"
@@ -76,7 +57,7 @@ async def ws_session(index: int, url: str, args: argparse.Namespace, tally: Tall
     loop = asyncio.get_running_loop()
     await asyncio.sleep(rng.random() * 5)  # stagger the connects
     transport, listener = await picows.ws_connect(
-        Listener,
+        TerminalListener,
         url,
         extra_headers={"Authorization": f"Bearer {key}"},
         max_frame_size=1 << 26,

@@ -23,7 +23,6 @@ import asyncio
 import json
 import os
 import random
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,7 +34,16 @@ from typing import Any
 import aiohttp
 import picows
 import uvloop
-from harness import Results, free_port, loopwire_server, wait_ready
+from harness import (
+    TERMINAL,
+    Results,
+    TerminalListener,
+    free_port,
+    loopwire_server,
+    p50,
+    wait_ready,
+    write_summary,
+)
 
 TOOL_SPECS = [
     ("read_file", "Read a file of the repository.", {"path": {"type": "string"}}),
@@ -60,7 +68,6 @@ TOOLS = [
 ]
 INSTRUCTIONS = "You are a careful coding agent. Use the tools to find and fix the failing test. " * 20
 WORDS = "def class return import self value result assert error file path line test config".split()
-TERMINAL = (b'{"type":"response.completed"', b'{"type":"error"', b'{"type":"response.failed"')
 TRANSPORTS = ["ws", "ws-stored", "http-full", "http-chained", "echo"]
 
 
@@ -129,19 +136,6 @@ class Sample:
     latency_s: float
     bytes_up: int
     server_cpu_ns: int
-
-
-class TerminalListener(picows.WSListener):  # type: ignore[misc]
-    """Resolves `done` with the payload of the turn's terminal event (or an error event)."""
-
-    def __init__(self) -> None:
-        self.done: asyncio.Future[bytes] | None = None
-
-    def on_ws_frame(self, transport: picows.WSTransport, frame: picows.WSFrame) -> None:
-        if frame.msg_type != picows.WSMsgType.TEXT or self.done is None or self.done.done():
-            return
-        if bytes(frame.get_payload_as_memoryview()[:32]).startswith(TERMINAL):
-            self.done.set_result(frame.get_payload_as_bytes())
 
 
 class Bench:
@@ -248,10 +242,6 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1000:.3f}"
 
 
-def p50(values: list[float]) -> float:
-    return statistics.median(values) if values else float("nan")
-
-
 def report(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
     last = args.turns
     early, late = range(1, min(5, last) + 1), range(max(1, last - 5), last + 1)
@@ -331,11 +321,7 @@ def main() -> None:
         finally:
             echo.terminate()
             echo.wait(10)
-    summary = report(bench, args)
-    if args.json is not None:
-        args.json.write_text(
-            json.dumps({"args": vars(args) | {"json": str(args.json)}, "summary": summary}, indent=2)
-        )
+    write_summary(args.json, args, report(bench, args))
 
 
 if __name__ == "__main__":
