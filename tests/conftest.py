@@ -183,3 +183,39 @@ async def async_client(base_url: str) -> openai.AsyncOpenAI:
         yield sdk  # type: ignore[misc]
     finally:
         await sdk.close()
+
+
+WEATHER_PROMPT = "What is the weather in Paris?"
+WEATHER_CALL = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
+
+
+@pytest.fixture(scope="session")
+def local_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny randomly initialised Qwen2-style model with a trained BPE tokenizer and a chat template."""
+    from loopwire.engines.local.scratch import build_model_dir
+
+    return build_model_dir(tmp_path_factory.mktemp("local-model") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def taught_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same tiny model taught to answer the weather question with a get_weather tool call."""
+    from transformers import AutoTokenizer
+
+    from loopwire.engines.base import ToolSpec
+    from loopwire.engines.local.messages import build_messages, build_tools
+    from loopwire.engines.local.scratch import build_model_dir, teach
+    from loopwire.engines.local.template import Template
+    from loopwire.protocol.items import Message
+
+    directory = build_model_dir(tmp_path_factory.mktemp("local-model") / "taught", seed=1)
+    template = Template(AutoTokenizer.from_pretrained(directory, local_files_only=True))
+    tools = build_tools([ToolSpec("get_weather", "Weather for a city.", WEATHER_PARAMETERS)])
+    prompt = template.text(
+        build_messages([Message(role="user", content=WEATHER_PROMPT)], None), tools, generate=True
+    )
+    teach(directory, [(prompt, WEATHER_CALL)], steps=60)
+    return directory
+
+
+WEATHER_PARAMETERS = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}

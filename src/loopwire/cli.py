@@ -52,11 +52,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="openai-chat: the environment variable holding the upstream key (default: %(default)s)",
     )
     serve.add_argument(
+        "--model",
+        metavar="DIR",
+        help="local: a model directory (config.json, weights, tokenizer) loaded in process, never downloaded",
+    )
+    serve.add_argument("--device", help="local: cpu (default), cuda, cuda:N or mps")
+    serve.add_argument(
         "--engine-option",
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="any other engine setting, e.g. first_byte_timeout_s=60, cache_key_via=header,user (repeatable)",
+        help="any other engine setting, e.g. first_byte_timeout_s=60, cache_key_via=header,user, "
+        "kv_budget_bytes=2147483648 (repeatable)",
     )
     serve.add_argument(
         "--store", default=DEFAULT_SPEC, help="'memory' or 'sqlite:PATH' (default: %(default)s)"
@@ -130,9 +137,17 @@ def parse_limits(overrides: Sequence[str]) -> Limits:
 
 
 def engine_options(args: argparse.Namespace) -> dict[str, str]:
+    upstream = bool(args.upstream or args.upstream_model)
+    local = bool(args.model or args.device)
+    if args.engine == "sim" and (upstream or local or args.engine_option):
+        raise ValueError(
+            "--engine-option, --upstream* and --model/--device need --engine openai-chat or local"
+        )
+    if upstream and args.engine != "openai-chat":
+        raise ValueError("--upstream and --upstream-model need --engine openai-chat")
+    if local and args.engine != "local":
+        raise ValueError("--model and --device need --engine local")
     if args.engine == "sim":
-        if args.upstream or args.upstream_model or args.engine_option:
-            raise ValueError("--upstream, --upstream-model and --engine-option need --engine openai-chat")
         return {}
     options: dict[str, str] = {}
     for pair in args.engine_option:
@@ -144,6 +159,12 @@ def engine_options(args: argparse.Namespace) -> dict[str, str]:
         options["upstream"] = args.upstream
     if args.upstream_model:
         options["model"] = args.upstream_model
+    if args.engine == "local":
+        if args.model:
+            options["model"] = args.model
+        if args.device:
+            options["device"] = args.device
+        return options
     key = os.environ.get(args.upstream_api_key_env)
     if key:
         options["api_key"] = key

@@ -12,7 +12,7 @@ from typing import Any
 
 from .base import Engine
 
-ENGINE_NAMES = ("sim", "openai-chat")
+ENGINE_NAMES = ("sim", "openai-chat", "local")
 _TRUE, _FALSE = {"on", "true", "yes", "1"}, {"off", "false", "no", "0"}
 
 
@@ -57,7 +57,8 @@ def check_options(name: str, options: dict[str, Any]) -> None:
 
 def build_engine(name: str, **options: Any) -> Engine:
     """A ready engine. `sim` takes the fields of SimSettings; `openai-chat` those of OpenAIChatSettings
-    (`upstream="http://a/v1,http://b/v1"` or `upstreams=[...]`, `api_key`, `model`, timeouts, ...).
+    (`upstream="http://a/v1,http://b/v1"` or `upstreams=[...]`, `api_key`, `model`, timeouts, ...); `local`
+    those of LocalSettings (`model` a local directory, `device`, `kv_budget_bytes`, ...).
     Option values may be strings. A bad name or option is a ValueError that names what is accepted."""
     engine = _build(name, options, build=True)
     assert engine is not None
@@ -83,4 +84,32 @@ def _build(name: str, options: dict[str, Any], *, build: bool) -> Engine | None:
             raise ValueError(f"the openai-chat engine needs aiohttp ({error}); pip install aiohttp") from None
         chat = OpenAIChatSettings.from_options(**coerce(OpenAIChatSettings, options))
         return OpenAIChatEngine(chat) if build else None
+    if name == "local":
+        return _build_local(options, build=build)
     raise ValueError(f"unknown engine {name!r}; this build offers: {', '.join(ENGINE_NAMES)}")
+
+
+def _build_local(options: dict[str, Any], *, build: bool) -> Engine | None:
+    """Checks settings and the model directory without importing torch; only building loads the model."""
+    from .local.model_dir import check_model_dir
+    from .local.settings import LocalSettings
+
+    known = {item.name for item in fields(LocalSettings)}
+    unknown = set(options) - known
+    if unknown:
+        raise ValueError(
+            f"unknown local option(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}"
+        )
+    if "model" not in options:
+        raise ValueError("the local engine needs a model directory: --model DIR")
+    settings = LocalSettings(**coerce(LocalSettings, options))
+    check_model_dir(settings.model)
+    if not build:
+        return None
+    try:
+        from .local.engine import LocalEngine
+    except ImportError as error:
+        raise ValueError(
+            f"the local engine needs torch and transformers ({error}); pip install 'loopwire[local]'"
+        ) from None
+    return LocalEngine(settings)

@@ -1,0 +1,222 @@
+"""One turn on the model, on the worker thread: reuse or rebuild the KV cache, prefill, decode, stream.
+
+Owns the prefill/decode loop, KV reuse (extend, crop to the common prefix, or start over) and the turn's
+usage; must not touch the event loop, render templates or parse the wire.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..base import EngineDelta, EngineError, Finished, StopReason, Usage
+from .decoding import Detokenizer, Sampler
+from .kv_pool import KvPool, LocalRenderState
+from .loader import LoadedModel, new_cache
+from .tool_parser import ToolCallParser
+
+Emit = Callable[[list[EngineDelta] | EngineError], None]
+"""Hands a batch of deltas, or the error that ends the turn, to the event loop."""
+
+
+class Cancelled(Exception):
+    """The consumer went away; the turn stops at the next chunk or token."""
+
+
+@dataclass(slots=True)
+class TurnJob:
+    prompt: list[int]
+    parent: LocalRenderState | None
+    generate: bool
+    max_new_tokens: int
+    temperature: float
+    top_p: float
+    parse_tools: bool
+    cancelled: threading.Event
+    emit: Emit
+    render_ms: float = 0.0
+
+
+@dataclass(slots=True)
+class GenerationStats:
+    """Counters for tests and the benchmark: what the last turn reused and prefilled, and how reuse went."""
+
+    turns: int = 0
+    prefilled_tokens: int = 0
+    reused_tokens: int = 0
+    last_prefilled: int = 0
+    last_reused: int = 0
+    extended: int = 0
+    """Turns whose prompt extended the parent's cached ids: only the new tokens were prefilled."""
+    cropped: int = 0
+    """Turns that kept the longest common prefix of a cache that diverged from the prompt."""
+    full: int = 0
+    """Turns with no usable cache: a first turn, no render state, an evicted lane or nothing in common."""
+    history: list[tuple[int, int]] = field(default_factory=list)
+    """(reused, prefilled) per turn, newest last, at most 1024."""
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    limit = min(len(a), len(b))
+    if limit == 0:
+        return 0
+    if a[limit - 1] == b[limit - 1] and list(a[:limit]) == list(b[:limit]):
+        return limit
+    low, high = 0, limit  # binary search over slice equality: C-speed comparisons, O(n log n) worst case
+    while low < high:
+        middle = (low + high + 1) // 2
+        if list(a[:middle]) == list(b[:middle]):
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
+class Generator:
+    """Runs TurnJobs one at a time (the caller guarantees it: one worker thread)."""
+
+    def __init__(self, loaded: LoadedModel, pool: KvPool, *, kv_reuse: bool, chunk: int, seed: int) -> None:
+        self.loaded = loaded
+        self.pool = pool
+        self.kv_reuse = kv_reuse
+        self.chunk = chunk
+        self.sampler = Sampler(seed)
+        self.stats = GenerationStats()
+        self.stop_ids: frozenset[int] = frozenset()
+
+    def run(self, job: TurnJob) -> None:
+        """Streams the turn through `job.emit`, ending with Finished; errors become an EngineError batch."""
+        try:
+            with torch.inference_mode():
+                self._run(job)
+        except Cancelled:
+            return
+        except EngineError as error:
+            job.emit(error)
+        except Exception as error:  # a model failure must fail the turn, not the worker
+            job.emit(EngineError(f"the local model failed: {type(error).__name__}: {error}"))
+
+    def _forward(self, ids: Sequence[int], cache: Any) -> Any:
+        loaded = self.loaded
+        tensor = torch.tensor([list(ids)], dtype=torch.long, device=loaded.device)
+        kwargs = {loaded.cache_kwarg: cache, "use_cache": True, "logits_to_keep": 1}
+        return loaded.model(input_ids=tensor, **kwargs).logits[0, -1]
+
+    def _reuse(self, job: TurnJob) -> tuple[Any, int, Any | None]:
+        """(cache to extend, tokens reused, the parent's entry when it was taken)."""
+        parent = job.parent
+        if not self.kv_reuse or parent is None:
+            return new_cache(self.loaded), 0, None
+        entry = self.pool.take(parent)
+        if entry is None:
+            return new_cache(self.loaded), 0, None
+        prompt = job.prompt
+        keep = common_prefix(parent.ids[: entry.length], prompt)
+        if job.generate:
+            keep = min(keep, len(prompt) - 1)  # the last prompt token is fed to get the first logits
+        croppable = getattr(entry.cache, "is_croppable", True)
+        if keep <= 0 or (keep < entry.length and not croppable):
+            return new_cache(self.loaded), 0, None
+        if keep < entry.length:
+            entry.cache.crop(keep - entry.length)
+        return entry.cache, keep, entry
+
+    def _run(self, job: TurnJob) -> None:
+        started = time.perf_counter()
+        prompt = job.prompt
+        limit = self.loaded.max_positions
+        if limit is not None and len(prompt) + (1 if job.generate else 0) > limit:
+            raise EngineError(
+                f"the prompt has {len(prompt)} tokens; this model takes at most {limit}",
+                code="context_length_exceeded",
+            )
+        cache, reused, taken = self._reuse(job)
+        try:
+            logits = None
+            for start in range(reused, len(prompt), self.chunk):
+                if job.cancelled.is_set():
+                    raise Cancelled
+                logits = self._forward(prompt[start : start + self.chunk], cache)
+        except BaseException:
+            self._give_back(job.parent, taken, cache, reused)
+            raise
+        prefilled = len(prompt) - reused
+        self._count(reused, prefilled, job, taken)
+        timings = {"render_ms": job.render_ms, "prefill_ms": (time.perf_counter() - started) * 1000.0}
+        fed = list(prompt)
+        output: list[int] = []
+        stop: StopReason = "stop"
+        parser = ToolCallParser(enabled=job.parse_tools)
+        if job.generate and logits is not None:
+            detok = Detokenizer(self._decode)
+            room = job.max_new_tokens if limit is None else min(job.max_new_tokens, limit - len(prompt))
+            try:
+                for step in range(room):
+                    token = self.sampler.pick(logits, job.temperature, job.top_p)
+                    output.append(token)
+                    if step == 0:
+                        timings["ttft_ms"] = (time.perf_counter() - started) * 1000.0
+                    if token in self.stop_ids:
+                        break
+                    deltas = parser.feed(detok.push(token))
+                    if deltas:
+                        job.emit(deltas)
+                    if step == room - 1:
+                        stop = "length"
+                        break
+                    if job.cancelled.is_set():
+                        raise Cancelled
+                    logits = self._forward((token,), cache)
+                    fed.append(token)
+            except BaseException:
+                self._give_back(job.parent, taken, cache, reused)
+                raise
+            tail = parser.feed(detok.flush()) + parser.finish()
+        else:
+            tail = []
+        if stop == "stop" and parser.calls:
+            stop = "tool_calls"
+        state = self.pool.new_state(tuple(fed))
+        if self.kv_reuse:
+            self.pool.put(state, cache, len(fed))
+        timings["total_ms"] = (time.perf_counter() - started) * 1000.0
+        timings.setdefault("ttft_ms", timings["total_ms"])
+        usage = Usage(input_tokens=len(prompt), cached_tokens=reused, output_tokens=len(output))
+        job.emit([*tail, Finished(usage, stop, state, timings)])
+
+    def _decode(self, ids: Sequence[int]) -> str:
+        return str(self.loaded.tokenizer.decode(list(ids), skip_special_tokens=True))
+
+    def _give_back(self, parent: LocalRenderState | None, taken: Any | None, cache: Any, reused: int) -> None:
+        """A turn that does not finish hands its parent the cache back, cropped to what they share, so the
+        lane's retry (or another fork) still finds it."""
+        if parent is None or taken is None or reused <= 0:
+            return
+        length = cache.get_seq_length()
+        if length > reused:
+            if not getattr(cache, "is_croppable", True):
+                return
+            cache.crop(reused - length)
+        self.pool.put(parent, cache, reused)
+
+    def _count(self, reused: int, prefilled: int, job: TurnJob, taken: Any | None) -> None:
+        stats = self.stats
+        stats.turns += 1
+        stats.prefilled_tokens += prefilled
+        stats.reused_tokens += reused
+        stats.last_prefilled, stats.last_reused = prefilled, reused
+        if reused == 0:
+            stats.full += 1
+        elif (
+            job.parent is not None and taken is not None and reused >= min(taken.length, len(job.prompt) - 1)
+        ):
+            stats.extended += 1
+        else:
+            stats.cropped += 1
+        stats.history.append((reused, prefilled))
+        del stats.history[:-1024]

@@ -1,0 +1,111 @@
+"""Loading a causal LM and its tokenizer from a local directory onto a device, never from a hub.
+
+Owns the transformers/torch loading calls, dtype and device choice, and KV size measurement; must not
+render, decide reuse or generate.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .model_dir import ModelDirError, check_model_dir
+from .settings import LocalSettings
+
+_DTYPES = {
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "float64": torch.float64,
+}
+
+
+@dataclass(slots=True)
+class LoadedModel:
+    model: Any
+    tokenizer: Any
+    device: Any
+    config: Any
+    cache_kwarg: str
+    """What the model's forward names the KV cache: `cache` in recent transformers, else `past_key_values`."""
+    max_positions: int | None
+    eos_ids: tuple[int, ...]
+
+
+def resolve_device(name: str) -> Any:
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} was asked for, but torch sees no CUDA device here")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("device 'mps' was asked for, but torch sees no MPS device here")
+    return torch.device(name)
+
+
+def load(settings: LocalSettings) -> LoadedModel:
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # a server log is no terminal
+    directory = check_model_dir(settings.model)
+    device = resolve_device(settings.device)
+    try:
+        config = AutoConfig.from_pretrained(directory, local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
+    except (OSError, ValueError, KeyError) as error:
+        raise ModelDirError(f"cannot load the model directory {settings.model!r}: {error}") from None
+    if settings.dtype != "auto":
+        dtype: Any = _DTYPES[settings.dtype]
+    elif device.type == "cpu":
+        dtype = torch.float32  # half precision matmuls are slow or missing on most CPUs
+    else:
+        dtype = "auto"
+    try:
+        model = AutoModelForCausalLM.from_pretrained(directory, local_files_only=True, dtype=dtype)
+    except (OSError, ValueError, KeyError) as error:
+        raise ModelDirError(f"cannot load the weights in {settings.model!r}: {error}") from None
+    model = model.to(device).eval()
+    parameters = inspect.signature(model.forward).parameters
+    cache_kwarg = "cache" if "cache" in parameters else "past_key_values"
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    max_positions = getattr(text_config, "max_position_embeddings", None)
+    return LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        device=device,
+        config=text_config,
+        cache_kwarg=cache_kwarg,
+        max_positions=max_positions if isinstance(max_positions, int) else None,
+        eos_ids=_eos_ids(model),
+    )
+
+
+def _eos_ids(model: Any) -> tuple[int, ...]:
+    generation = getattr(model, "generation_config", None)
+    eos = getattr(generation, "eos_token_id", None)
+    if isinstance(eos, int):
+        return (eos,)
+    if isinstance(eos, list | tuple):
+        return tuple(int(token) for token in eos)
+    return ()
+
+
+def new_cache(loaded: LoadedModel) -> Any:
+    from transformers import DynamicCache
+
+    return DynamicCache(config=loaded.config)
+
+
+def cache_bytes(cache: Any) -> int:
+    """Bytes the cache's tensors hold, counting each tensor's whole storage (a cropped tensor is a view)."""
+    total = 0
+    seen: set[int] = set()
+    for layer in getattr(cache, "layers", ()):
+        for tensor in (getattr(layer, "keys", None), getattr(layer, "values", None)):
+            if isinstance(tensor, torch.Tensor):
+                storage = tensor.untyped_storage()
+                if storage.data_ptr() not in seen:
+                    seen.add(storage.data_ptr())
+                    total += storage.nbytes()
+    return total

@@ -1,0 +1,55 @@
+"""The options of the local engine: which model directory, where it runs, decoding defaults, the KV budget.
+
+Owns option names, defaults and their validation; must not import torch or load anything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Device = str
+DType = Literal["auto", "float32", "float16", "bfloat16", "float64"]
+DTYPES: tuple[DType, ...] = ("auto", "float32", "float16", "bfloat16", "float64")
+
+DEFAULT_KV_BUDGET_BYTES = 1 << 30
+
+
+@dataclass(frozen=True, slots=True)
+class LocalSettings:
+    """An in-process transformers causal LM.
+
+    model: a local directory with config.json, weights and tokenizer files (never a hub name).
+    device: "cpu" (default), "cuda", "cuda:N" or "mps". dtype: "auto" is the config's dtype on an
+    accelerator and float32 on CPU.
+    kv_budget_bytes: the memory all idle lanes' KV caches may hold together; least recently used lanes are
+    evicted past it (their next turn re-prefills). kv_reuse: off makes every turn a full prefill (for
+    benchmarks). prefill_chunk_tokens: prompt tokens per forward pass (bounds activation memory, and a
+    cancelled turn stops between chunks).
+    max_output_tokens: the cap when a request sets none. temperature: used when a request sets none (0 is
+    greedy). seed: of the sampler.
+    """
+
+    model: str
+    device: Device = "cpu"
+    dtype: DType = "auto"
+    kv_budget_bytes: int = DEFAULT_KV_BUDGET_BYTES
+    kv_reuse: bool = True
+    prefill_chunk_tokens: int = 512
+    max_output_tokens: int = 512
+    temperature: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.model:
+            raise ValueError("the local engine needs a model directory: --model DIR")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if not (self.device == "cpu" or self.device == "mps" or self.device.startswith("cuda")):
+            raise ValueError(f"device must be cpu, cuda, cuda:N or mps, got {self.device!r}")
+        if self.kv_budget_bytes < 0:
+            raise ValueError("kv_budget_bytes must not be negative")
+        if self.prefill_chunk_tokens < 1 or self.max_output_tokens < 1:
+            raise ValueError("prefill_chunk_tokens and max_output_tokens must be at least 1")
+        if not 0.0 <= self.temperature <= 2.0:
+            raise ValueError("temperature must be between 0 and 2")
