@@ -93,7 +93,7 @@ def build_model_dir(
         num_key_value_heads=kv_heads,
         intermediate_size=intermediate_size,
         max_position_embeddings=max_positions,
-        tie_word_embeddings=True,
+        tie_word_embeddings=False,  # tied, a random model mostly repeats its last token
         eos_token_id=eos,
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=None,
