@@ -171,9 +171,7 @@ async def test_a_warmup_then_a_turn_prefills_exactly_the_new_tokens(engine: Loca
     assert isinstance(state, LocalRenderState) and engine.pool.holds(state)
     extended_before = engine.stats.extended
     longer = history.extend([user("Now the weather.")])
-    turn = await run(
-        engine, longer, prefix=state, prefix_items=1, instructions="Be brief.", tools=(WEATHER,)
-    )
+    turn = await run(engine, longer, prefix=state, prefix_items=1, instructions="Be brief.", tools=(WEATHER,))
     prompt = engine.render(
         EngineRequest(model="tiny", history=longer, instructions="Be brief.", tools=(WEATHER,))
     )
