@@ -414,7 +414,7 @@ def test_build_engine() -> None:
         "http://b:8000/v1/chat/completions",
     )
     with pytest.raises(ValueError, match="unknown engine"):
-        build_engine("local")
+        build_engine("vllm-in-process")
     with pytest.raises(ValueError, match="unknown sim option"):
         build_engine("sim", upstream="http://a/v1")
     with pytest.raises(ValueError, match="unknown openai-chat option"):
