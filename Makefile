@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: setup demo test lint bench bench-quick bench-gateway fuzz soak serve clean
+.PHONY: setup demo test lint bench bench-agent bench-quick bench-gateway fuzz soak serve clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "loopwire needs Python 3.11+")'
@@ -20,6 +20,7 @@ setup: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python examples/run_demo.py
+	$(BIN)/loopwire bench --quick --out bench/results/quick
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
@@ -28,12 +29,16 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests bench examples
 	$(BIN)/mypy --strict src
 
-bench: $(STAMP)
+bench: $(STAMP) bench-agent
 	@mkdir -p bench/results
 	$(BIN)/python bench/turn_latency.py --turns 50 --conversations 20 --output-bytes 6000 --json bench/results/turn_latency.json
 	$(BIN)/python bench/turn_latency.py --turns 50 --conversations 12 --output-bytes 6000 --store-write behind --transports ws-stored ws echo
 	$(BIN)/python bench/turn_latency.py --turns 50 --conversations 12 --output-bytes 6000 --store-write through --transports ws-stored ws echo
 	$(BIN)/python bench/turn_stages.py --turns 50 --conversations 10
+
+# The agent-loop experiment: every profile x speed x length x transport, plus the extra variants (~30 min).
+bench-agent: $(STAMP)
+	$(BIN)/loopwire bench --full --out bench/results/agent
 
 bench-gateway: $(STAMP)
 	$(BIN)/python bench/gateway.py --turns 50 --conversations 20 --output-bytes 6000

@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"loopwire {__version__}")
     commands = parser.add_subparsers(dest="command")
     commands.add_parser("agent", help="run the toy coding agent against a server (loopwire agent --help)")
+    commands.add_parser("bench", help="the agent-loop benchmark over each transport (loopwire bench --help)")
     serve = commands.add_parser("serve", help="run the server")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
@@ -245,6 +246,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .agent.cli import main as agent_main
 
         return agent_main(arguments[1:])
+    if arguments[:1] == ["bench"]:  # `loopwire bench ...`: the benchmark's own command line
+        from .bench.cli import main as bench_main
+
+        return bench_main(arguments[1:])
     parser = build_parser()
     args = parser.parse_args(arguments)
     if args.command != "serve":

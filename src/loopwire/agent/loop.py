@@ -9,9 +9,9 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from ..client import Item, Session, TransportName, TurnMetrics
+from ..client import Item, Session, SessionOptions, TransportName, TurnInterrupted, TurnMetrics
 from ..engines.sim.coding_policy import policy_metadata
 from .fixture import FixSpec
 from .tools import TOOL_SCHEMAS, Toolbox, ToolSettings, repo_digest
@@ -38,6 +38,15 @@ class AgentConfig:
     batch: int = 1
     max_turns: int = 400
     tools: ToolSettings = field(default_factory=ToolSettings)
+    session: SessionOptions | None = None
+    """Client settings (timeouts, fallback, HTTP keep-alive, deflate); None: the client's defaults."""
+    ws_url: str | None = None
+    """Where the socket goes when it is not derived from base_url (e.g. through a link emulator)."""
+    task_note: str = ""
+    """Appended to the task message (a benchmark labels each rollout so that no two share a history)."""
+    interrupted_retries: int = 3
+    """Times a turn whose link dropped after output had arrived is asked again (the client never resends
+    such a request itself; the conversation did not take the interrupted answer, so nothing is doubled)."""
 
 
 @dataclass(slots=True)
@@ -49,6 +58,18 @@ class TurnRecord:
     tool_calls: int = 0
     tool_errors: int = 0
     tool_time_s: float = 0.0
+    interrupted: int = 0
+    """Attempts of this turn cut off after output had arrived, then asked again."""
+    usage: dict[str, Any] = field(default_factory=dict)
+    """The response's usage object (input, cached and output tokens)."""
+
+
+class TurnObserver(Protocol):
+    """Told around every model turn (not around tool calls), e.g. to read the server's CPU clock."""
+
+    def turn_started(self, number: int) -> None: ...
+
+    def turn_finished(self, record: TurnRecord) -> None: ...
 
 
 @dataclass(slots=True)
@@ -88,34 +109,60 @@ class AgentRun:
         }
 
 
-async def run_agent(repo: Path, fix: FixSpec, config: AgentConfig) -> AgentRun:
+async def run_agent(
+    repo: Path, fix: FixSpec, config: AgentConfig, observer: TurnObserver | None = None
+) -> AgentRun:
     """Drive the model until it answers without tool calls (or max_turns), executing its calls on `repo`.
 
     `fix` reaches only the simulated model, through request metadata (a real model would ignore it)."""
     toolbox = Toolbox(repo, config.tools)
     metadata = policy_metadata(fix, seed=config.seed, explore=config.explore, batch=config.batch)
-    conversation: list[Item] = [{"type": "message", "role": "user", "content": TASK}]
+    task = f"{TASK} {config.task_note}" if config.task_note else TASK
+    conversation: list[Item] = [{"type": "message", "role": "user", "content": task}]
     turns: list[TurnRecord] = []
     final_text = ""
     finished = False
     started = time.perf_counter()
     async with Session(
-        config.base_url, config.transport, api_key=config.api_key, store=config.store
+        config.base_url,
+        config.transport,
+        api_key=config.api_key,
+        store=config.store,
+        ws_url=config.ws_url,
+        options=config.session,
     ) as session:
         for number in range(1, config.max_turns + 1):
-            result = await session.run_turn(
-                conversation,
-                model=config.model,
-                instructions=INSTRUCTIONS,
-                tools=TOOL_SCHEMAS,
-                tool_choice="auto",
-                parallel_tool_calls=config.batch > 1,
-                extra={"metadata": metadata},
-            )
+            if observer is not None:
+                observer.turn_started(number)
+            interrupted = 0
+            while True:
+                try:
+                    result = await session.run_turn(
+                        conversation,
+                        model=config.model,
+                        instructions=INSTRUCTIONS,
+                        tools=TOOL_SCHEMAS,
+                        tool_choice="auto",
+                        parallel_tool_calls=config.batch > 1,
+                        extra={"metadata": metadata},
+                    )
+                    break
+                except TurnInterrupted:
+                    interrupted += 1
+                    if interrupted > config.interrupted_retries:
+                        raise
             if result.status != "completed":
                 raise RuntimeError(f"turn {number} ended {result.status}: {result.response.get('error')}")
-            record = TurnRecord(number, result.metrics)
+            usage = result.response.get("usage")
+            record = TurnRecord(
+                number,
+                result.metrics,
+                interrupted=interrupted,
+                usage=usage if isinstance(usage, dict) else {},
+            )
             turns.append(record)
+            if observer is not None:
+                observer.turn_finished(record)
             conversation += result.output
             calls = result.function_calls
             if not calls:

@@ -15,6 +15,8 @@ LIFECYCLE_TYPES = frozenset({"response.created", "response.in_progress", "respon
 """Events that announce a response before the model has produced anything."""
 CONNECTION_RETIRED = "websocket_connection_limit_reached"
 """The error code of a socket that reached its age limit: the server takes no new request on it."""
+TIMING_EVENT = "loopwire.timing"
+"""The server's opt-in time breakdown of a turn (`--timing-events on`), sent before its terminal event."""
 RESEND_EVENT = "loopwire.client.resend"
 """The client's own event, yielded when a request is sent again after the link dropped before any
 output of it arrived: the events before it belonged to an attempt that will not finish."""

@@ -32,7 +32,9 @@ class HttpTransport:
         if self._session is None or self._session.closed:
             options = self._options
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=options.http_pool_size),
+                connector=aiohttp.TCPConnector(
+                    limit=options.http_pool_size, force_close=not options.http_keepalive
+                ),
                 timeout=aiohttp.ClientTimeout(
                     total=None, sock_connect=options.connect_timeout_s, sock_read=options.read_timeout_s
                 ),

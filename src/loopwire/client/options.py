@@ -36,6 +36,12 @@ class SessionOptions:
     """Largest WebSocket frame accepted from the server."""
     http_pool_size: int = 8
     """Keep-alive connections kept by the HTTP transport."""
+    ws_deflate: bool = False
+    """Offer permessage-deflate on the socket (aiohttp's client instead of picows, which has none): fewer
+    bytes on slow links, more CPU per turn on fast ones. The server must run with `--ws-deflate on`."""
+    http_keepalive: bool = True
+    """Reuse HTTP connections between turns. Off, every turn pays a TCP connect (and, through a link
+    emulator, its handshake round trip): the unfair baseline some clients still are."""
 
     def __post_init__(self) -> None:
         if self.rotate_after_s <= 0:

@@ -5,7 +5,7 @@ Owns the result and metrics records and their accessors; measures nothing itself
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -37,6 +37,9 @@ class TurnMetrics:
     """The socket was replaced before the turn because it neared the server's age limit."""
     fell_back: bool = False
     """This turn moved the session from the socket to HTTP (426, or repeated socket failures)."""
+    server_timings: dict[str, float] = field(default_factory=dict)
+    """The server's `loopwire.timing` breakdown of the attempt that produced the response (empty unless
+    the server runs with `--timing-events on`): its ttft_ms, total_ms, and the engine's own figures."""
 
 
 @dataclass(frozen=True, slots=True)

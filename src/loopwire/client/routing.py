@@ -15,7 +15,9 @@ from .backoff import SocketHealth
 from .errors import TransportError, UpgradeRefused
 from .options import SessionOptions, TransportName
 from .result import TurnMetrics
+from .socket import ClientSocket
 from .ws import WsConnection
+from .ws_deflate import DeflateWsConnection
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,7 +25,7 @@ class Route:
     """The transport of one request; `conn` is the socket when it is "ws"."""
 
     name: TransportName
-    conn: WsConnection | None = None
+    conn: ClientSocket | None = None
 
 
 class Router:
@@ -48,7 +50,7 @@ class Router:
         self._options = options
         self._rng = rng
         self.health = SocketHealth(options.max_socket_failures, options.fallback_cooldown_s)
-        self.conn: WsConnection | None = None
+        self.conn: ClientSocket | None = None
         self._ever_connected = False
 
     def socket_allowed(self) -> bool:
@@ -75,7 +77,7 @@ class Router:
             if failures:
                 await asyncio.sleep(self._options.backoff.delay(failures, self._rng))
             try:
-                conn = await WsConnection.open(self.ws_url, self._headers, self._options)
+                conn = await self._open()
             except UpgradeRefused as refused:
                 if refused.status == 426:  # the server cannot serve WebSocket mode: HTTP at once
                     self.health.refused(time.monotonic())
@@ -94,6 +96,11 @@ class Router:
             self.conn = conn
             return Route("ws", conn)
 
+    async def _open(self) -> ClientSocket:
+        if self._options.ws_deflate:
+            return await DeflateWsConnection.open(self.ws_url, self._headers, self._options)
+        return await WsConnection.open(self.ws_url, self._headers, self._options)
+
     def _failed(self, metrics: TurnMetrics) -> bool:
         if self.health.failure(time.monotonic()):
             metrics.fell_back = True
@@ -107,7 +114,7 @@ class Router:
         self.drop(route.conn)
         self._failed(metrics)
 
-    def drop(self, conn: WsConnection) -> None:
+    def drop(self, conn: ClientSocket) -> None:
         """Abort a socket whose request was abandoned; not a failure of the socket."""
         conn.abort()
         if self.conn is conn:

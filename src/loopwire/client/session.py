@@ -20,6 +20,7 @@ from .errors import ConnectionLost, RequestError, TurnInterrupted
 from .events import (
     CONNECTION_RETIRED,
     TERMINAL_TYPES,
+    TIMING_EVENT,
     decode,
     event_type,
     is_first_token,
@@ -32,7 +33,8 @@ from .options import TRANSPORTS, SessionOptions, TransportName
 from .request import RESERVED_FIELDS, canonical_fields, http_body, ws_frame
 from .result import TurnMetrics, TurnResult
 from .routing import Route, Router
-from .ws import WsConnection, websocket_url
+from .socket import ClientSocket
+from .ws import websocket_url
 
 PREVIOUS_NOT_FOUND = "previous_response_not_found"
 
@@ -167,7 +169,7 @@ class Session:
             rng=self._rng,
         )
         self._last = resume
-        self._holder: WsConnection | None = None
+        self._holder: ClientSocket | None = None
         self._resumed = resume is not None
         self._current: TurnStream | None = None
         self._closed = False
@@ -296,7 +298,7 @@ class Session:
         started = time.perf_counter()
         force_full = False
         http_failures = 0
-        in_flight: WsConnection | None = None  # a socket whose request has not reached its terminal event
+        in_flight: ClientSocket | None = None  # a socket whose request has not reached its terminal event
         try:
             while True:
                 if self._closed:
@@ -368,6 +370,8 @@ class Session:
                     if not attempt.output_seen:  # refused, never run: like a drop before any output
                         raise ConnectionLost("the server retired the socket: " + error.message)
                     continue  # the server finishes a running turn before it closes the socket
+                if kind == TIMING_EVENT:
+                    metrics.server_timings = _timings_of(payload)
                 if not attempt.output_seen and is_output(kind):
                     attempt.output_seen = True
                 if metrics.ttft_s is None and is_first_token(kind):
@@ -408,3 +412,10 @@ class Session:
             self._last = None  # a failed response is no parent, and the server evicted the one before it
         self._router.served(route)
         turn._finish(TurnResult(response, metrics))
+
+
+def _timings_of(payload: bytes) -> dict[str, float]:
+    timings = decode(payload).get("timings")
+    if not isinstance(timings, dict):
+        return {}
+    return {str(name): float(value) for name, value in timings.items() if isinstance(value, int | float)}

@@ -8,12 +8,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import signal
 import sys
 from collections.abc import Sequence
+from dataclasses import asdict
 
 from .emulator import DEFAULT_MAX_HELD_BYTES, LinkEmulator, parse_address
 from .profiles import MBIT, PROFILES, LinkProfile
+
+TOTALS_PREFIX = "netem-totals: "
+"""On SIGUSR1 the emulator prints this, then its LinkTotals as one JSON object, on one line."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,6 +86,14 @@ async def serve(args: argparse.Namespace, profile: LinkProfile) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, stop.set)
+    emulator: LinkEmulator | None = None
+
+    def print_totals() -> None:
+        if emulator is not None:
+            print(f"{TOTALS_PREFIX}{json.dumps(asdict(emulator.totals()), sort_keys=True)}", flush=True)
+
+    with contextlib.suppress(NotImplementedError, RuntimeError, AttributeError):
+        loop.add_signal_handler(signal.SIGUSR1, print_totals)
     emulator = LinkEmulator(
         args.target,
         profile,

@@ -169,13 +169,20 @@ class SimEngine:
             stats.fast_path_turns += 1
         else:
             stats.slow_path_turns += 1
-        timings = {"render_ms": (time.perf_counter() - started) * 1000.0}
+        reused = prompt.start_tokens if prompt.fast else 0
+        timings = {
+            "render_ms": (time.perf_counter() - started) * 1000.0,
+            "rendered_tokens": float(prompt.tokens - reused),
+            "reused_tokens": float(reused),
+        }
         prefill_s = (input_tokens - cached) / settings.prefill_tps if settings.prefill_tps > 0 else 0.0
         first_at = started + prefill_s + (settings.ttft_ms / 1000.0 if request.generate else 0.0)
         step_s = 1.0 / settings.decode_tps if settings.decode_tps > 0 else 0.0
         paced = first_at > started or step_s > 0
         # Unpaced, every token is due at once: one delta per item instead of one per token.
         plan = self._generate(request, prompt, per_token=paced) if request.generate else None
+        decode_s = step_s * (plan.output_tokens - 1) if plan is not None and plan.output_tokens else 0.0
+        timings["model_ms"] = (first_at - started + decode_s) * 1000.0
         if paced:
             await _sleep_until(started + prefill_s)
         if settings.prefix_cache:  # the prompt's KV state now exists

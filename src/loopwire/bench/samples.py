@@ -1,0 +1,108 @@
+"""The benchmark's records: one per model turn and one per rollout, as flat JSON-ready rows.
+
+Owns the record fields, their meaning and JSON lines in and out; must not measure or aggregate.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, TypeVar
+
+
+@dataclass(frozen=True, slots=True)
+class TurnSample:
+    rollout: str
+    """The rollout this turn belongs to (RolloutSample.rollout)."""
+    variant: str
+    profile: str
+    speed: str
+    calls: int
+    repeat: int
+    turn: int
+    ttft_ms: float | None
+    """Client-side: from the start of the turn to its first output delta."""
+    latency_ms: float
+    """Client-side: from the start of the turn to its terminal event."""
+    bytes_up: int
+    bytes_down: int
+    sent_delta: bool
+    """The request carried only new items plus previous_response_id."""
+    input_tokens: int
+    cached_tokens: int
+    """Prompt tokens the engine's prefix cache (its KV state) already held."""
+    rendered_tokens: int | None
+    """Prompt tokens the server rendered this turn (new items only when the lane's render was cached)."""
+    reused_tokens: int | None
+    """Prompt tokens whose render the server kept from the lane's previous turn (not rendered again)."""
+    model_ms: float | None
+    """The engine's latency model for this turn: time to first token plus decoding (what a real GPU
+    server would spend), without loopwire's own work."""
+    server_ms: float | None
+    """Server-side: from the frame or request arriving to the terminal event being ready."""
+    server_cpu_ms: float | None
+    """CPU the server process used during the turn (all threads), None where it cannot be read."""
+    tool_ms: float
+    """Time the agent's tools took after this turn (not part of latency_ms)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RolloutSample:
+    rollout: str
+    variant: str
+    transport: str
+    profile: str
+    speed: str
+    calls: int
+    repeat: int
+    order: int
+    """Position of this rollout among the cell's variants in its repeat (0 = ran first)."""
+    turns: int
+    tool_calls: int
+    finished: bool
+    repo_hash: str
+    e2e_s: float
+    """The whole rollout: connect, every turn, every tool call."""
+    floor_s: float
+    """What no transport can avoid: model time + tool time + one round trip per turn."""
+    model_s: float
+    tool_s: float
+    rtt_s: float
+    bytes_up: int
+    """Request payloads (HTTP bodies, WebSocket messages before compression), every attempt."""
+    bytes_down: int
+    wire_up: int | None
+    """TCP payload that crossed the emulated link up (headers, framing, compression included); None on
+    loopback, which has no emulator in between."""
+    wire_down: int | None
+    rendered_tokens: int | None
+    reused_tokens: int | None
+    server_cpu_s: float | None
+    reconnects: int
+    interrupted: int
+
+    @property
+    def overhead_s(self) -> float:
+        return self.e2e_s - self.floor_s
+
+
+Record = TypeVar("Record", TurnSample, RolloutSample)
+
+
+def write_jsonl(path: Path, records: Iterable[TurnSample | RolloutSample]) -> None:
+    with path.open("a") as out:
+        for record in records:
+            row: dict[str, Any] = {"kind": type(record).__name__, **asdict(record)}
+            out.write(json.dumps(row, sort_keys=True) + "\n")
+
+
+def read_jsonl(path: Path, kind: type[Record]) -> Iterator[Record]:
+    """The records of one kind from a file write_jsonl made (other kinds and unknown keys are skipped)."""
+    names = {item.name for item in fields(kind)}
+    with path.open() as source:
+        for line in source:
+            row = json.loads(line)
+            if row.get("kind") == kind.__name__:
+                yield kind(**{key: value for key, value in row.items() if key in names})

@@ -1,0 +1,184 @@
+"""WebSocket transport with permessage-deflate: one aiohttp socket in WebSocket mode (picows has no
+compression), for links where bytes cost more than CPU.
+
+Owns that socket (connect with compression offered, send, receive, close, retirement); no retry, replay or
+delta rules. bytes_up/bytes_down count message payloads before compression, like ws.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import AsyncGenerator, Mapping
+
+import aiohttp
+
+from .errors import ConnectionLost, RequestError, TransportError, UpgradeRefused
+from .events import CONNECTION_RETIRED
+from .options import SessionOptions
+from .result import TurnMetrics
+
+_RETIRED_MARK = CONNECTION_RETIRED.encode()
+_DEFLATE_WINDOW_BITS = 15
+
+
+class DeflateWsConnection:
+    """Like ws.WsConnection: a reader task hands messages to the running turn; between turns only the
+    server's age-limit notice matters. `compressed` tells whether the server accepted the extension."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        ws: aiohttp.ClientWebSocketResponse[bool],
+        options: SessionOptions,
+    ) -> None:
+        self._session = session
+        self._ws: aiohttp.ClientWebSocketResponse[bool] = ws
+        self._read_timeout_s = options.read_timeout_s
+        self.opened_at = time.monotonic()
+        self.compressed = bool(ws.compress)
+        self._frames: deque[bytes] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._reading = False
+        self._closed = False
+        self._retiring = False
+        self._reader = asyncio.get_running_loop().create_task(self._read())
+
+    @classmethod
+    async def open(cls, url: str, headers: Mapping[str, str], options: SessionOptions) -> DeflateWsConnection:
+        """Connect and upgrade offering permessage-deflate. Raises UpgradeRefused for a non-101 answer
+        (RequestError for 401/403) and TransportError when the server cannot be reached."""
+        session = aiohttp.ClientSession(
+            headers=dict(headers),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=options.connect_timeout_s),
+        )
+        try:
+            ws = await asyncio.wait_for(
+                session.ws_connect(
+                    url,
+                    compress=_DEFLATE_WINDOW_BITS,
+                    max_msg_size=options.max_frame_bytes,
+                    timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=options.connect_timeout_s),
+                    decode_text=False,
+                ),
+                options.connect_timeout_s,
+            )
+        except aiohttp.WSServerHandshakeError as error:
+            await session.close()
+            if error.status in (401, 403):
+                raise RequestError.from_http(error.status, str(error.message).encode()) from error
+            raise UpgradeRefused(error.status, str(error.message).encode()) from error
+        except (aiohttp.ClientError, OSError, TimeoutError) as error:
+            await session.close()
+            raise TransportError(f"could not open a WebSocket to {url}: {error!r}") from error
+        return cls(session, ws, options)
+
+    async def _read(self) -> None:
+        ws = self._ws
+        try:
+            while True:
+                message = await ws.receive()
+                if message.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
+                    data = message.data
+                    payload = data.encode() if isinstance(data, str) else bytes(data)
+                    if self._reading:
+                        self._frames.append(payload)
+                        self._wake()
+                    elif _RETIRED_MARK in payload:
+                        self._retiring = True
+                elif message.type in (
+                    aiohttp.WSMsgType.CLOSE,
+                    aiohttp.WSMsgType.CLOSING,
+                    aiohttp.WSMsgType.CLOSED,
+                    aiohttp.WSMsgType.ERROR,
+                ):
+                    break
+        except (aiohttp.ClientError, OSError):
+            pass
+        finally:
+            self._closed = True
+            self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    @property
+    def usable(self) -> bool:
+        return not self._closed and not self._retiring
+
+    def age(self, now: float) -> float:
+        return now - self.opened_at
+
+    def mark_retiring(self) -> None:
+        self._retiring = True
+
+    async def exchange(self, body: bytes, metrics: TurnMetrics) -> AsyncGenerator[bytes, None]:
+        if self._closed:
+            raise ConnectionLost("the socket closed before the request was sent")
+        self._frames.clear()
+        self._reading = True
+        try:
+            try:
+                await self._ws.send_str(body.decode())
+            except (aiohttp.ClientError, OSError, ConnectionError) as error:
+                raise ConnectionLost(f"the socket failed while sending: {error!r}") from error
+            metrics.bytes_up += len(body)
+            while True:
+                while self._frames:
+                    payload = self._frames.popleft()
+                    metrics.bytes_down += len(payload)
+                    yield payload
+                if self._closed:
+                    raise ConnectionLost("the socket closed during the turn")
+                await self._wait()
+        finally:
+            self._reading = False
+            if any(_RETIRED_MARK in payload for payload in self._frames):
+                self._retiring = True
+            self._frames.clear()
+
+    async def _wait(self) -> None:
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiter = waiter
+        try:
+            if self._read_timeout_s is None:
+                await waiter
+            else:
+                try:
+                    await asyncio.wait_for(waiter, self._read_timeout_s)
+                except TimeoutError:
+                    self.abort()
+                    raise ConnectionLost(f"no event for {self._read_timeout_s:g} s") from None
+        finally:
+            self._waiter = None
+
+    def abort(self) -> None:
+        self._closed = True
+        self._reader.cancel()
+        transport = self._ws.get_extra_info("transport")
+        if transport is not None:
+            transport.abort()
+        asyncio.get_running_loop().create_task(self._release())
+
+    async def _release(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._ws.close()
+        await self._session.close()
+
+    async def close(self, timeout_s: float = 1.0) -> None:
+        if self._closed:
+            await self._session.close()
+            return
+        self._retiring = True
+        try:
+            await asyncio.wait_for(self._ws.close(), timeout_s)
+        except (TimeoutError, OSError, aiohttp.ClientError):
+            self.abort()
+        finally:
+            self._closed = True
+            self._reader.cancel()
+            await self._session.close()
