@@ -40,23 +40,27 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--upstream",
         metavar="URL[,URL...]",
-        help="openai-chat: chat-completions server(s), e.g. http://127.0.0.1:8000/v1 (several = replicas)",
+        help="openai-chat: chat-completions server(s), e.g. http://127.0.0.1:8000/v1 (several = replicas); "
+        "responses: a Responses API server, e.g. https://api.openai.com/v1",
     )
     serve.add_argument(
-        "--upstream-model", help="openai-chat: the upstream model name (default: the client's)"
+        "--upstream-model", help="openai-chat, responses: the upstream model name (default: the client's)"
     )
     serve.add_argument(
         "--upstream-api-key-env",
         default="LOOPWIRE_UPSTREAM_API_KEY",
         metavar="VAR",
-        help="openai-chat: the environment variable holding the upstream key (default: %(default)s)",
+        help="openai-chat, responses: the environment variable holding the upstream key "
+        "(default: %(default)s)",
     )
     serve.add_argument(
         "--engine-option",
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="any other engine setting, e.g. first_byte_timeout_s=60, cache_key_via=header,user (repeatable)",
+        help="any other engine setting, e.g. first_byte_timeout_s=60, "
+        "cache_key_via=header,user (openai-chat), transport=ws|http|auto, store=always|never|client "
+        "(responses) (repeatable)",
     )
     serve.add_argument(
         "--store", default=DEFAULT_SPEC, help="'memory' or 'sqlite:PATH' (default: %(default)s)"
@@ -132,7 +136,9 @@ def parse_limits(overrides: Sequence[str]) -> Limits:
 def engine_options(args: argparse.Namespace) -> dict[str, str]:
     if args.engine == "sim":
         if args.upstream or args.upstream_model or args.engine_option:
-            raise ValueError("--upstream, --upstream-model and --engine-option need --engine openai-chat")
+            raise ValueError(
+                "--upstream, --upstream-model and --engine-option need --engine openai-chat or responses"
+            )
         return {}
     options: dict[str, str] = {}
     for pair in args.engine_option:
