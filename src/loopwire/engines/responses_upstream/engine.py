@@ -181,7 +181,7 @@ class ResponsesEngine:
         socket = lease.socket
         socket.busy = True
         self.stats.ws_requests += 1
-        at_boundary = False
+        at_boundary = released = False
         try:
             await socket.send(frame)
             reads = Reads(self.settings)
@@ -198,12 +198,15 @@ class ResponsesEngine:
                 at_boundary = parser.done  # a failed response or an error event ends a turn cleanly
                 socket.latest_id = None
                 raise
-            at_boundary = True
             socket.latest_id = parser.response_id
+            # free before the last yield: the consumer may take its time to close this generator
+            released = True
+            self.pool.done(socket, reusable=True)
             render = UpstreamRender(0, parser.response_id, store, lease)
             yield [*batch, self._finished(parser, request, render, started, first_at)]
         finally:
-            self.pool.done(socket, reusable=at_boundary)
+            if not released:
+                self.pool.done(socket, reusable=at_boundary)
 
     async def _over_http(
         self, route: _Route, body: bytes, request: EngineRequest, store: bool, started: float

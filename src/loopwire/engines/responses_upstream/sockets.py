@@ -38,7 +38,7 @@ class UpstreamSocket:
     """One upstream WebSocket, running one response at a time. `latest_id` is the upstream response its
     connection cache ends with: a continuation of exactly that id may send only the new items."""
 
-    __slots__ = ("__weakref__", "busy", "latest_id", "leased", "number", "used_at", "ws")
+    __slots__ = ("__weakref__", "_closer", "_pending", "busy", "latest_id", "leased", "number", "used_at", "ws")
 
     def __init__(self, ws: aiohttp.ClientWebSocketResponse, number: int) -> None:
         self.ws = ws
@@ -47,10 +47,30 @@ class UpstreamSocket:
         self.leased = False
         self.latest_id: str | None = None
         self.used_at = time.monotonic()
+        self._pending: asyncio.Task[aiohttp.WSMessage] | None = None
+        self._closer: asyncio.Task[None] | None = None
 
     @property
     def open(self) -> bool:
-        return not self.ws.closed
+        """False once closed, or once anything arrived between turns: the upstream closing it, or telling
+        it is about to (loopwire sends `server_shutting_down` first), as on shutdown or at its age limit."""
+        pending = self._pending
+        return not self.ws.closed and (pending is None or not pending.done())
+
+    def watch(self) -> None:
+        """Between turns, keep one receive pending: a close frame from the upstream is answered at once
+        (a server shutting down waits for that), and the next turn's first receive is this one."""
+        if self._pending is None and not self.ws.closed:
+            self._pending = asyncio.get_running_loop().create_task(self.ws.receive())
+            self._pending.add_done_callback(self._idle_message)
+
+    def _idle_message(self, task: asyncio.Task[aiohttp.WSMessage]) -> None:
+        if task.cancelled():
+            return
+        task.exception()  # retrieved: a receive that failed while idle leaves the socket not open
+        if self._pending is task and not self.busy:
+            # unusable now; close it at once so an upstream that is shutting down need not wait for us
+            self._closer = asyncio.get_running_loop().create_task(self.close())
 
     async def send(self, frame: bytes) -> None:
         try:
@@ -61,9 +81,10 @@ class UpstreamSocket:
     async def receive(self, reads: Reads) -> str | bytes:
         """The next event's payload; SocketDropped when the socket ends first, a timeout failure when the
         upstream is silent too long."""
+        pending, self._pending = self._pending, None
         try:
             async with asyncio.timeout_at(reads.deadline()):
-                message = await self.ws.receive()
+                message = await (pending if pending is not None else self.ws.receive())
         except TimeoutError:
             raise reads.timed_out() from None
         if message.type == aiohttp.WSMsgType.TEXT or message.type == aiohttp.WSMsgType.BINARY:
@@ -75,6 +96,9 @@ class UpstreamSocket:
         raise UpstreamFailure(f"upstream socket {self.number} sent an unexpected {message.type!r} frame")
 
     async def close(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None and not pending.done():
+            pending.cancel()
         with contextlib.suppress(aiohttp.ClientError, ConnectionError, OSError, RuntimeError):
             await self.ws.close()
 
@@ -176,7 +200,9 @@ class SocketPool:
         if not reusable:
             socket.latest_id = None
             self.discard(socket)
-        elif not socket.leased:
+            return
+        socket.watch()
+        if not socket.leased:
             self._park(socket)
 
     def discard(self, socket: UpstreamSocket) -> None:
