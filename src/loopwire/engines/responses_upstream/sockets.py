@@ -38,7 +38,17 @@ class UpstreamSocket:
     """One upstream WebSocket, running one response at a time. `latest_id` is the upstream response its
     connection cache ends with: a continuation of exactly that id may send only the new items."""
 
-    __slots__ = ("__weakref__", "_closer", "_pending", "busy", "latest_id", "leased", "number", "used_at", "ws")
+    __slots__ = (
+        "__weakref__",
+        "_closer",
+        "_pending",
+        "busy",
+        "latest_id",
+        "leased",
+        "number",
+        "used_at",
+        "ws",
+    )
 
     def __init__(self, ws: aiohttp.ClientWebSocketResponse, number: int) -> None:
         self.ws = ws
