@@ -35,11 +35,21 @@ def free_port() -> int:
 class ServerProcess:
     """One `python -m loopwire serve` subprocess. `base_url` is "http://127.0.0.1:P/v1"."""
 
-    def __init__(self, store: str, log_path: Path, extra_args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        store: str,
+        log_path: Path,
+        extra_args: tuple[str, ...] = (),
+        *,
+        port: int = 0,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.store = store
         self.log_path = log_path
         self.extra_args = extra_args
-        self.port = 0
+        self.fixed_port = port  # 0: a free port on every start; else always this one (for restarts)
+        self.env = env or {}
+        self.port = port
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -59,7 +69,7 @@ class ServerProcess:
     def start(self) -> ServerProcess:
         last_error = ""
         for _ in range(3):  # a free port can be taken between probing and binding; retry on that race
-            self.port = free_port()
+            self.port = self.fixed_port or free_port()
             with self.log_path.open("ab") as log:
                 self.proc = subprocess.Popen(
                     [
@@ -78,7 +88,7 @@ class ServerProcess:
                     cwd=ROOT,
                     stdout=log,
                     stderr=subprocess.STDOUT,
-                    env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                    env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
                 )
             if self._wait_ready():
                 return self

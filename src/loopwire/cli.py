@@ -41,16 +41,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--upstream",
         metavar="URL[,URL...]",
-        help="openai-chat: chat-completions server(s), e.g. http://127.0.0.1:8000/v1 (several = replicas)",
+        help="openai-chat: chat-completions server(s), e.g. http://127.0.0.1:8000/v1 (several = replicas); "
+        "responses: a Responses API server, e.g. https://api.openai.com/v1",
     )
     serve.add_argument(
-        "--upstream-model", help="openai-chat: the upstream model name (default: the client's)"
+        "--upstream-model", help="openai-chat, responses: the upstream model name (default: the client's)"
     )
     serve.add_argument(
         "--upstream-api-key-env",
         default="LOOPWIRE_UPSTREAM_API_KEY",
         metavar="VAR",
-        help="openai-chat: the environment variable holding the upstream key (default: %(default)s)",
+        help="openai-chat, responses: the environment variable holding the upstream key "
+        "(default: %(default)s)",
     )
     serve.add_argument(
         "--model",
@@ -63,8 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="any other engine setting, e.g. first_byte_timeout_s=60, cache_key_via=header,user, "
-        "kv_budget_bytes=2147483648 (repeatable)",
+        help="any other engine setting, e.g. first_byte_timeout_s=60, "
+        "cache_key_via=header,user (openai-chat), transport=ws|http|auto, store=always|never|client "
+        "(responses), kv_budget_bytes=2147483648 (local) (repeatable)",
     )
     serve.add_argument(
         "--store", default=DEFAULT_SPEC, help="'memory' or 'sqlite:PATH' (default: %(default)s)"
@@ -142,10 +145,10 @@ def engine_options(args: argparse.Namespace) -> dict[str, str]:
     local = bool(args.model or args.device)
     if args.engine == "sim" and (upstream or local or args.engine_option):
         raise ValueError(
-            "--engine-option, --upstream* and --model/--device need --engine openai-chat or local"
+            "--engine-option, --upstream* and --model/--device need --engine openai-chat, responses or local"
         )
-    if upstream and args.engine != "openai-chat":
-        raise ValueError("--upstream and --upstream-model need --engine openai-chat")
+    if upstream and args.engine not in ("openai-chat", "responses"):
+        raise ValueError("--upstream and --upstream-model need --engine openai-chat or responses")
     if local and args.engine != "local":
         raise ValueError("--model and --device need --engine local")
     if args.engine == "sim":

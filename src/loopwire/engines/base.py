@@ -46,7 +46,8 @@ class RenderState:
 @dataclass(slots=True)
 class EngineRequest:
     """One turn. `history` is the full input context; `prefix` (when not None) is this engine's own
-    RenderState for `history[:prefix_items]` plus nothing else, kept from the previous turn of the lane."""
+    RenderState for `history[:prefix_items]` plus nothing else, kept from the previous turn of the lane.
+    `store` is the client's `store` flag (an engine in front of another server may pass it on)."""
 
     model: str
     history: Context
@@ -61,6 +62,7 @@ class EngineRequest:
     prefix: RenderState | None = None
     prefix_items: int = 0
     cache_key: str = ""
+    store: bool = True
     metadata: dict[str, str] = field(default_factory=dict)
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from .base import Engine
 
-ENGINE_NAMES = ("sim", "openai-chat", "local")
+ENGINE_NAMES = ("sim", "openai-chat", "responses", "local")
 _TRUE, _FALSE = {"on", "true", "yes", "1"}, {"off", "false", "no", "0"}
 
 
@@ -57,8 +57,9 @@ def check_options(name: str, options: dict[str, Any]) -> None:
 
 def build_engine(name: str, **options: Any) -> Engine:
     """A ready engine. `sim` takes the fields of SimSettings; `openai-chat` those of OpenAIChatSettings
-    (`upstream="http://a/v1,http://b/v1"` or `upstreams=[...]`, `api_key`, `model`, timeouts, ...); `local`
-    those of LocalSettings (`model` a local directory, `device`, `kv_budget_bytes`, ...).
+    (`upstream="http://a/v1,http://b/v1"` or `upstreams=[...]`, `api_key`, `model`, timeouts, ...);
+    `responses` those of ResponsesSettings (`upstream="https://api.openai.com/v1"`, `transport`, `store`,
+    ...); `local` those of LocalSettings (`model` a local directory, `device`, `kv_budget_bytes`, ...).
     Option values may be strings. A bad name or option is a ValueError that names what is accepted."""
     engine = _build(name, options, build=True)
     assert engine is not None
@@ -84,6 +85,11 @@ def _build(name: str, options: dict[str, Any], *, build: bool) -> Engine | None:
             raise ValueError(f"the openai-chat engine needs aiohttp ({error}); pip install aiohttp") from None
         chat = OpenAIChatSettings.from_options(**coerce(OpenAIChatSettings, options))
         return OpenAIChatEngine(chat) if build else None
+    if name == "responses":
+        from .responses_upstream import ResponsesEngine, ResponsesSettings
+
+        responses = ResponsesSettings.from_options(**coerce(ResponsesSettings, options))
+        return ResponsesEngine(responses) if build else None
     if name == "local":
         return _build_local(options, build=build)
     raise ValueError(f"unknown engine {name!r}; this build offers: {', '.join(ENGINE_NAMES)}")

@@ -205,6 +205,7 @@ def plan_turn(
         prefix=prefix,
         prefix_items=base.length if prefix is not None else 0,
         cache_key=request.prompt_cache_key or f"{owner}/{lane}",
+        store=store,
         metadata=request.metadata or {},
     )
     response = Response(

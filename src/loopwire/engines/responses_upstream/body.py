@@ -1,0 +1,98 @@
+"""One turn as an upstream Responses create body: the input items to send, tools, sampling, chaining.
+
+Owns the mapping from an EngineRequest to the upstream's JSON (HTTP body or WebSocket frame); must not do
+I/O nor decide whether a turn continues upstream (the engine picks `previous_id` and the items).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+
+from ...protocol.compaction import decode_summary
+from ...protocol.items import Compaction, FunctionCall, FunctionCallOutput, InputItem, Message
+from ..base import EngineRequest, NamedToolChoice, ToolSpec
+from ..openai_chat.translate import COMPACTION_PREFIX, UNREADABLE_COMPACTION, affinity_token
+from .settings import ResponsesSettings
+
+_encode = msgspec.json.Encoder().encode
+
+
+def upstream_item(item: InputItem) -> InputItem:
+    """An item as it goes upstream. Ids of messages, calls and outputs are this server's, which the
+    upstream never issued (strict servers reject unknown ids), so they are dropped; a compaction is this
+    server's own payload and goes as the summary text it holds. Reasoning items and references pass as-is."""
+    if isinstance(item, Message | FunctionCall | FunctionCallOutput):
+        if item.id is None and item.status is None:
+            return item
+        return msgspec.structs.replace(item, id=None, status=None)
+    if isinstance(item, Compaction):
+        summary = decode_summary(item.encrypted_content)
+        text = COMPACTION_PREFIX + (summary if summary is not None else UNREADABLE_COMPACTION)
+        return Message(role="developer", content=text)
+    return item
+
+
+def tool_json(tools: Sequence[ToolSpec]) -> list[dict[str, Any]]:
+    """Flat Responses function tools, with only the fields the client gave."""
+    out: list[dict[str, Any]] = []
+    for tool in tools:
+        spec: dict[str, Any] = {"type": "function", "name": tool.name}
+        if tool.description is not None:
+            spec["description"] = tool.description
+        if tool.parameters is not None:
+            spec["parameters"] = tool.parameters
+        if tool.strict is not None:
+            spec["strict"] = tool.strict
+        out.append(spec)
+    return out
+
+
+def build_body(
+    request: EngineRequest,
+    settings: ResponsesSettings,
+    *,
+    items: Sequence[InputItem],
+    previous_id: str | None,
+    store: bool,
+    websocket: bool,
+) -> dict[str, Any]:
+    """The create body. Instructions and tools go every turn: the Responses API does not inherit them
+    through `previous_response_id`. Over a WebSocket it is a flat `response.create` event."""
+    body: dict[str, Any] = {"type": "response.create"} if websocket else {}
+    body["model"] = settings.model or request.model
+    body["input"] = [upstream_item(item) for item in items]
+    if request.instructions is not None:
+        body["instructions"] = request.instructions
+    if previous_id is not None:
+        body["previous_response_id"] = previous_id
+    body["store"] = store
+    body["stream"] = True
+    if request.tools:
+        body["tools"] = tool_json(request.tools)
+        choice = request.tool_choice
+        body["tool_choice"] = (
+            {"type": "function", "name": choice.name} if isinstance(choice, NamedToolChoice) else choice
+        )
+        body["parallel_tool_calls"] = request.parallel_tool_calls
+    if request.temperature is not None:
+        body["temperature"] = request.temperature
+    if request.top_p is not None:
+        body["top_p"] = request.top_p
+    if request.max_output_tokens is not None:
+        body["max_output_tokens"] = request.max_output_tokens
+    if request.metadata:
+        body["metadata"] = request.metadata
+    if request.cache_key:
+        body["prompt_cache_key"] = affinity_token(request.cache_key)
+    if websocket and not request.generate:
+        body["generate"] = False
+    for name, value in settings.extra_body.items():
+        body.setdefault(name, value)
+    return body
+
+
+def encode_body(body: dict[str, Any]) -> bytes:
+    return _encode(body)

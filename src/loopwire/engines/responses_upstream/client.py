@@ -1,0 +1,187 @@
+"""The aiohttp client to the upstream: one keep-alive session for HTTP + SSE and WebSocket upgrades.
+
+Owns connecting, auth headers, timed reads and turning transport failures into UpstreamFailure; must not
+parse events nor decide about retries or which socket a turn uses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import aiohttp
+
+from ..base import EngineError
+from .events import UpstreamFailure, error_body_failure
+from .settings import ResponsesSettings
+
+log = logging.getLogger("loopwire.upstream.responses")
+
+MAX_ERROR_BODY_BYTES = 64 * 1024
+"""How much of a non-200 answer is read to find its error message."""
+DRAIN_TIMEOUT_S = 1.0
+"""After the terminal event, how long to wait for the end of the body so the connection is reused."""
+
+
+class UpgradeRefused(Exception):
+    """The upstream answered the WebSocket upgrade with something other than 101 (426: no WebSocket mode)."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"the upstream refused the WebSocket upgrade with HTTP {status}")
+        self.status = status
+
+
+class Reads:
+    """The first-byte deadline, then the idle timeout between reads, for one upstream response."""
+
+    __slots__ = ("_deadline", "_idle_s", "_loop", "got_data")
+
+    def __init__(self, settings: ResponsesSettings) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._deadline = self._loop.time() + settings.first_byte_timeout_s
+        self._idle_s = settings.idle_timeout_s
+        self.got_data = False
+
+    def deadline(self) -> float:
+        return self._loop.time() + self._idle_s if self.got_data else self._deadline
+
+    def timed_out(self) -> UpstreamFailure:
+        what = f"send anything for {self._idle_s:g} s" if self.got_data else "send its first event in time"
+        return UpstreamFailure(f"the upstream did not {what}", code="upstream_timeout")
+
+
+class SseBody:
+    """One 200 SSE answer being read: `read()` returns each network read's bytes (b"" at the end)."""
+
+    __slots__ = ("_reads", "_response")
+
+    def __init__(self, response: aiohttp.ClientResponse, reads: Reads) -> None:
+        self._response = response
+        self._reads = reads
+
+    async def read(self) -> bytes:
+        try:
+            async with asyncio.timeout_at(self._reads.deadline()):
+                data = await self._response.content.readany()
+        except TimeoutError:
+            raise self._reads.timed_out() from None
+        except (aiohttp.ClientError, OSError) as error:
+            log.warning("the upstream cut the stream: %r", error)
+            raise UpstreamFailure("the upstream closed the connection mid-stream") from None
+        if data:
+            self._reads.got_data = True
+        return data
+
+    async def drain(self) -> None:
+        """Read to the end of the body (briefly) so the keep-alive connection goes back to the pool."""
+        content = self._response.content
+        try:
+            async with asyncio.timeout(DRAIN_TIMEOUT_S):
+                while not content.at_eof():
+                    if not await content.readany():
+                        break
+        except (TimeoutError, aiohttp.ClientError, OSError):
+            pass  # the connection is closed instead of reused; the turn is already complete
+
+    def close(self) -> None:
+        """Reused when read to its end, else closed (which also tells the upstream to stop)."""
+        self._response.release()
+
+
+class UpstreamClient:
+    """The keep-alive session every HTTP request and WebSocket upgrade to the upstream goes through."""
+
+    def __init__(self, settings: ResponsesSettings) -> None:
+        self.settings = settings
+        self._session: aiohttp.ClientSession | None = None
+        self._closed = False
+        headers = {"Accept-Encoding": "identity"}
+        if settings.api_key:
+            headers["Authorization"] = f"Bearer {settings.api_key}"
+        headers.update(settings.extra_headers)
+        self._headers = headers
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise EngineError("the responses engine is closed", code="server_error")
+        session = self._session
+        if session is None or session.closed:
+            settings = self.settings
+            connector = aiohttp.TCPConnector(
+                limit=settings.max_connections + settings.max_sockets,
+                limit_per_host=0,
+                keepalive_timeout=settings.keepalive_s,
+                ttl_dns_cache=300,
+            )
+            session = self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=settings.connect_timeout_s),
+                headers=self._headers,
+                auto_decompress=False,
+                raise_for_status=False,
+            )
+        return session
+
+    async def aclose(self) -> None:
+        self._closed = True
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def post(self, body: bytes) -> SseBody:
+        """POST a streamed create and wait for a 200; any other outcome is an UpstreamFailure (with
+        `replay` set when the upstream did not find the previous response)."""
+        session = self._client()
+        reads = Reads(self.settings)
+        try:
+            async with asyncio.timeout_at(reads.deadline()):
+                response = await session.post(
+                    self.settings.http_endpoint,
+                    data=body,
+                    headers={"Content-Type": "application/json", "Accept": "text/event-stream"},
+                    allow_redirects=False,
+                )
+        except aiohttp.ConnectionTimeoutError:
+            raise UpstreamFailure(
+                f"the upstream did not accept a connection within {self.settings.connect_timeout_s:g} s",
+                code="upstream_timeout",
+            ) from None
+        except TimeoutError:
+            raise reads.timed_out() from None
+        except (aiohttp.ClientError, OSError) as error:
+            log.warning("the upstream (%s) could not be reached: %r", self.settings.http_endpoint, error)
+            raise UpstreamFailure("the upstream could not be reached") from None
+        if response.status == 200:
+            return SseBody(response, reads)
+        try:
+            async with asyncio.timeout_at(reads.deadline()):
+                data = await response.content.read(MAX_ERROR_BODY_BYTES)
+        except (TimeoutError, aiohttp.ClientError, OSError):
+            data = b""
+        finally:
+            response.release()
+        raise error_body_failure(response.status, data, response.reason)
+
+    async def connect(self) -> aiohttp.ClientWebSocketResponse:
+        """A new upstream WebSocket; UpgradeRefused when the upstream answers the upgrade without 101."""
+        session = self._client()
+        settings = self.settings
+        try:
+            async with asyncio.timeout(settings.connect_timeout_s):
+                return await session.ws_connect(
+                    settings.ws_endpoint,
+                    autoclose=True,
+                    autoping=True,
+                    max_msg_size=settings.max_message_bytes,
+                    compress=0,
+                )
+        except aiohttp.WSServerHandshakeError as error:
+            raise UpgradeRefused(error.status) from None
+        except TimeoutError:
+            raise UpstreamFailure(
+                f"the upstream did not accept a WebSocket within {settings.connect_timeout_s:g} s",
+                code="upstream_timeout",
+            ) from None
+        except (aiohttp.ClientError, OSError) as error:
+            log.warning("the upstream (%s) could not be reached: %r", settings.ws_endpoint, error)
+            raise UpstreamFailure("the upstream could not be reached") from None

@@ -1,0 +1,228 @@
+"""The responses engine in process: the event parser and body builder on their own, and the socket pool
+(leases released with the render state, the bound, aclose) against a real loopwire sim upstream process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import aclosing
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, ServerProcess
+
+from loopwire.engines.base import (
+    EngineRequest,
+    Finished,
+    TextDelta,
+    ToolArgumentsDelta,
+    ToolCallStart,
+    ToolSpec,
+)
+from loopwire.engines.factory import build_engine
+from loopwire.engines.responses_upstream import (
+    EventParser,
+    ResponsesEngine,
+    ResponsesSettings,
+    UpstreamFailure,
+    UpstreamRender,
+)
+from loopwire.engines.responses_upstream.body import build_body, encode_body
+from loopwire.protocol.compaction import encode_summary
+from loopwire.protocol.context import EMPTY_CONTEXT
+from loopwire.protocol.items import Compaction, FunctionCallOutput, InputItem, Message
+
+
+def event(kind: str, **fields: object) -> bytes:
+    return json.dumps({"type": kind, "sequence_number": 0, **fields}).encode()
+
+
+# -- the parser ----------------------------------------------------------------------------------------
+
+
+def test_parser_follows_calls_and_fills_in_arguments_sent_only_when_done() -> None:
+    parser = EventParser()
+    call = {"id": "fc_1", "type": "function_call", "call_id": "call_a", "name": "read", "arguments": ""}
+    deltas = parser.feed(event("response.created", response={"id": "resp_up"}))
+    deltas += parser.feed(event("response.output_item.added", output_index=0, item=call))
+    deltas += parser.feed(event("response.function_call_arguments.delta", item_id="fc_1", delta='{"pa'))
+    deltas += parser.feed(
+        event("response.function_call_arguments.done", item_id="fc_1", arguments='{"path":1}')
+    )
+    deltas += parser.feed(event("response.output_item.done", item={**call, "arguments": '{"path":1}'}))
+    deltas += parser.feed(event("response.some_future_event", payload=[1, 2]))
+    usage = {"input_tokens": 9, "output_tokens": 4, "input_tokens_details": {"cached_tokens": 3}}
+    parser.feed(event("response.completed", response={"id": "resp_up", "usage": usage}))
+    assert deltas == [
+        ToolCallStart("call_a", "read"),
+        ToolArgumentsDelta('{"pa'),
+        ToolArgumentsDelta('th":1}'),
+    ]
+    assert parser.done and parser.response_id == "resp_up" and parser.stop_reason == "tool_calls"
+    assert parser.usage is not None
+    assert (parser.usage.input_tokens, parser.usage.cached_tokens, parser.usage.output_tokens) == (9, 3, 4)
+
+
+def test_parser_turns_error_events_into_failures_and_marks_a_lost_parent_for_replay() -> None:
+    lost = EventParser()
+    with pytest.raises(UpstreamFailure) as caught:
+        error = {"code": "previous_response_not_found", "message": "gone"}
+        lost.feed(event("error", status=400, error=error))
+    assert caught.value.replay and lost.done
+    other = EventParser()
+    other.feed(event("response.output_text.delta", item_id="m", delta="hi"))
+    with pytest.raises(UpstreamFailure) as caught:
+        other.feed(event("response.failed", response={"id": "r", "error": {"code": "x", "message": "boom"}}))
+    assert not caught.value.replay and "boom" in str(caught.value)
+    sse_error = EventParser()
+    with pytest.raises(UpstreamFailure, match="rate"):
+        sse_error.feed(event("error", code="rate_limit_exceeded", message="slow down"))
+
+
+def test_parser_refuses_interleaved_arguments_and_malformed_handled_events() -> None:
+    parser = EventParser()
+    for number in (1, 2):
+        item = {"id": f"fc_{number}", "type": "function_call", "call_id": f"c{number}", "name": "f"}
+        parser.feed(event("response.output_item.added", item=item))
+    with pytest.raises(UpstreamFailure, match="interleaved"):
+        parser.feed(event("response.function_call_arguments.delta", item_id="fc_1", delta="{"))
+    with pytest.raises(UpstreamFailure, match="malformed"):
+        EventParser().feed(event("response.output_text.delta", delta=7))
+    assert EventParser().feed(event("response.audio.delta", delta=7)) == []
+
+
+# -- the body ------------------------------------------------------------------------------------------
+
+
+def test_body_drops_this_servers_ids_and_sends_compactions_as_text() -> None:
+    settings = ResponsesSettings(upstream="http://up/v1", model="upstream-model")
+    items: list[InputItem] = [
+        Compaction(encrypted_content=encode_summary("we fixed the parser"), id="cmp_1"),
+        Message(role="user", content="hi", id="msg_ours", status="completed"),
+        FunctionCallOutput(call_id="call_1", output="ok", id="fco_ours"),
+    ]
+    request = EngineRequest(
+        model="client-model",
+        history=EMPTY_CONTEXT.extend(items),
+        tools=(ToolSpec("f", None, {"type": "object"}),),
+        cache_key="owner/lane",
+    )
+    built = build_body(request, settings, items=items, previous_id="resp_up", store=False, websocket=True)
+    body = json.loads(encode_body(built))
+    assert body["type"] == "response.create" and body["model"] == "upstream-model"
+    assert body["previous_response_id"] == "resp_up" and body["store"] is False
+    assert [item.get("id") for item in body["input"]] == [None, None, None]
+    assert "we fixed the parser" in body["input"][0]["content"]
+    assert body["tools"] == [{"type": "function", "name": "f", "parameters": {"type": "object"}}]
+    assert "owner/lane" not in json.dumps(body)  # the cache key goes as an opaque hash
+
+
+def test_settings_and_factory() -> None:
+    settings = ResponsesSettings(upstream="https://api.example.com/v1/")
+    assert settings.http_endpoint == "https://api.example.com/v1/responses"
+    assert settings.ws_endpoint == "wss://api.example.com/v1/responses"
+    with pytest.raises(ValueError, match="transport"):
+        build_engine("responses", upstream="http://up/v1", transport="carrier-pigeon")
+    with pytest.raises(ValueError, match="unknown responses option"):
+        build_engine("responses", upstream="http://up/v1", replicas="2")
+    with pytest.raises(ValueError, match="needs an upstream"):
+        build_engine("responses")
+
+
+def test_cli_refuses_a_responses_engine_without_upstream() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "loopwire", "serve", "--engine", "responses", "--port", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        timeout=30,
+    )
+    assert done.returncode == 2 and b"needs an upstream URL" in done.stderr
+
+
+# -- the socket pool, against a real upstream ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sim_upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    directory: Path = tmp_path_factory.mktemp("responses-engine")
+    proc = ServerProcess(f"sqlite:{directory / 'db'}", directory / "up.log")
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+async def run(engine: ResponsesEngine, request: EngineRequest) -> tuple[str, Finished]:
+    text = ""
+    async with aclosing(engine.stream(request)) as batches:  # as the runner does
+        async for batch in batches:
+            for delta in batch:
+                if isinstance(delta, TextDelta):
+                    text += delta.text
+                elif isinstance(delta, Finished):
+                    return text, delta
+    raise AssertionError("no Finished")
+
+
+def continuation(previous: EngineRequest, finished: Finished, text: str, new: str) -> EngineRequest:
+    history = previous.history.extend([Message(role="assistant", content=text)])
+    return EngineRequest(
+        model="sim",
+        history=history.extend([Message(role="user", content=new)]),
+        prefix=finished.render,
+        prefix_items=history.length,
+    )
+
+
+async def test_sockets_follow_their_chain_return_to_the_idle_set_and_stay_bounded(
+    sim_upstream: ServerProcess,
+) -> None:
+    engine = ResponsesEngine(
+        ResponsesSettings(upstream=sim_upstream.base_url, transport="ws", max_sockets=2, idle_sockets=1)
+    )
+    try:
+        first = EngineRequest(model="sim", history=EMPTY_CONTEXT.extend([Message(role="user", content="a")]))
+        text, finished = await run(engine, first)
+        render = finished.render
+        assert isinstance(render, UpstreamRender) and render.lease is not None
+        socket = render.lease.socket
+        second = continuation(first, finished, text, "b")
+        text2, finished2 = await run(engine, second)
+        assert isinstance(finished2.render, UpstreamRender)
+        assert finished2.render.lease is render.lease  # the chain stays on its socket
+        assert engine.stats.continuations == 1 and engine.pool.opened == 1
+
+        other = EngineRequest(model="sim", history=EMPTY_CONTEXT.extend([Message(role="user", content="c")]))
+        _, other_finished = await run(engine, other)  # a second chain: a second socket
+        assert engine.pool.opened == 2 and len(engine.pool) == 2
+        third = EngineRequest(model="sim", history=EMPTY_CONTEXT.extend([Message(role="user", content="d")]))
+        _, third_finished = await run(engine, third)  # at the bound: the least recently used socket goes
+        assert len(engine.pool) == 2 and engine.pool.opened == 3
+        await asyncio.sleep(0.05)
+        assert not socket.open
+
+        # the first chain's socket is gone; its next turn goes on a new one, continuing from the store
+        _, finished3 = await run(engine, continuation(second, finished2, text2, "e"))
+        assert engine.stats.continuations == 2 and engine.pool.opened == 4
+
+        # the render states go (the client connection closed): their sockets return to the idle set
+        del render, finished, finished2, finished3, other_finished
+        gc.collect()
+        await asyncio.sleep(0.05)
+        assert engine.pool.idle == 1  # the latest socket of chain 1; chain 2's was closed at the bound
+        _, kept = await run(engine, EngineRequest(model="sim", history=third.history))
+        assert engine.pool.opened == 4  # a new chain took the idle socket
+        sockets = (
+            [kept.render.lease.socket]
+            if isinstance(kept.render, UpstreamRender) and kept.render.lease
+            else []
+        )
+        assert sockets and sockets[0].open
+        del third_finished
+    finally:
+        await engine.aclose()
+    assert not sockets[0].open and len(engine.pool) == 0
