@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: setup demo test lint bench bench-agent bench-quick bench-gateway fuzz soak serve clean
+.PHONY: setup demo test lint bench bench-agent bench-quick bench-gateway bench-local fuzz soak serve clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "loopwire needs Python 3.11+")'
@@ -42,6 +42,10 @@ bench-agent: $(STAMP)
 
 bench-gateway: $(STAMP)
 	$(BIN)/python bench/gateway.py --turns 50 --conversations 20 --output-bytes 6000
+	$(BIN)/python bench/gateway_responses.py --turns 50 --conversations 12 --output-bytes 6000
+
+bench-local: $(STAMP)
+	$(BIN)/python bench/local_kv.py --turns 1,10,30 --conversations 3
 
 bench-quick: $(STAMP)
 	$(BIN)/python bench/turn_latency.py --turns 50 --conversations 4 --output-bytes 6000
