@@ -10,6 +10,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from ..netem import PROFILES
 from .samples import RolloutSample, TurnSample
 
 BASELINE = "ws"
@@ -104,8 +105,28 @@ def aggregate(rollouts: Sequence[RolloutSample], turns: Sequence[TurnSample]) ->
                 all_finished=all(m.finished for m in members),
             )
         )
-    rows.sort(key=lambda row: (row.cell.speed, row.cell.profile, row.cell.calls, row.variant))
+    rows.sort(
+        key=lambda row: (
+            _speed_rank(row.cell.speed),
+            _profile_rank(row.cell.profile),
+            row.cell.calls,
+            row.variant,
+        )
+    )
     return rows
+
+
+def _speed_rank(speed: str) -> float:
+    """Slowest engine first; "instant" (no latency model) last."""
+    try:
+        return float(speed)
+    except ValueError:
+        return float("inf")
+
+
+def _profile_rank(profile: str) -> int:
+    order = list(PROFILES)
+    return order.index(profile) if profile in order else len(order)
 
 
 def _baseline(rows: Sequence[Row]) -> dict[CellKey, Row]:
