@@ -74,6 +74,23 @@ def test_fixture_tests_fail_with_the_bug_and_pass_after_the_fix(tmp_path: Path, 
     assert after.returncode == 0, after.stderr
 
 
+def test_padding_grows_the_package_modules_and_keeps_the_bug_and_its_fix(tmp_path: Path) -> None:
+    plain, padded = build_fixture(5), build_fixture(5, padding_bytes=4096)
+    assert padded == build_fixture(5, padding_bytes=4096) and padded.fix == plain.fix
+    grown = {path for path in plain.files if len(padded.files[path]) > len(plain.files[path])}
+    package = f"{plain.package}/"
+    assert grown == {p for p in plain.files if p.startswith(package) and not p.endswith("__init__.py")}
+    assert all(4096 <= len(padded.files[p]) - len(plain.files[p]) < 4096 + 200 for p in grown)
+    write_fixture(tmp_path, 5, padding_bytes=4096)
+    assert _unittest(tmp_path).returncode != 0
+    target = tmp_path / padded.fix.path
+    assert target.read_text().count(padded.fix.old) == 1
+    target.write_text(target.read_text().replace(padded.fix.old, padded.fix.new))
+    assert _unittest(tmp_path).returncode == 0
+    with pytest.raises(ValueError):
+        build_fixture(5, padding_bytes=-1)
+
+
 def test_fixture_is_deterministic_per_seed_and_records_its_fix(tmp_path: Path) -> None:
     assert build_fixture(4) == build_fixture(4)
     assert len({build_fixture(seed).fix for seed in range(12)}) > 1  # seeds pick different bugs

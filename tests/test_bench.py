@@ -104,7 +104,7 @@ def test_a_small_real_run_writes_the_table_records_and_plots(tmp_path: Path) -> 
         [
             "--profiles", "loopback,lan", "--speeds", "instant", "--calls", "5",
             "--variants", "http-full,http-chained,ws",
-            "--extras", "ws-deflate", "--extras-cell", "lan,instant,5", "--out", str(out),
+            "--extras", "ws-deflate", "--extras-cell", "lan,instant,5", "--file-kb", "1", "--out", str(out),
         ]
     )  # fmt: skip
     assert code == 0
@@ -115,7 +115,8 @@ def test_a_small_real_run_writes_the_table_records_and_plots(tmp_path: Path) -> 
     rollouts = list(read_jsonl(out / "bench.jsonl", RolloutSample))
     turns = list(read_jsonl(out / "bench.jsonl", TurnSample))
     assert len(rollouts) == 2 * 3 + 1
-    assert all(r.finished and r.tool_calls == 5 for r in rollouts)
+    assert all(r.finished and r.tool_calls == 5 and r.file_kb == 1 for r in rollouts)
+    assert all(r.history_bytes > 5_000 for r in rollouts)  # the task, five calls and their outputs
     assert len({r.repo_hash for r in rollouts}) == 1  # the same fix over every transport
     by = {(r.profile, r.variant): r for r in rollouts}
     for profile in ("loopback", "lan"):

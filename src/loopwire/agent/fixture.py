@@ -408,8 +408,32 @@ _BUGS: tuple[tuple[str, str, str, str], ...] = (
 BUG_COUNT = len(_BUGS)
 
 
-def build_fixture(seed: int, bug: int | None = None) -> Fixture:
-    """The repository for `seed` (same seed, same bytes). `bug` picks the bug by index, else the seed does."""
+_PADDING_WORDS = (
+    "range", "bound", "parse", "token", "width", "config", "value", "section", "median", "sample",
+    "slug", "wrap", "line", "field", "error", "limit", "default", "strict", "offset", "window",
+)  # fmt: skip
+
+
+def _padding(path: str, size: int) -> str:
+    """About `size` bytes of design notes as comments, the same for the same module every time: history
+    that a read of the module brings back, with nothing a test or the fix depends on."""
+    rng = random.Random(f"loopwire-padding:{path}")
+    lines = ["", "", "# Design notes (kept with the code they describe)."]
+    total = 0
+    while total < size:
+        words = " ".join(rng.choice(_PADDING_WORDS) for _ in range(rng.randint(8, 14)))
+        line = f"# note {len(lines) - 2}: {words}."
+        lines.append(line)
+        total += len(line) + 1
+    return "\n".join(lines) + "\n"
+
+
+def build_fixture(seed: int, bug: int | None = None, padding_bytes: int = 0) -> Fixture:
+    """The repository for `seed` (same seed, same bytes). `bug` picks the bug by index, else the seed does.
+    `padding_bytes` appends that much commentary to each module of the package, so every read of one
+    grows the conversation by as much (a benchmark's knob for history size)."""
+    if padding_bytes < 0:
+        raise ValueError("padding_bytes must not be negative")
     rng = random.Random(f"loopwire-fixture:{seed}")
     package = rng.choice(_PACKAGES)
     index = rng.randrange(BUG_COUNT) if bug is None else bug % BUG_COUNT
@@ -432,6 +456,10 @@ def build_fixture(seed: int, bug: int | None = None) -> Fixture:
         path: text.replace("__PKG__", package).replace("__SEED__", str(seed))
         for path, text in sources.items()
     }
+    if padding_bytes:
+        for path in files:
+            if path.startswith(f"{package}/") and path != f"{package}/__init__.py":
+                files[path] += _padding(path, padding_bytes)
     target = f"{package}/{module}"
     if files[target].count(correct) != 1:
         raise AssertionError(f"fixture bug line is not unique in {target}")
@@ -439,10 +467,10 @@ def build_fixture(seed: int, bug: int | None = None) -> Fixture:
     return Fixture(package, files, FixSpec(target, buggy, correct, test))
 
 
-def write_fixture(directory: Path, seed: int, bug: int | None = None) -> Fixture:
+def write_fixture(directory: Path, seed: int, bug: int | None = None, padding_bytes: int = 0) -> Fixture:
     """Write the repository into `directory` (created; existing fixture files are overwritten) and record
     the fix description in its sidecar file."""
-    fixture = build_fixture(seed, bug)
+    fixture = build_fixture(seed, bug, padding_bytes)
     directory.mkdir(parents=True, exist_ok=True)
     for relative, text in fixture.files.items():
         path = directory / relative

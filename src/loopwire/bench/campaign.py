@@ -33,12 +33,18 @@ async def run_plan(plan: Plan, jsonl: Path | None = None, progress: Progress | N
     progress = progress if progress is not None else Progress(plan.rollouts)
     with tempfile.TemporaryDirectory(prefix="loopwire-bench-") as tmp:
         for speed, runs in groupby(plan.runs(), key=lambda run: run[0].speed):
-            await _run_speed(speed, list(runs), Path(tmp), campaign, jsonl, progress)
+            await _run_speed(speed, list(runs), plan.file_kb, Path(tmp), campaign, jsonl, progress)
     return campaign
 
 
 async def _run_speed(
-    speed: str, runs: list[Run], workdir: Path, campaign: Campaign, jsonl: Path | None, progress: Progress
+    speed: str,
+    runs: list[Run],
+    file_kb: int,
+    workdir: Path,
+    campaign: Campaign,
+    jsonl: Path | None,
+    progress: Progress,
 ) -> None:
     """One server for the speed; one emulator per profile, started when first needed (loopback: none).
     A first, unrecorded rollout warms the engine's prefix cache with what every rollout shares (the
@@ -48,7 +54,7 @@ async def _run_speed(
         emulators: dict[str, LinkProcess] = {}
         direct = Target(f"http://127.0.0.1:{port}/v1", server.pid)
         warmup = Cell("loopback", speed, WARMUP_CALLS)
-        await measure_rollout(direct, warmup, VARIANTS["ws"], 0, 0, 0, "warm-up")
+        await measure_rollout(direct, warmup, VARIANTS["ws"], 0, 0, 0, "warm-up", file_kb)
         for cell, repeat, names in runs:
             target = direct
             if cell.profile != "loopback":
@@ -59,7 +65,7 @@ async def _run_speed(
             for order, name in enumerate(names):
                 label = f"{cell.label}/r{repeat}/{name}"
                 rollout, turns = await measure_rollout(
-                    target, cell, VARIANTS[name], repeat, order, repeat, label
+                    target, cell, VARIANTS[name], repeat, order, repeat, label, file_kb
                 )
                 campaign.rollouts.append(rollout)
                 campaign.turns.extend(turns)

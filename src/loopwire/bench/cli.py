@@ -38,7 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
         "TTFT, turn latency, bytes on the wire, render reuse and server CPU against the floor.",
     )
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true", help="loopback and wan, 1,000 tok/s, 20 calls (<1 min)")
+    mode.add_argument(
+        "--quick", action="store_true", help="loopback and mobile, 4,000 tok/s, 50 calls (<1 min)"
+    )
     mode.add_argument("--full", action="store_true", help="every profile, speed and length, plus the extras")
     mode.add_argument("--report", type=Path, metavar="JSONL", help="only re-read a run's JSON lines")
     parser.add_argument("--profiles", type=_names, help=f"comma-separated, of {', '.join(PROFILES)}")
@@ -54,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--extras-cell", default="wan,1000,20", help="profile,speed,calls (%(default)s)")
     parser.add_argument("--repeats", type=int, help="rollouts per variant and cell (default 1; --full 2)")
+    parser.add_argument(
+        "--file-kb", type=int, default=0, help="pad each fixture module by N KiB: more history per read"
+    )
     parser.add_argument("--out", type=Path, default=Path("bench/results/agent"), help="%(default)s")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     return parser
@@ -76,6 +81,7 @@ def plan_from(args: argparse.Namespace) -> Plan:
         repeats=args.repeats if args.repeats is not None else base.repeats,
         extras=extras,
         extras_cell=extras_cell,
+        file_kb=args.file_kb,
     )
 
 
@@ -97,7 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(
             f"loopwire bench: {plan.rollouts} rollouts over {len(plan.cells())} cells "
             f"(profiles {','.join(plan.profiles)}; speeds {','.join(plan.speeds)} tok/s; "
-            f"calls {','.join(map(str, plan.calls))}; repeats {plan.repeats})",
+            f"calls {','.join(map(str, plan.calls))}; repeats {plan.repeats}; fixture padding "
+            f"{plan.file_kb} KiB per module)",
             file=sys.stderr,
         )
         started = time.monotonic()

@@ -6,6 +6,7 @@ server's timing events, the server's CPU clock) into samples; must not start ser
 
 from __future__ import annotations
 
+import json
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,7 +55,14 @@ class Target:
 
 
 async def measure_rollout(
-    target: Target, cell: Cell, variant: Variant, repeat: int, order: int, seed: int, label: str
+    target: Target,
+    cell: Cell,
+    variant: Variant,
+    repeat: int,
+    order: int,
+    seed: int,
+    label: str,
+    file_kb: int = 0,
 ) -> tuple[RolloutSample, list[TurnSample]]:
     """`label` names the rollout and makes its task text unique, so the engine's prefix cache (shared by
     the whole server, like a real one's) cannot serve it from another variant's identical history: every
@@ -73,14 +81,15 @@ async def measure_rollout(
     before = target.link.totals() if target.link is not None else None
     with tempfile.TemporaryDirectory(prefix="loopwire-bench-repo-") as tmp:
         repo = Path(tmp) / "repo"
-        fixture = write_fixture(repo, seed)
+        fixture = write_fixture(repo, seed, padding_bytes=file_kb * 1024)
         run = await run_agent(repo, fixture.fix, config, observer)
     wire: tuple[int, int] | None = None
     if target.link is not None and before is not None:
         after = target.link.totals()
         wire = (after[0] - before[0], after[1] - before[1])
     turns = [_turn_sample(label, cell, variant, repeat, turn, observer) for turn in run.turns]
-    return _rollout_sample(label, cell, variant, repeat, order, run, turns, wire), turns
+    history = len(json.dumps(run.conversation, separators=(",", ":")).encode())
+    return _rollout_sample(label, cell, variant, repeat, order, run, turns, wire, history, file_kb), turns
 
 
 def _number(timings: dict[str, float], key: str) -> float | None:
@@ -133,6 +142,8 @@ def _rollout_sample(
     run: AgentRun,
     turns: list[TurnSample],
     wire: tuple[int, int] | None,
+    history_bytes: int,
+    file_kb: int,
 ) -> RolloutSample:
     rtt_s = PROFILES[cell.profile].rtt_ms / 1000.0
     model_s = sum(turn.model_ms or 0.0 for turn in turns) / 1000.0
@@ -166,4 +177,6 @@ def _rollout_sample(
         server_cpu_s=None if cpu is None else cpu / 1000.0,
         reconnects=sum(turn.metrics.reconnects for turn in run.turns),
         interrupted=sum(turn.interrupted for turn in run.turns),
+        history_bytes=history_bytes,
+        file_kb=file_kb,
     )

@@ -55,6 +55,7 @@ class Row:
     rendered_tokens: float
     reused_tokens: float
     cached_tokens: float
+    history_bytes: float
     all_finished: bool
 
     @property
@@ -102,6 +103,7 @@ def aggregate(rollouts: Sequence[RolloutSample], turns: Sequence[TurnSample]) ->
                 rendered_tokens=median(m.rendered_tokens or 0 for m in members),
                 reused_tokens=median(m.reused_tokens or 0 for m in members),
                 cached_tokens=median(sum(t.cached_tokens for t in by_rollout[m.rollout]) for m in members),
+                history_bytes=median(m.history_bytes for m in members if m.history_bytes is not None),
                 all_finished=all(m.finished for m in members),
             )
         )
@@ -145,10 +147,10 @@ def detail_table(rows: Sequence[Row]) -> str:
     """Every variant of every cell. Ratios are the variant's median end-to-end time over ws's."""
     base = _baseline(rows)
     lines = [
-        "| cell | variant | e2e s | vs ws | floor s | overhead s | turns | TTFT p50 ms | turn p50 ms "
-        "| last-5 p50 ms | KiB up | KiB down | wire KiB up | wire KiB down | server CPU ms/turn "
-        "| tokens rendered | render reused | KV cached |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| cell | variant | e2e s | vs ws | floor s | overhead s | turns | history KiB | TTFT p50 ms "
+        "| turn p50 ms | last-5 p50 ms | KiB up | KiB down | wire KiB up | wire KiB down "
+        "| server CPU ms/turn | tokens rendered | render reused | KV cached |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         ws = base.get(row.cell)
@@ -156,7 +158,8 @@ def detail_table(rows: Sequence[Row]) -> str:
         lines.append(
             f"| {row.cell.label} | {row.variant}{flag} | {row.e2e_s:.3f} | "
             f"{_ratio(row.e2e_s, ws.e2e_s) if ws else '-'} | {row.floor_s:.3f} | {row.overhead_s:.3f} | "
-            f"{row.turns:.0f} | {row.ttft_ms:.1f} | {row.latency_ms:.1f} | {row.late_latency_ms:.1f} | "
+            f"{row.turns:.0f} | {_kb(row.history_bytes)} | {row.ttft_ms:.1f} | {row.latency_ms:.1f} | "
+            f"{row.late_latency_ms:.1f} | "
             f"{_kb(row.bytes_up)} | {_kb(row.bytes_down)} | {_kb(row.wire_up)} | {_kb(row.wire_down)} | "
             f"{row.server_cpu_ms_per_turn:.2f} | "
             f"{row.rendered_tokens:,.0f} | {row.reused_tokens:,.0f} | {row.cached_tokens:,.0f} |"
@@ -170,9 +173,9 @@ def summary_table(rows: Sequence[Row]) -> str:
     for row in rows:
         cells[row.cell][row.variant] = row
     lines = [
-        "| cell | http-full s | http-chained s | ws s | floor s | http-full / ws | http-chained / ws "
-        "| ws over floor | KiB up http-full / chained / ws |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| cell | history KiB | http-full s | http-chained s | ws s | floor s | http-full / ws "
+        "| http-chained / ws | ws over floor | KiB up http-full / chained / ws |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for cell, variants in cells.items():
         ws, full, chained = variants.get("ws"), variants.get("http-full"), variants.get("http-chained")
@@ -186,7 +189,8 @@ def summary_table(rows: Sequence[Row]) -> str:
             return "-" if row is None else _kb(row.bytes_up)
 
         lines.append(
-            f"| {cell.label} | {seconds(full)} | {seconds(chained)} | {ws.e2e_s:.3f} | {ws.floor_s:.3f} | "
+            f"| {cell.label} | {_kb(ws.history_bytes)} | {seconds(full)} | {seconds(chained)} | "
+            f"{ws.e2e_s:.3f} | {ws.floor_s:.3f} | "
             f"{_ratio(full.e2e_s, ws.e2e_s) if full else '-'} | "
             f"{_ratio(chained.e2e_s, ws.e2e_s) if chained else '-'} | "
             f"+{ws.overhead_s:.3f} s ({_ratio(ws.e2e_s, ws.floor_s)}) | "

@@ -82,6 +82,10 @@ class RolloutSample:
     server_cpu_s: float | None
     reconnects: int
     interrupted: int
+    history_bytes: int | None = None
+    """The conversation's size at the end, as compact JSON (None in records from before it was kept)."""
+    file_kb: int = 0
+    """The fixture's padding per module (Plan.file_kb)."""
 
     @property
     def overhead_s(self) -> float:
