@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
 from collections.abc import AsyncGenerator, Mapping
 
 import picows
 
-from .errors import ConnectionLost, RequestError, TransportError, UpgradeRefused
-from .events import CONNECTION_RETIRED
+from .errors import RequestError, TransportError, UpgradeRefused
+from .inbox import FrameInbox
 from .options import SessionOptions
 from .result import TurnMetrics
 
@@ -21,7 +20,6 @@ _TEXT = picows.WSMsgType.TEXT
 _BINARY = picows.WSMsgType.BINARY
 _CONTINUATION = picows.WSMsgType.CONTINUATION
 _CLOSE = picows.WSMsgType.CLOSE
-_RETIRED_MARK = CONNECTION_RETIRED.encode()
 
 
 def websocket_url(base_url: str) -> str:
@@ -35,50 +33,32 @@ def websocket_url(base_url: str) -> str:
 
 
 class _Listener(picows.WSListener):
-    """picows callbacks: complete messages go to `frames` while a turn is reading; between turns only
-    an unasked age-limit notice matters (the socket is retiring)."""
+    """picows callbacks: complete messages go to the inbox; a close frame retires the socket."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.frames: deque[bytes] = deque()
-        self.waiter: asyncio.Future[None] | None = None
-        self.reading = False
-        self.closed = False
-        self.retiring = False
+        self.inbox = FrameInbox()
         self._fragments: list[bytes] = []
 
     def on_ws_frame(self, transport: picows.WSTransport, frame: picows.WSFrame) -> None:
         kind = frame.msg_type
         if kind in (_TEXT, _BINARY):
             if frame.fin:
-                self._message(frame.get_payload_as_bytes())
+                self.inbox.deliver(frame.get_payload_as_bytes())
             else:
                 self._fragments = [frame.get_payload_as_bytes()]
         elif kind == _CONTINUATION:
             self._fragments.append(frame.get_payload_as_bytes())
             if frame.fin:
                 message, self._fragments = b"".join(self._fragments), []
-                self._message(message)
+                self.inbox.deliver(message)
         elif kind == _CLOSE:
-            self.retiring = True
+            self.inbox.retiring = True
             transport.send_close(frame.get_close_code())
             transport.disconnect()
 
-    def _message(self, payload: bytes) -> None:
-        if self.reading:
-            self.frames.append(payload)
-            self._wake()
-        elif _RETIRED_MARK in payload:
-            self.retiring = True
-
     def on_ws_disconnected(self, transport: picows.WSTransport) -> None:
-        self.closed = True
-        self._wake()
-
-    def _wake(self) -> None:
-        waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self.inbox.disconnected()
 
 
 class WsConnection:
@@ -125,63 +105,32 @@ class WsConnection:
     @property
     def usable(self) -> bool:
         """Open, and not announced as retiring by the server."""
-        return not self._listener.closed and not self._listener.retiring
+        inbox = self._listener.inbox
+        return not inbox.closed and not inbox.retiring
 
     def age(self, now: float) -> float:
         return now - self.opened_at
 
     def mark_retiring(self) -> None:
-        self._listener.retiring = True
+        self._listener.inbox.retiring = True
 
-    async def exchange(self, body: bytes, metrics: TurnMetrics) -> AsyncGenerator[bytes, None]:
-        listener = self._listener
-        if listener.closed:
-            raise ConnectionLost("the socket closed before the request was sent")
-        listener.frames.clear()
-        listener.reading = True
-        try:
-            self._transport.send(_TEXT, body)
-            metrics.bytes_up += len(body)
-            while True:
-                while listener.frames:
-                    payload = listener.frames.popleft()
-                    metrics.bytes_down += len(payload)
-                    yield payload
-                if listener.closed:
-                    raise ConnectionLost("the socket closed during the turn")
-                await self._wait()
-        finally:
-            listener.reading = False
-            if any(_RETIRED_MARK in payload for payload in listener.frames):
-                listener.retiring = True  # the age-limit notice came right behind the turn's last event
-            listener.frames.clear()
+    def exchange(self, body: bytes, metrics: TurnMetrics) -> AsyncGenerator[bytes, None]:
+        return self._listener.inbox.exchange(self._send, body, metrics, self._read_timeout_s, self.abort)
 
-    async def _wait(self) -> None:
-        listener = self._listener
-        waiter = asyncio.get_running_loop().create_future()
-        listener.waiter = waiter
-        try:
-            if self._read_timeout_s is None:
-                await waiter
-            else:
-                try:
-                    await asyncio.wait_for(waiter, self._read_timeout_s)
-                except TimeoutError:
-                    self.abort()
-                    raise ConnectionLost(f"no event for {self._read_timeout_s:g} s") from None
-        finally:
-            listener.waiter = None
+    async def _send(self, body: bytes) -> None:
+        self._transport.send(_TEXT, body)
 
     def abort(self) -> None:
         """Drop the connection now (the server cancels whatever it was running for it)."""
-        self._listener.closed = True
+        self._listener.inbox.closed = True
         self._transport.disconnect(graceful=False)
 
     async def close(self, timeout_s: float = 1.0) -> None:
         """Close handshake, then disconnect; waits at most `timeout_s` for the peer."""
-        if self._listener.closed:
+        inbox = self._listener.inbox
+        if inbox.closed:
             return
-        self._listener.retiring = True
+        inbox.retiring = True
         try:
             self._transport.send_close(picows.WSCloseCode.OK)
             self._transport.disconnect()

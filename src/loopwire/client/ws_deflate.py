@@ -10,23 +10,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import deque
 from collections.abc import AsyncGenerator, Mapping
 
 import aiohttp
 
 from .errors import ConnectionLost, RequestError, TransportError, UpgradeRefused
-from .events import CONNECTION_RETIRED
+from .inbox import FrameInbox
 from .options import SessionOptions
 from .result import TurnMetrics
 
-_RETIRED_MARK = CONNECTION_RETIRED.encode()
 _DEFLATE_WINDOW_BITS = 15
+_ENDED = (
+    aiohttp.WSMsgType.CLOSE,
+    aiohttp.WSMsgType.CLOSING,
+    aiohttp.WSMsgType.CLOSED,
+    aiohttp.WSMsgType.ERROR,
+)
 
 
 class DeflateWsConnection:
-    """Like ws.WsConnection: a reader task hands messages to the running turn; between turns only the
-    server's age-limit notice matters. `compressed` tells whether the server accepted the extension."""
+    """Like ws.WsConnection, with a reader task feeding the inbox. `compressed` tells whether the server
+    accepted the extension."""
 
     def __init__(
         self,
@@ -39,11 +43,7 @@ class DeflateWsConnection:
         self._read_timeout_s = options.read_timeout_s
         self.opened_at = time.monotonic()
         self.compressed = bool(ws.compress)
-        self._frames: deque[bytes] = deque()
-        self._waiter: asyncio.Future[None] | None = None
-        self._reading = False
-        self._closed = False
-        self._retiring = False
+        self._inbox = FrameInbox()
         self._reader = asyncio.get_running_loop().create_task(self._read())
 
     @classmethod
@@ -76,88 +76,41 @@ class DeflateWsConnection:
         return cls(session, ws, options)
 
     async def _read(self) -> None:
-        ws = self._ws
+        ws, inbox = self._ws, self._inbox
         try:
             while True:
                 message = await ws.receive()
                 if message.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
                     data = message.data
-                    payload = data.encode() if isinstance(data, str) else bytes(data)
-                    if self._reading:
-                        self._frames.append(payload)
-                        self._wake()
-                    elif _RETIRED_MARK in payload:
-                        self._retiring = True
-                elif message.type in (
-                    aiohttp.WSMsgType.CLOSE,
-                    aiohttp.WSMsgType.CLOSING,
-                    aiohttp.WSMsgType.CLOSED,
-                    aiohttp.WSMsgType.ERROR,
-                ):
+                    inbox.deliver(data.encode() if isinstance(data, str) else bytes(data))
+                elif message.type in _ENDED:
                     break
         except (aiohttp.ClientError, OSError):
             pass
         finally:
-            self._closed = True
-            self._wake()
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+            inbox.disconnected()
 
     @property
     def usable(self) -> bool:
-        return not self._closed and not self._retiring
+        return not self._inbox.closed and not self._inbox.retiring
 
     def age(self, now: float) -> float:
         return now - self.opened_at
 
     def mark_retiring(self) -> None:
-        self._retiring = True
+        self._inbox.retiring = True
 
-    async def exchange(self, body: bytes, metrics: TurnMetrics) -> AsyncGenerator[bytes, None]:
-        if self._closed:
-            raise ConnectionLost("the socket closed before the request was sent")
-        self._frames.clear()
-        self._reading = True
-        try:
-            try:
-                await self._ws.send_str(body.decode())
-            except (aiohttp.ClientError, OSError, ConnectionError) as error:
-                raise ConnectionLost(f"the socket failed while sending: {error!r}") from error
-            metrics.bytes_up += len(body)
-            while True:
-                while self._frames:
-                    payload = self._frames.popleft()
-                    metrics.bytes_down += len(payload)
-                    yield payload
-                if self._closed:
-                    raise ConnectionLost("the socket closed during the turn")
-                await self._wait()
-        finally:
-            self._reading = False
-            if any(_RETIRED_MARK in payload for payload in self._frames):
-                self._retiring = True
-            self._frames.clear()
+    def exchange(self, body: bytes, metrics: TurnMetrics) -> AsyncGenerator[bytes, None]:
+        return self._inbox.exchange(self._send, body, metrics, self._read_timeout_s, self.abort)
 
-    async def _wait(self) -> None:
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiter = waiter
+    async def _send(self, body: bytes) -> None:
         try:
-            if self._read_timeout_s is None:
-                await waiter
-            else:
-                try:
-                    await asyncio.wait_for(waiter, self._read_timeout_s)
-                except TimeoutError:
-                    self.abort()
-                    raise ConnectionLost(f"no event for {self._read_timeout_s:g} s") from None
-        finally:
-            self._waiter = None
+            await self._ws.send_str(body.decode())
+        except (aiohttp.ClientError, OSError, ConnectionError) as error:
+            raise ConnectionLost(f"the socket failed while sending: {error!r}") from error
 
     def abort(self) -> None:
-        self._closed = True
+        self._inbox.closed = True
         self._reader.cancel()
         transport = self._ws.get_extra_info("transport")
         if transport is not None:
@@ -170,15 +123,15 @@ class DeflateWsConnection:
         await self._session.close()
 
     async def close(self, timeout_s: float = 1.0) -> None:
-        if self._closed:
+        if self._inbox.closed:
             await self._session.close()
             return
-        self._retiring = True
+        self._inbox.retiring = True
         try:
             await asyncio.wait_for(self._ws.close(), timeout_s)
         except (TimeoutError, OSError, aiohttp.ClientError):
             self.abort()
         finally:
-            self._closed = True
+            self._inbox.closed = True
             self._reader.cancel()
             await self._session.close()

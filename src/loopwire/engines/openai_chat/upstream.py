@@ -17,6 +17,7 @@ from hashlib import blake2b
 import aiohttp
 
 from ..base import EngineError
+from ..upstream_session import keepalive_session
 from .chunks import error_text
 from .settings import OpenAIChatSettings
 
@@ -155,18 +156,11 @@ class UpstreamPool:
         session = self._session
         if session is None or session.closed:
             settings = self.settings
-            connector = aiohttp.TCPConnector(
+            session = self._session = keepalive_session(
                 limit=settings.max_connections,
-                limit_per_host=0,
-                keepalive_timeout=settings.keepalive_s,
-                ttl_dns_cache=300,
-            )
-            session = self._session = aiohttp.ClientSession(
-                connector=connector,
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=settings.connect_timeout_s),
+                keepalive_s=settings.keepalive_s,
+                connect_timeout_s=settings.connect_timeout_s,
                 headers=self._headers,
-                auto_decompress=False,
-                raise_for_status=False,
             )
         return session
 

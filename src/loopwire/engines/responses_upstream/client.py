@@ -12,6 +12,7 @@ import logging
 import aiohttp
 
 from ..base import EngineError
+from ..upstream_session import keepalive_session
 from .events import UpstreamFailure, error_body_failure
 from .settings import ResponsesSettings
 
@@ -107,18 +108,11 @@ class UpstreamClient:
         session = self._session
         if session is None or session.closed:
             settings = self.settings
-            connector = aiohttp.TCPConnector(
+            session = self._session = keepalive_session(
                 limit=settings.max_connections + settings.max_sockets,
-                limit_per_host=0,
-                keepalive_timeout=settings.keepalive_s,
-                ttl_dns_cache=300,
-            )
-            session = self._session = aiohttp.ClientSession(
-                connector=connector,
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=settings.connect_timeout_s),
+                keepalive_s=settings.keepalive_s,
+                connect_timeout_s=settings.connect_timeout_s,
                 headers=self._headers,
-                auto_decompress=False,
-                raise_for_status=False,
             )
         return session
 
