@@ -1,14 +1,19 @@
 """The keep-alive aiohttp session the gateway engines talk to their upstreams through.
 
 Owns the connector and session settings every upstream engine shares (pool size, keep-alive, DNS cache,
-no decompression, no raising on statuses); must not send requests or interpret answers.
+no decompression, no raising on statuses) and draining a finished body; must not send requests or
+interpret answers.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 
 import aiohttp
+
+DRAIN_TIMEOUT_S = 1.0
+"""After a stream's last event, how long to wait for the end of its body so the connection is reused."""
 
 
 def keepalive_session(
@@ -26,3 +31,15 @@ def keepalive_session(
         auto_decompress=False,
         raise_for_status=False,
     )
+
+
+async def drain(response: aiohttp.ClientResponse, timeout_s: float = DRAIN_TIMEOUT_S) -> None:
+    """Read to the end of the body (briefly) so the keep-alive connection goes back to the pool."""
+    content = response.content
+    try:
+        async with asyncio.timeout(timeout_s):
+            while not content.at_eof():
+                if not await content.readany():
+                    break
+    except (TimeoutError, aiohttp.ClientError, OSError):
+        pass  # the connection is closed instead of reused; the turn is already complete

@@ -17,7 +17,7 @@ from hashlib import blake2b
 import aiohttp
 
 from ..base import EngineError
-from ..upstream_session import keepalive_session
+from ..upstream_session import drain, keepalive_session
 from .chunks import error_text
 from .settings import OpenAIChatSettings
 
@@ -25,8 +25,6 @@ log = logging.getLogger("loopwire.upstream")
 
 MAX_ERROR_BODY_BYTES = 64 * 1024
 """How much of a non-200 answer is read to find its error message."""
-DRAIN_TIMEOUT_S = 1.0
-"""After `[DONE]`, how long to wait for the end of the body so the connection can be reused."""
 MAX_COMPLETION_BODY_BYTES = 64 * 1024 * 1024
 """The largest non-streamed completion body accepted from a server that ignored `stream: true`."""
 
@@ -117,14 +115,7 @@ class UpstreamStream:
 
     async def drain(self) -> None:
         """Read to the end of the body (briefly) so the keep-alive connection goes back to the pool."""
-        content = self._response.content
-        try:
-            async with asyncio.timeout(DRAIN_TIMEOUT_S):
-                while not content.at_eof():
-                    if not await content.readany():
-                        break
-        except (TimeoutError, aiohttp.ClientError, OSError):
-            pass  # the connection is closed instead of reused; the turn is already complete
+        await drain(self._response)
 
     def close(self) -> None:
         """Release the connection: reused when the body was read to its end, else closed (which also

@@ -12,7 +12,7 @@ import logging
 import aiohttp
 
 from ..base import EngineError
-from ..upstream_session import keepalive_session
+from ..upstream_session import drain, keepalive_session
 from .events import UpstreamFailure, error_body_failure
 from .settings import ResponsesSettings
 
@@ -20,8 +20,6 @@ log = logging.getLogger("loopwire.upstream.responses")
 
 MAX_ERROR_BODY_BYTES = 64 * 1024
 """How much of a non-200 answer is read to find its error message."""
-DRAIN_TIMEOUT_S = 1.0
-"""After the terminal event, how long to wait for the end of the body so the connection is reused."""
 
 
 class UpgradeRefused(Exception):
@@ -75,14 +73,7 @@ class SseBody:
 
     async def drain(self) -> None:
         """Read to the end of the body (briefly) so the keep-alive connection goes back to the pool."""
-        content = self._response.content
-        try:
-            async with asyncio.timeout(DRAIN_TIMEOUT_S):
-                while not content.at_eof():
-                    if not await content.readany():
-                        break
-        except (TimeoutError, aiohttp.ClientError, OSError):
-            pass  # the connection is closed instead of reused; the turn is already complete
+        await drain(self._response)
 
     def close(self) -> None:
         """Reused when read to its end, else closed (which also tells the upstream to stop)."""
