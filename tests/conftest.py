@@ -145,12 +145,24 @@ def make_async_client(base_url: str, *, strict: bool = False) -> openai.AsyncOpe
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """The sim engine; with LOOPWIRE_TEST_ENGINE=responses, loopwire's responses engine in front of a
+    second, real loopwire (sim) as its upstream, so the same scenarios run through the gateway."""
     directory = tmp_path_factory.mktemp("loopwire-server")
-    proc = ServerProcess(f"sqlite:{directory / 'db'}", directory / "server.log").start()
+    engine = os.environ.get("LOOPWIRE_TEST_ENGINE", "sim")
+    upstream: ServerProcess | None = None
+    extra: tuple[str, ...] = ()
+    if engine == "responses":
+        upstream = ServerProcess("memory", directory / "upstream.log").start()
+        extra = ("--engine", "responses", "--upstream", upstream.base_url)
+    elif engine != "sim":
+        raise pytest.UsageError(f"LOOPWIRE_TEST_ENGINE takes sim or responses, got {engine!r}")
+    proc = ServerProcess(f"sqlite:{directory / 'db'}", directory / "server.log", extra).start()
     try:
         yield proc
     finally:
         proc.stop()
+        if upstream is not None:
+            upstream.stop()
 
 
 @pytest.fixture(scope="session")

@@ -345,3 +345,26 @@ async def test_an_http_client_sees_response_failed_for_an_upstream_500(fault_gat
         await client.close()
     assert events[-1].type == "response.failed"
     assert "500" in events[-1].response.error.message
+
+
+async def test_input_tokens_are_the_upstreams_count_or_an_estimate_when_it_has_none(
+    gateway: ServerProcess, upstream: ServerProcess, fault_gateway: ServerProcess
+) -> None:
+    fields: dict[str, Any] = {
+        "model": "sim",
+        "instructions": "Be brief.",
+        "input": "How many tokens is this?",
+        "tools": [READ_FILE],
+    }
+    direct = openai.AsyncOpenAI(base_url=upstream.base_url, api_key=UPSTREAM_KEY, max_retries=0, timeout=20.0)
+    through, faulty = sdk(gateway.base_url), sdk(fault_gateway.base_url)
+    try:
+        exact = await direct.responses.input_tokens.count(**fields)
+        counted = await through.responses.input_tokens.count(**fields)
+        estimated = await faulty.responses.input_tokens.count(**fields)  # the fake offers no /input_tokens
+    finally:
+        await direct.close()
+        await through.close()
+        await faulty.close()
+    assert counted.input_tokens == exact.input_tokens
+    assert estimated.input_tokens > 0 and estimated.object == "response.input_tokens"

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from ..protocol.context import Context
 
@@ -130,3 +130,11 @@ class Engine(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class UpstreamTokenCounter(Protocol):
+    """An engine that can ask its upstream for the exact count (`/input_tokens` awaits it when offered;
+    `Engine.count_tokens`, synchronous, is the estimate used otherwise)."""
+
+    async def count_input_tokens(self, request: EngineRequest) -> int: ...

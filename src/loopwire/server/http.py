@@ -15,6 +15,7 @@ from urllib.parse import parse_qs
 
 import msgspec
 
+from ..engines.base import UpstreamTokenCounter
 from ..protocol.errors import ProtocolError, invalid_request, missing_parameter, response_not_found
 from ..protocol.events import Event, encode, event_type, sse_frame
 from ..protocol.items import as_listed
@@ -242,7 +243,11 @@ async def input_tokens(state: ServerState, receive: Receive, send: Send, owner: 
     conn = _connection(state, owner)
     parent = await resolve_parent(state, conn, DEFAULT_LANE, request.previous_response_id)
     plan = plan_turn(request, parent=parent, lane=DEFAULT_LANE, owner=owner, response_id="", now=0)
-    count = state.engine.count_tokens(plan.engine_request)
+    engine = state.engine
+    if isinstance(engine, UpstreamTokenCounter):
+        count = await engine.count_input_tokens(plan.engine_request)
+    else:
+        count = engine.count_tokens(plan.engine_request)
     await send_json(send, 200, encode({"object": "response.input_tokens", "input_tokens": count}))
 
 

@@ -94,5 +94,19 @@ def build_body(
     return body
 
 
+COUNT_FIELDS = frozenset(
+    {"model", "input", "instructions", "tools", "tool_choice", "parallel_tool_calls", "reasoning", "text"}
+)
+"""What `/responses/input_tokens` takes of a create body (no streaming, storing or sampling fields)."""
+
+
+def count_body(request: EngineRequest, settings: ResponsesSettings) -> dict[str, Any]:
+    """The upstream `/responses/input_tokens` body for the request's whole context."""
+    body = build_body(
+        request, settings, items=list(request.history), previous_id=None, store=False, websocket=False
+    )
+    return {name: value for name, value in body.items() if name in COUNT_FIELDS}
+
+
 def encode_body(body: dict[str, Any]) -> bytes:
     return _encode(body)

@@ -147,6 +147,29 @@ class UpstreamClient:
             response.release()
         raise error_body_failure(response.status, data, response.reason)
 
+    async def count_input_tokens(self, body: bytes) -> int | None:
+        """The upstream's own count for a create body, or None when it offers none (404, an error, a
+        timeout): the caller estimates then."""
+        session = self._client()
+        settings = self.settings
+        try:
+            async with asyncio.timeout(settings.connect_timeout_s + settings.first_byte_timeout_s):
+                async with session.post(
+                    settings.http_endpoint + "/input_tokens",
+                    data=body,
+                    headers={"Content-Type": "application/json"},
+                    allow_redirects=False,
+                ) as response:
+                    if response.status != 200:
+                        log.debug("the upstream answered /input_tokens with HTTP %s", response.status)
+                        return None
+                    answer = await response.json(content_type=None)
+        except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as error:
+            log.debug("the upstream could not count tokens: %r", error)
+            return None
+        count = answer.get("input_tokens") if isinstance(answer, dict) else None
+        return count if isinstance(count, int) and not isinstance(count, bool) and count >= 0 else None
+
     async def connect(self) -> aiohttp.ClientWebSocketResponse:
         """A new upstream WebSocket; UpgradeRefused when the upstream answers the upgrade without 101."""
         session = self._client()

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from ..base import EngineDelta, EngineRequest, Finished, RenderState, Usage
 from ..openai_chat.estimate import estimate_input_tokens, estimate_output_tokens, plain_messages
 from ..openai_chat.sse import SseDecoder, SseError
-from .body import build_body, encode_body, tool_json
+from .body import build_body, count_body, encode_body, tool_json
 from .client import Reads, UpgradeRefused, UpstreamClient
 from .events import EventParser, UpstreamFailure
 from .settings import ResponsesSettings
@@ -86,6 +86,11 @@ class ResponsesEngine:
         for it synchronously, and `/responses/input_tokens` is a network call."""
         messages = plain_messages(request.history, request.instructions)
         return estimate_input_tokens(messages, tool_json(request.tools))
+
+    async def count_input_tokens(self, request: EngineRequest) -> int:
+        """The upstream's count of the whole context (what `/input_tokens` answers), else the estimate."""
+        counted = await self.client.count_input_tokens(encode_body(count_body(request, self.settings)))
+        return counted if counted is not None else self.count_tokens(request)
 
     def _store(self, request: EngineRequest) -> bool:
         policy = self.settings.store
