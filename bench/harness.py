@@ -9,18 +9,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 import statistics
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import picows
+
+from loopwire.bench.processes import free_port, wait_http
 
 Sample = TypeVar("Sample")
 
@@ -70,25 +69,12 @@ class Results(Generic[Sample]):
         return [sample for turn in turns for sample in self.turns.get(turn, [])]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def wait_ready(url: str, process: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"{process.args} exited with {process.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=1):
-                return
-        except OSError as error:
-            if getattr(error, "code", None) is not None:  # an HTTP error status: it is up
-                return
-            time.sleep(0.05)
-    raise SystemExit(f"{url} did not come up")
+    """loopwire.bench.processes.wait_http, ending the script with its message when the server fails."""
+    try:
+        wait_http(url, process, timeout_s)
+    except RuntimeError as error:
+        raise SystemExit(str(error)) from None
 
 
 @contextlib.contextmanager

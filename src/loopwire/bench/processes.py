@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -30,17 +31,21 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _wait_http(url: str, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
+def wait_http(url: str, process: subprocess.Popen[bytes], timeout_s: float = READY_TIMEOUT_S) -> None:
+    """Returns once `url` answers at all (an HTTP error status counts: the server is up); RuntimeError
+    when `process` exits first or nothing answers within `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"{process.args!r} exited with {process.returncode}")
         try:
             with urllib.request.urlopen(url, timeout=1):
                 return
+        except urllib.error.HTTPError:
+            return
         except OSError:
             time.sleep(0.05)
-    raise RuntimeError(f"{url} did not come up within {READY_TIMEOUT_S:g} s")
+    raise RuntimeError(f"{url} did not come up within {timeout_s:g} s")
 
 
 def _wait_port(port: int, process: subprocess.Popen[str]) -> None:
@@ -89,7 +94,7 @@ def loopwire_server(
     ]
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_http(f"http://127.0.0.1:{port}/healthz", server)
+        wait_http(f"http://127.0.0.1:{port}/healthz", server)
         yield server, port
     finally:
         _stop(server)

@@ -16,6 +16,18 @@ DRAIN_TIMEOUT_S = 1.0
 """After a stream's last event, how long to wait for the end of its body so the connection is reused."""
 
 
+def upstream_headers(
+    api_key: str | None, extra: Mapping[str, str], base: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """Headers on every upstream request: `base`, no compression (the streams are small and parsed as
+    they arrive), the bearer key when one is set, then the operator's extra headers over all of them."""
+    headers = {**(base or {}), "Accept-Encoding": "identity"}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    headers.update(extra)
+    return headers
+
+
 def keepalive_session(
     *, limit: int, keepalive_s: float, connect_timeout_s: float, headers: Mapping[str, str]
 ) -> aiohttp.ClientSession:

@@ -17,7 +17,7 @@ from hashlib import blake2b
 import aiohttp
 
 from ..base import EngineError
-from ..upstream_session import drain, keepalive_session
+from ..upstream_session import drain, keepalive_session, upstream_headers
 from .chunks import error_text
 from .settings import OpenAIChatSettings
 
@@ -135,11 +135,9 @@ class UpstreamPool:
         self._down_until: dict[str, float] = {}
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
-        headers = {"Accept": "text/event-stream", "Accept-Encoding": "identity"}
-        if settings.api_key:
-            headers["Authorization"] = f"Bearer {settings.api_key}"
-        headers.update(settings.extra_headers)
-        self._headers = headers
+        self._headers = upstream_headers(
+            settings.api_key, settings.extra_headers, {"Accept": "text/event-stream"}
+        )
 
     def _client(self) -> aiohttp.ClientSession:
         if self._closed:

@@ -12,7 +12,7 @@ import logging
 import aiohttp
 
 from ..base import EngineError
-from ..upstream_session import drain, keepalive_session
+from ..upstream_session import drain, keepalive_session, upstream_headers
 from .events import UpstreamFailure, error_body_failure
 from .settings import ResponsesSettings
 
@@ -87,11 +87,7 @@ class UpstreamClient:
         self.settings = settings
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
-        headers = {"Accept-Encoding": "identity"}
-        if settings.api_key:
-            headers["Authorization"] = f"Bearer {settings.api_key}"
-        headers.update(settings.extra_headers)
-        self._headers = headers
+        self._headers = upstream_headers(settings.api_key, settings.extra_headers)
 
     def _client(self) -> aiohttp.ClientSession:
         if self._closed:
