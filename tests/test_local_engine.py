@@ -341,8 +341,13 @@ def test_missing_or_incomplete_model_dirs_are_clear_errors(tmp_path: Path) -> No
     (partial / "config.json").write_text("{}")
     with pytest.raises(ValueError, match=r"incomplete: missing weights .*, a tokenizer"):
         build_engine("local", model=str(partial))
-    with pytest.raises(ValueError, match="needs a model directory"):
+    with pytest.raises(ValueError, match="needs a model: --model DIR or --model FILE.gguf"):
         build_engine("local")
+    with pytest.raises(ValueError, match="GGUF file .* does not exist"):
+        build_engine("local", model=str(tmp_path / "absent.gguf"))
+    (tmp_path / "fake.gguf").write_bytes(b"not a gguf")
+    with pytest.raises(ValueError, match="is not a GGUF file"):
+        build_engine("local", model=str(tmp_path / "fake.gguf"))
     with pytest.raises(ValueError, match="unknown local option"):
         build_engine("local", model=str(partial), upstream="http://x")
     done = subprocess.run(

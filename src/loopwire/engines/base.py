@@ -138,3 +138,20 @@ class UpstreamTokenCounter(Protocol):
     `Engine.count_tokens`, synchronous, is the estimate used otherwise)."""
 
     async def count_input_tokens(self, request: EngineRequest) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class EngineCount:
+    """One counter an engine keeps itself, shown at /metrics as `name{labels} value`."""
+
+    name: str
+    help: str
+    labels: tuple[tuple[str, str], ...]
+    value: float
+
+
+@runtime_checkable
+class CountingEngine(Protocol):
+    """An engine with counters of its own (read from the event loop; a worker thread may be adding)."""
+
+    def counters(self) -> list[EngineCount]: ...

@@ -97,7 +97,7 @@ def _build(name: str, options: dict[str, Any], *, build: bool) -> Engine | None:
 
 def _build_local(options: dict[str, Any], *, build: bool) -> Engine | None:
     """Checks settings and the model directory without importing torch; only building loads the model."""
-    from .local.model_dir import check_model_dir
+    from .local.model_dir import check_model
     from .local.settings import LocalSettings
 
     known = {item.name for item in fields(LocalSettings)}
@@ -107,9 +107,9 @@ def _build_local(options: dict[str, Any], *, build: bool) -> Engine | None:
             f"unknown local option(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}"
         )
     if "model" not in options:
-        raise ValueError("the local engine needs a model directory: --model DIR")
+        raise ValueError("the local engine needs a model: --model DIR or --model FILE.gguf")
     settings = LocalSettings(**coerce(LocalSettings, options))
-    check_model_dir(settings.model)
+    check_model(settings.model)
     if not build:
         return None
     try:

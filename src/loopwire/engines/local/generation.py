@@ -18,6 +18,7 @@ from ..base import EngineDelta, EngineError, Finished, StopReason, Usage
 from .decoding import Detokenizer, Sampler
 from .kv_pool import KvPool, LocalRenderState
 from .loader import LoadedModel, new_cache
+from .render_cache import RenderedPrefix
 from .tool_parser import ToolCallParser
 
 Emit = Callable[[list[EngineDelta] | EngineError], None]
@@ -40,6 +41,8 @@ class TurnJob:
     cancelled: threading.Event
     emit: Emit
     render_ms: float = 0.0
+    rendered: RenderedPrefix | None = None
+    """The render of the history that the next turn of the lane extends (its ids prefix `prompt`)."""
 
 
 @dataclass(slots=True)
@@ -181,7 +184,7 @@ class Generator:
             tail = []
         if stop == "stop" and parser.calls:
             stop = "tool_calls"
-        state = self.pool.new_state(tuple(fed))
+        state = self.pool.new_state(tuple(fed), job.rendered)
         if self.kv_reuse:
             self.pool.put(state, cache, len(fed))
         timings["total_ms"] = (time.perf_counter() - started) * 1000.0
