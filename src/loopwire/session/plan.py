@@ -167,6 +167,18 @@ def _prepare_items(items: list[InputItem], base: Context) -> list[InputItem]:
     return prepared
 
 
+def _text_schema(request: CreateRequest) -> dict[str, Any] | None:
+    """The JSON schema of a `json_schema` text format; other formats (text, json_object) have none."""
+    text = request.text
+    fmt = text.get("format") if isinstance(text, dict) else None
+    if not isinstance(fmt, dict) or fmt.get("type") != "json_schema":
+        return None
+    schema = fmt.get("schema")
+    if not isinstance(schema, dict):
+        raise invalid_request("text.format.schema must be a JSON schema object.", param="text.format.schema")
+    return schema
+
+
 def _tools_of(request: CreateRequest) -> tuple[ToolSpec, ...]:
     if not request.tools:
         return ()
@@ -207,6 +219,7 @@ def plan_turn(
         cache_key=request.prompt_cache_key or f"{owner}/{lane}",
         store=store,
         metadata=request.metadata or {},
+        text_schema=_text_schema(request),
     )
     response = Response(
         id=response_id,

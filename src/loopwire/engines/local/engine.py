@@ -13,6 +13,7 @@ from collections.abc import AsyncGenerator
 from concurrent.futures import ThreadPoolExecutor
 
 from ..base import EngineCount, EngineDelta, EngineError, EngineRequest, Finished
+from .constrain import Grammars
 from .generation import Emit, GenerationStats, Generator, TurnJob
 from .kv_pool import KvPool, LocalRenderState
 from .loader import LoadedModel, cache_bytes, load
@@ -32,6 +33,7 @@ class LocalEngine:
         self.loaded = loaded if loaded is not None else load(settings)
         self.template = Template(self.loaded.tokenizer)
         self.renderer = IncrementalRenderer(self.template, enabled=settings.render_cache)
+        self.renderer.warm()
         self.pool = KvPool(settings.kv_budget_bytes, cache_bytes)
         self.generator = Generator(
             self.loaded,
@@ -41,6 +43,8 @@ class LocalEngine:
             seed=settings.seed,
         )
         self.generator.stop_ids = self.template.stop_ids(self.loaded.eos_ids)
+        vocab_size = getattr(self.loaded.config, "vocab_size", None) or len(self.loaded.tokenizer)
+        self.grammars = Grammars(self.loaded.tokenizer, int(vocab_size), self.generator.stop_ids)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="loopwire-local")
         self._closed = False
 
@@ -136,7 +140,9 @@ class LocalEngine:
         parent = request.prefix if isinstance(request.prefix, LocalRenderState) else None
         temperature = settings.temperature if request.temperature is None else request.temperature
         rendered = self.rendered(request)
+        constraint = self.grammars.for_request(request)
         return TurnJob(
+            constraint=constraint,
             prompt=rendered.prompt,
             rendered=rendered.prefix,
             parent=parent,

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from ..base import EngineDelta, EngineError, Finished, StopReason, Usage
+from .constrain import Constraint
 from .decoding import Detokenizer, Sampler
 from .kv_pool import KvPool, LocalRenderState
 from .loader import LoadedModel, new_cache
@@ -42,6 +43,8 @@ class TurnJob:
     emit: Emit
     render_ms: float = 0.0
     rendered: RenderedPrefix | None = None
+    constraint: Constraint | None = None
+    """The grammar every sampled token must follow (a forced tool call, a JSON schema), if any."""
     """The render of the history that the next turn of the lane extends (its ids prefix `prompt`)."""
 
 
@@ -160,7 +163,11 @@ class Generator:
             room = job.max_new_tokens if limit is None else min(job.max_new_tokens, limit - len(prompt))
             try:
                 for step in range(room):
+                    if job.constraint is not None:
+                        logits = job.constraint.mask(logits)
                     token = self.sampler.pick(logits, job.temperature, job.top_p)
+                    if job.constraint is not None:
+                        job.constraint.accept(token)
                     output.append(token)
                     if step == 0:
                         timings["ttft_ms"] = (time.perf_counter() - started) * 1000.0

@@ -1,0 +1,203 @@
+"""Structured-generation libraries on a real vocabulary: compile time of a forced tool call's grammar and the
+per-token mask cost, for xgrammar, llguidance and outlines-core, side by side in one run.
+
+The grammar is what the local engine needs for `tool_choice` naming a tool: `<tool_call>\\n`, a JSON object
+{"name": <that tool>, "arguments": <its parameters schema>}, `\\n</tool_call>`. Each library walks the same
+valid call token by token (SmolLM2's tokenization of it); per token it computes the allowed-token mask
+(timed) and accepts the token. Compile times are medians of fresh compiles (caches off).
+
+    python bench/constrained.py --tokenizer DIR [--repeat 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+TOOL_PARAMETERS: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "path": {"type": "string"},
+        "old": {"type": "string"},
+        "new": {"type": "string"},
+        "line": {"type": "integer"},
+        "mode": {"enum": ["replace", "insert", "delete"]},
+    },
+    "required": ["path", "old", "new", "line", "mode"],
+    "additionalProperties": False,
+}
+CALL_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"name": {"const": "edit_file"}, "arguments": TOOL_PARAMETERS},
+    "required": ["name", "arguments"],
+    "additionalProperties": False,
+}
+OPEN, CLOSE = "<tool_call>\n", "\n</tool_call>"
+VALID = (
+    OPEN
+    + json.dumps(
+        {
+            "name": "edit_file",
+            "arguments": {
+                "path": "src/loopwire/engines/local/engine.py",
+                "old": "return self.render(request)",
+                "new": "return self.rendered(request).prompt",
+                "line": 57,
+                "mode": "replace",
+            },
+        }
+    )
+    + CLOSE
+)
+
+
+def median_ms(samples: list[float]) -> float:
+    return statistics.median(samples) * 1000.0
+
+
+def timed(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
+    samples, result = [], None
+    for _ in range(repeat):
+        started = time.perf_counter()
+        result = fn()
+        samples.append(time.perf_counter() - started)
+    return median_ms(samples), result
+
+
+def run_xgrammar(tokenizer: Any, vocab: int, ids: list[int], repeat: int) -> dict[str, float]:
+    import torch
+    import xgrammar as xgr
+
+    setup_ms, info = timed(lambda: xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab), 1)
+
+    def compile_once() -> Any:
+        compiler = xgr.GrammarCompiler(info, max_threads=1, cache_enabled=False)
+        grammar = xgr.Grammar.concat(
+            xgr.Grammar.from_regex(re.escape(OPEN)),
+            xgr.Grammar.from_json_schema(json.dumps(CALL_SCHEMA), any_whitespace=False),
+            xgr.Grammar.from_regex(re.escape(CLOSE)),
+        )
+        return compiler.compile_grammar(grammar)
+
+    compile_ms, compiled = timed(compile_once, repeat)
+    matcher = xgr.GrammarMatcher(compiled)
+    bitmask = xgr.allocate_token_bitmask(1, vocab)
+    masks: list[float] = []
+    for token in ids:
+        started = time.perf_counter()
+        matcher.fill_next_token_bitmask(bitmask)
+        masks.append(time.perf_counter() - started)
+        allowed = bool((bitmask[0, token // 32] >> (token % 32)) & 1)
+        assert allowed and matcher.accept_token(token), f"xgrammar refused token {token}"
+    del torch
+    return {
+        "setup_ms": setup_ms,
+        "compile_ms": compile_ms,
+        "mask_ms": median_ms(masks),
+        "mask_max_ms": max(masks) * 1e3,
+    }
+
+
+def run_llguidance(tokenizer: Any, vocab: int, ids: list[int], repeat: int) -> dict[str, float]:
+    import llguidance
+    import llguidance.hf
+    import llguidance.torch
+
+    setup_ms, lltok = timed(lambda: llguidance.hf.from_tokenizer(tokenizer, n_vocab=vocab), 1)
+    lark = f"start: {json.dumps(OPEN)} call {json.dumps(CLOSE)}\ncall: %json {json.dumps(CALL_SCHEMA)}\n"
+
+    def compile_once() -> Any:
+        matcher = llguidance.LLMatcher(lltok, llguidance.grammar_from("lark", lark))
+        assert not matcher.is_error(), matcher.get_error()
+        bitmask = llguidance.torch.allocate_token_bitmask(1, vocab)
+        llguidance.torch.fill_next_token_bitmask(matcher, bitmask, 0)  # the first mask finishes the setup
+        return matcher
+
+    compile_ms, _ = timed(compile_once, repeat)
+    matcher = llguidance.LLMatcher(lltok, llguidance.grammar_from("lark", lark))
+    bitmask = llguidance.torch.allocate_token_bitmask(1, vocab)
+    masks: list[float] = []
+    for token in ids:
+        started = time.perf_counter()
+        llguidance.torch.fill_next_token_bitmask(matcher, bitmask, 0)
+        masks.append(time.perf_counter() - started)
+        assert matcher.consume_token(token), f"llguidance refused token {token}: {matcher.get_error()}"
+    return {
+        "setup_ms": setup_ms,
+        "compile_ms": compile_ms,
+        "mask_ms": median_ms(masks),
+        "mask_max_ms": max(masks) * 1e3,
+    }
+
+
+def outlines_vocabulary(tokenizer: Any) -> Any:
+    from outlines_core import Vocabulary
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    to_byte = {char: byte for byte, char in bytes_to_unicode().items()}
+    special = set(tokenizer.all_special_ids)
+    tokens: dict[bytes, list[int]] = {}
+    for token, index in tokenizer.get_vocab().items():
+        if index in special:
+            continue
+        tokens.setdefault(bytes(to_byte[char] for char in token), []).append(index)
+    return Vocabulary(tokenizer.eos_token_id, tokens)
+
+
+def run_outlines(tokenizer: Any, vocab: int, ids: list[int], repeat: int) -> dict[str, float]:
+    from outlines_core import Guide, Index
+    from outlines_core.json_schema import build_regex_from_schema
+    from outlines_core.kernels.torch import allocate_token_bitmask
+
+    setup_ms, vocabulary = timed(lambda: outlines_vocabulary(tokenizer), 1)
+    regex = re.escape(OPEN) + build_regex_from_schema(json.dumps(CALL_SCHEMA)) + re.escape(CLOSE)
+    compile_ms, index = timed(lambda: Index(regex, vocabulary), repeat)
+    guide = Guide(index)
+    bitmask = allocate_token_bitmask(vocab)
+    masks: list[float] = []
+    for token in ids:
+        started = time.perf_counter()
+        guide.write_mask_into(bitmask.data_ptr(), bitmask.numel(), bitmask.element_size())
+        masks.append(time.perf_counter() - started)
+        guide.advance(token)
+    return {
+        "setup_ms": setup_ms,
+        "compile_ms": compile_ms,
+        "mask_ms": median_ms(masks),
+        "mask_max_ms": max(masks) * 1e3,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--tokenizer", required=True, help="a model directory (tokenizer files)")
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--libraries", nargs="+", default=["xgrammar", "llguidance", "outlines-core"])
+    args = parser.parse_args()
+    from transformers import AutoConfig, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer, local_files_only=True)
+    vocab = AutoConfig.from_pretrained(args.tokenizer, local_files_only=True).vocab_size
+    ids = tokenizer(VALID, add_special_tokens=False)["input_ids"]
+    runners = {"xgrammar": run_xgrammar, "llguidance": run_llguidance, "outlines-core": run_outlines}
+    print(f"vocabulary {vocab} tokens; the valid call is {len(ids)} tokens; compile median of {args.repeat}")
+    print(
+        f"{'library':<14} {'vocab setup ms':>15} {'compile ms':>11} {'mask ms/token':>14} {'max mask ms':>12}"
+    )
+    for name in args.libraries:
+        row = runners[name](tokenizer, vocab, ids, args.repeat)
+        print(
+            f"{name:<14} {row['setup_ms']:>15.1f} {row['compile_ms']:>11.1f} {row['mask_ms']:>14.3f}"
+            f" {row['mask_max_ms']:>12.2f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
