@@ -78,9 +78,9 @@ def run_xgrammar(tokenizer: Any, vocab: int, ids: list[int], repeat: int) -> dic
     def compile_once() -> Any:
         compiler = xgr.GrammarCompiler(info, max_threads=1, cache_enabled=False)
         grammar = xgr.Grammar.concat(
-            xgr.Grammar.from_regex(re.escape(OPEN)),
+            xgr.Grammar.from_ebnf(f"root ::= {json.dumps(OPEN)}"),
             xgr.Grammar.from_json_schema(json.dumps(CALL_SCHEMA), any_whitespace=False),
-            xgr.Grammar.from_regex(re.escape(CLOSE)),
+            xgr.Grammar.from_ebnf(f"root ::= {json.dumps(CLOSE)}"),
         )
         return compiler.compile_grammar(grammar)
 

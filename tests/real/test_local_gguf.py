@@ -52,7 +52,10 @@ READ_FILE = {
 TOOLS: list[Any] = [WEATHER, READ_FILE]
 PERSON = {
     "type": "object",
-    "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+    "properties": {
+        "name": {"type": "string", "maxLength": 16},
+        "age": {"type": "integer", "minimum": 0, "maximum": 120},
+    },
     "required": ["name", "age"],
     "additionalProperties": False,
 }
@@ -153,7 +156,7 @@ def test_required_tool_choice_and_a_json_schema_text_format(local_real: ServerPr
             model="smollm2",
             input="Invent a person.",
             text={"format": {"type": "json_schema", "name": "person", "schema": PERSON, "strict": True}},
-            max_output_tokens=40,
+            max_output_tokens=60,
         )
     name, arguments = only_call(required)
     validate_call(name, arguments)

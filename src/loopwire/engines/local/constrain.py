@@ -11,7 +11,6 @@ Must not run the model, sample or parse the output.
 from __future__ import annotations
 
 import json
-import re
 import threading
 from collections.abc import Iterable
 from typing import Any
@@ -45,6 +44,11 @@ def call_schema(tool: ToolSpec) -> dict[str, Any]:
     }
 
 
+def _literal(xgr: Any, text: str) -> Any:
+    """A grammar matching exactly `text` (a JSON string literal is a valid EBNF one)."""
+    return xgr.Grammar.from_ebnf(f"root ::= {json.dumps(text)}")
+
+
 class Constraint:
     """One turn's grammar state: `mask` the logits before sampling, `accept` the sampled token."""
 
@@ -54,10 +58,12 @@ class Constraint:
         self._bitmask = xgr.allocate_token_bitmask(1, vocab_size)
 
     def mask(self, logits: Any) -> Any:
-        """Logits with every token the grammar forbids at -inf (a new tensor on the logits' device)."""
+        """The logits with every token the grammar forbids at -inf, on the logits' device (on a GPU only
+        the packed bitmask, vocab/32 words, crosses to it)."""
         self._matcher.fill_next_token_bitmask(self._bitmask)
-        scores = logits.float().cpu().unsqueeze(0)
-        self._xgr.apply_token_bitmask_inplace(scores, self._bitmask)
+        scores = logits.float().unsqueeze(0)
+        bitmask = self._bitmask if scores.device.type == "cpu" else self._bitmask.to(scores.device)
+        self._xgr.apply_token_bitmask_inplace(scores, bitmask)
         return scores[0]
 
     def accept(self, token: int) -> None:
@@ -131,6 +137,4 @@ class Grammars:
             raise EngineError(
                 f"cannot build a grammar from the tool parameters: {error}", code="invalid_request"
             ) from None
-        return xgr.Grammar.concat(
-            xgr.Grammar.from_regex(re.escape(CALL_OPEN)), body, xgr.Grammar.from_regex(re.escape(CALL_CLOSE))
-        )
+        return xgr.Grammar.concat(_literal(xgr, CALL_OPEN), body, _literal(xgr, CALL_CLOSE))
