@@ -88,7 +88,8 @@ def local_real(gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     proc = ServerProcess(
         "memory",
         directory / "server.log",
-        ("--engine", "local", "--model", str(gguf)),
+        # a forced call streams only once it closes: minutes of silence on a busy 2-core machine
+        ("--engine", "local", "--model", str(gguf), "--limit", "engine_idle_timeout_s=600"),
         env={"LOOPWIRE_GGUF_CACHE": str(GGUF_CACHE)},
         ready_timeout_s=180.0,
     ).start()
@@ -137,7 +138,7 @@ def test_a_named_tool_choice_comes_out_as_a_valid_call(local_real: ServerProcess
             tool_choice={"type": "function", "name": "get_weather"},
             max_output_tokens=60,
         )
-    assert response.status == "completed", response
+    assert response.status == "completed", response.error
     name, arguments = only_call(response)
     assert name == "get_weather"
     validate_call(name, arguments)
@@ -158,9 +159,10 @@ def test_required_tool_choice_and_a_json_schema_text_format(local_real: ServerPr
             text={"format": {"type": "json_schema", "name": "person", "schema": PERSON, "strict": True}},
             max_output_tokens=60,
         )
+    assert required.status == "completed", required.error
     name, arguments = only_call(required)
     validate_call(name, arguments)
-    assert person.status == "completed", person
+    assert person.status == "completed", (person.error, person.incomplete_details, person.output_text)
     jsonschema.validate(json.loads(person.output_text), PERSON)
 
 
