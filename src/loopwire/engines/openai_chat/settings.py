@@ -31,10 +31,10 @@ class OpenAIChatSettings:
     named_tool_choice: a named tool choice as the standard object, or as `required` with only that tool
     (for servers that accept only the string forms, e.g. llama.cpp).
     extra_body: fields added to every upstream request; they never replace the ones the engine sets.
-    message_cache_bytes: the budget of the encoded-message cache (translate.MessageCache): each history item
-    that becomes a chat message on its own is translated and encoded once, then spliced into later turns'
-    bodies. It holds up to this many bytes of encoded JSON plus the items it keeps alive (about as much
-    again), shared by all lanes; 0 disables it.
+    message_cache_bytes: the budget of the encoded-message cache (common/chat_messages.MessageCache):
+    each history item that becomes a chat message on its own is translated and encoded once, then
+    spliced into later turns' bodies. It holds up to this many bytes of encoded JSON plus the items it
+    keeps alive (about as much again), shared by all lanes; 0 disables it.
     """
 
     upstreams: tuple[str, ...]

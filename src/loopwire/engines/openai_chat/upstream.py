@@ -17,7 +17,7 @@ from hashlib import blake2b
 import aiohttp
 
 from ..base import EngineError
-from ..upstream_session import drain, keepalive_session, upstream_headers
+from ..common.upstream_http import drain, keepalive_session, upstream_headers
 from .chunks import error_text
 from .settings import OpenAIChatSettings
 

@@ -11,10 +11,10 @@ from typing import Any
 
 import msgspec
 
-from ...protocol.compaction import decode_summary
 from ...protocol.items import Compaction, FunctionCall, FunctionCallOutput, InputItem, Message
 from ..base import EngineRequest, NamedToolChoice, ToolSpec
-from ..openai_chat.translate import COMPACTION_PREFIX, UNREADABLE_COMPACTION, affinity_token
+from ..common.affinity import affinity_token
+from ..common.history_text import compaction_text
 from .settings import ResponsesSettings
 
 _encode = msgspec.json.Encoder().encode
@@ -29,9 +29,7 @@ def upstream_item(item: InputItem) -> InputItem:
             return item
         return msgspec.structs.replace(item, id=None, status=None)
     if isinstance(item, Compaction):
-        summary = decode_summary(item.encrypted_content)
-        text = COMPACTION_PREFIX + (summary if summary is not None else UNREADABLE_COMPACTION)
-        return Message(role="developer", content=text)
+        return Message(role="developer", content=compaction_text(item))
     return item
 
 

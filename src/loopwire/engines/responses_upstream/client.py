@@ -12,7 +12,7 @@ import logging
 import aiohttp
 
 from ..base import EngineError
-from ..upstream_session import drain, keepalive_session, upstream_headers
+from ..common.upstream_http import drain, keepalive_session, upstream_headers
 from .events import UpstreamFailure, error_body_failure
 from .settings import ResponsesSettings
 
