@@ -147,6 +147,12 @@ def chat_messages(
         _as_is if cache is None else cache.keep
     )
     lookup, touch, append = entries.get, entries.move_to_end, messages.append
+    standalone, assistant, tool_call, reasoning_of = (
+        form.standalone,
+        form.assistant,
+        form.tool_call,
+        form.reasoning,
+    )
     hits = 0
     for item in history:
         key = id(item)
@@ -172,21 +178,21 @@ def chat_messages(
                 open_assistant = {"role": "assistant", "content": ""}
                 append(open_assistant)
             _attach_reasoning(open_assistant, reasoning, field)
-            open_assistant.setdefault("tool_calls", []).append(keep(item, form.tool_call(item)))
+            open_assistant.setdefault("tool_calls", []).append(keep(item, tool_call(item)))
             continue
         if isinstance(item, Reasoning):
-            text = form.reasoning(item)
+            text = reasoning_of(item)
             if text:
                 reasoning.append(text)
             continue  # does not break a merge: reasoning sits between a message and its calls
         open_assistant = None
         if isinstance(item, Message) and item.role == "assistant":
-            message = form.assistant(item)
+            message = assistant(item)
             _attach_reasoning(message, reasoning, field)
             open_assistant = message
             append(message)
         elif isinstance(item, Message | FunctionCallOutput | Compaction):
-            append(keep(item, form.standalone(item)))
+            append(keep(item, standalone(item)))
         elif isinstance(item, ItemReference):
             raise EngineError(
                 f"item_reference {item.id!r} reached the engine unresolved", code="server_error"

@@ -1,8 +1,8 @@
-"""The keep-alive aiohttp session the gateway engines talk to their upstreams through.
+"""The keep-alive HTTP connection pool the gateway engines talk to their upstreams through.
 
-Owns the connector and session settings every upstream engine shares (pool size, keep-alive, DNS cache,
-no decompression, no raising on statuses) and draining a finished body; must not send requests or
-interpret answers.
+Owns the pool every upstream engine shares (opened on first use inside the running loop, refused once
+closed; its size, keep-alive, DNS cache, no decompression, no raising on statuses), the headers on every
+upstream request and draining a finished body; must not send requests or interpret answers.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ import asyncio
 from collections.abc import Mapping
 
 import aiohttp
+
+from ..base import EngineError
 
 DRAIN_TIMEOUT_S = 1.0
 """After a stream's last event, how long to wait for the end of its body so the connection is reused."""
@@ -28,21 +30,54 @@ def upstream_headers(
     return headers
 
 
-def keepalive_session(
-    *, limit: int, keepalive_s: float, connect_timeout_s: float, headers: Mapping[str, str]
-) -> aiohttp.ClientSession:
-    """A session whose connections stay open between turns (a new TCP connection per turn costs a round
-    trip and the upstream's accept path). Reads are timed by the callers, per phase, so no total timeout."""
-    connector = aiohttp.TCPConnector(
-        limit=limit, limit_per_host=0, keepalive_timeout=keepalive_s, ttl_dns_cache=300
-    )
-    return aiohttp.ClientSession(
-        connector=connector,
-        timeout=aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout_s),
-        headers=dict(headers),
-        auto_decompress=False,
-        raise_for_status=False,
-    )
+class KeepalivePool:
+    """Connections that stay open between turns (a new TCP connection per turn costs a round trip and the
+    upstream's accept path), in one aiohttp ClientSession made on first use, inside the running loop.
+    Reads are timed by the callers, per phase, so there is no total timeout."""
+
+    def __init__(
+        self,
+        engine: str,
+        *,
+        limit: int,
+        keepalive_s: float,
+        connect_timeout_s: float,
+        headers: Mapping[str, str],
+    ) -> None:
+        self._engine = engine
+        self._limit = limit
+        self._keepalive_s = keepalive_s
+        self._connect_timeout_s = connect_timeout_s
+        self._headers = dict(headers)
+        self._session: aiohttp.ClientSession | None = None
+        self._closed = False
+
+    def client(self) -> aiohttp.ClientSession:
+        """The open session; an EngineError once the pool is closed (the engine was shut down)."""
+        if self._closed:
+            raise EngineError(f"the {self._engine} engine is closed", code="server_error")
+        session = self._session
+        if session is None or session.closed:
+            connector = aiohttp.TCPConnector(
+                limit=self._limit,
+                limit_per_host=0,
+                keepalive_timeout=self._keepalive_s,
+                ttl_dns_cache=300,
+            )
+            session = self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._connect_timeout_s),
+                headers=self._headers,
+                auto_decompress=False,
+                raise_for_status=False,
+            )
+        return session
+
+    async def aclose(self) -> None:
+        self._closed = True
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
 
 async def drain(response: aiohttp.ClientResponse, timeout_s: float = DRAIN_TIMEOUT_S) -> None:

@@ -17,7 +17,7 @@ from hashlib import blake2b
 import aiohttp
 
 from ..base import EngineError
-from ..common.upstream_http import drain, keepalive_session, upstream_headers
+from ..common.upstream_http import KeepalivePool, drain, upstream_headers
 from .chunks import error_text
 from .settings import OpenAIChatSettings
 
@@ -133,31 +133,18 @@ class UpstreamPool:
             for number, endpoint in enumerate(settings.endpoints, start=1)
         )
         self._down_until: dict[str, float] = {}
-        self._session: aiohttp.ClientSession | None = None
-        self._closed = False
-        self._headers = upstream_headers(
-            settings.api_key, settings.extra_headers, {"Accept": "text/event-stream"}
+        self._http = KeepalivePool(
+            "openai-chat",
+            limit=settings.max_connections,
+            keepalive_s=settings.keepalive_s,
+            connect_timeout_s=settings.connect_timeout_s,
+            headers=upstream_headers(
+                settings.api_key, settings.extra_headers, {"Accept": "text/event-stream"}
+            ),
         )
 
-    def _client(self) -> aiohttp.ClientSession:
-        if self._closed:
-            raise EngineError("the openai-chat engine is closed", code="server_error")
-        session = self._session
-        if session is None or session.closed:
-            settings = self.settings
-            session = self._session = keepalive_session(
-                limit=settings.max_connections,
-                keepalive_s=settings.keepalive_s,
-                connect_timeout_s=settings.connect_timeout_s,
-                headers=self._headers,
-            )
-        return session
-
     async def aclose(self) -> None:
-        self._closed = True
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._http.aclose()
 
     # -- choosing a replica --------------------------------------------------------------------------
 
@@ -206,7 +193,7 @@ class UpstreamPool:
 
     async def open(self, replica: Replica, body: bytes, headers: Mapping[str, str]) -> UpstreamStream:
         """POST the request and wait for a 200; any other outcome is an UpstreamFailure."""
-        session = self._client()
+        session = self._http.client()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.first_byte_timeout_s
         label = replica.label
