@@ -39,8 +39,6 @@ class OpenAIChatEngine:
     streaming `/v1/chat/completions`. Every turn sends the whole history (the chat API has no other way);
     the per-lane cache key keeps a lane on one replica so that replica's prefix cache serves it."""
 
-    name = "openai-chat"
-
     def __init__(self, settings: OpenAIChatSettings) -> None:
         self.settings = settings
         self.pool = UpstreamPool(settings)

@@ -68,8 +68,6 @@ class ResponsesEngine:
     loopwire). A lane's continuation goes upstream as a continuation too: only the items after the cached
     prefix, with the upstream's `previous_response_id`, on the lane chain's own socket in WebSocket mode."""
 
-    name = "responses"
-
     def __init__(self, settings: ResponsesSettings) -> None:
         self.settings = settings
         self.client = UpstreamClient(settings)
