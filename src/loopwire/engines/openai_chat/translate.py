@@ -27,6 +27,7 @@ from ..base import EngineError, EngineRequest, NamedToolChoice, ToolChoice, Tool
 from ..common.affinity import affinity_token
 from ..common.chat_messages import ChatMessage, MessageCache, StandaloneItem, chat_messages
 from ..common.history_text import compaction_text, reasoning_text
+from ..common.sampling import sampling_fields
 from .settings import OpenAIChatSettings
 
 EMPTY_PARAMETERS: Mapping[str, Any] = {"type": "object", "properties": {}}
@@ -223,12 +224,7 @@ def build_body(
     if settings.include_usage:
         body["stream_options"] = {"include_usage": True}
     body.update(tool_fields(request.tools, request.tool_choice, request.parallel_tool_calls, settings))
-    if request.temperature is not None:
-        body["temperature"] = request.temperature
-    if request.top_p is not None:
-        body["top_p"] = request.top_p
-    if request.max_output_tokens is not None:
-        body[settings.max_tokens_field] = request.max_output_tokens
+    body.update(sampling_fields(request, settings.max_tokens_field))
     if request.cache_key:
         token = affinity_token(request.cache_key)
         if "prompt_cache_key" in settings.cache_key_via:

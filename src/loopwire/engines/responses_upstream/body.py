@@ -15,6 +15,7 @@ from ...protocol.items import Compaction, FunctionCall, FunctionCallOutput, Inpu
 from ..base import EngineRequest, NamedToolChoice, ToolSpec
 from ..common.affinity import affinity_token
 from ..common.history_text import compaction_text
+from ..common.sampling import sampling_fields
 from .settings import ResponsesSettings
 
 _encode = msgspec.json.Encoder().encode
@@ -75,12 +76,7 @@ def build_body(
             {"type": "function", "name": choice.name} if isinstance(choice, NamedToolChoice) else choice
         )
         body["parallel_tool_calls"] = request.parallel_tool_calls
-    if request.temperature is not None:
-        body["temperature"] = request.temperature
-    if request.top_p is not None:
-        body["top_p"] = request.top_p
-    if request.max_output_tokens is not None:
-        body["max_output_tokens"] = request.max_output_tokens
+    body.update(sampling_fields(request, "max_output_tokens"))
     if request.metadata:
         body["metadata"] = request.metadata
     if request.cache_key:
