@@ -15,6 +15,7 @@ from aiohttp import web
 
 from loopwire.client import Session, StreamError
 from loopwire.client.events import event_type
+from loopwire.protocol import sse
 from loopwire.protocol.sse import MAX_EVENT_BYTES, SseDecoder, SseError, SseEvent
 
 EVENTS = [
@@ -31,12 +32,19 @@ def feed_in_pieces(decoder: SseDecoder, body: bytes, size: int) -> list[SseEvent
     ]
 
 
+def data_in_pieces(decoder: SseDecoder, body: bytes, size: int) -> list[bytes]:
+    return [
+        data for start in range(0, len(body), size) for data in decoder.feed_data(body[start : start + size])
+    ]
+
+
 def test_each_event_whatever_the_chunking() -> None:
     expected = [SseEvent(event_type(e), e) for e in EVENTS]
     for size in (1, 2, 3, 7, 64, len(BODY)):
         decoder = SseDecoder()
         assert feed_in_pieces(decoder, BODY, size) == expected, size
         assert decoder.pending == b""
+        assert data_in_pieces(SseDecoder(), BODY, size) == EVENTS, size
 
 
 def test_crlf_split_across_chunks_comments_multiline_data_and_done() -> None:
@@ -44,6 +52,7 @@ def test_crlf_split_across_chunks_comments_multiline_data_and_done() -> None:
     for size in (1, 2, 5, len(body)):
         got = feed_in_pieces(SseDecoder(), body, size)
         assert got == [SseEvent("x", b'{"a":\n1}'), SseEvent("message", b"[DONE]")], size
+        assert data_in_pieces(SseDecoder(), body, size) == [b'{"a":\n1}', b"[DONE]"], size
 
 
 def test_fields_without_colon_lone_cr_extra_blank_lines_and_error_lines() -> None:
@@ -53,6 +62,7 @@ def test_fields_without_colon_lone_cr_extra_blank_lines_and_error_lines() -> Non
         SseEvent("message", b"y"),
         SseEvent("error", b'{"code": 1}'),
     ]
+    assert SseDecoder().feed_data(body) == [b"\nx", b"y", b'{"code": 1}']
 
 
 def test_an_unfinished_event_waits_and_counts_at_close() -> None:
@@ -75,9 +85,15 @@ def test_the_bound_at_its_edge_and_one_past_it_over_every_split() -> None:
         events = decoder.feed(edge[:split]) + decoder.feed(edge[split:])
         assert events == [SseEvent("message", b"x" * (limit - 8))], split
         decoder = SseDecoder(max_event_bytes=limit)
+        assert decoder.feed_data(edge[:split]) + decoder.feed_data(edge[split:]) == [b"x" * (limit - 8)]
+        decoder = SseDecoder(max_event_bytes=limit)
         with pytest.raises(SseError, match=f"longer than {limit} bytes"):
             decoder.feed(over[:split])
             decoder.feed(over[split:])
+        decoder = SseDecoder(max_event_bytes=limit)
+        with pytest.raises(SseError, match=f"longer than {limit} bytes"):
+            decoder.feed_data(over[:split])
+            decoder.feed_data(over[split:])
     # events before and after an edge-sized one are unaffected
     assert len(SseDecoder(max_event_bytes=limit).feed(b"data: a\n\n" + edge + b"data: b\n\n")) == 3
 
@@ -138,3 +154,12 @@ async def test_the_client_stops_at_the_bound_of_an_endless_event(
         with pytest.raises(StreamError, match=f"longer than {MAX_EVENT_BYTES} bytes"):
             await session.run_turn([{"type": "message", "role": "user", "content": "hi"}], model="m")
     assert sent[0] < 2 * MAX_EVENT_BYTES  # the client hung up near the bound, not after the whole stream
+
+
+def test_decoded_event_names_are_remembered_up_to_their_bound() -> None:
+    sse._NAMES.clear()
+    body = b"".join(b"event: e%d\ndata: {}\n\n" % number for number in range(sse.MAX_NAMES + 1))
+    events = SseDecoder().feed(body)
+    assert [event.event for event in events] == [f"e{number}" for number in range(sse.MAX_NAMES + 1)]
+    assert len(sse._NAMES) == sse.MAX_NAMES  # the one past the bound was decoded, not remembered
+    assert SseDecoder().feed(b"event: e0\ndata: 1\n\n") == [SseEvent("e0", b"1")]

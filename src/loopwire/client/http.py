@@ -60,12 +60,12 @@ class HttpTransport:
                 async for chunk in reply.content.iter_any():
                     metrics.bytes_down += len(chunk)
                     try:
-                        events = decoder.feed(chunk)
+                        payloads = decoder.feed_data(chunk)
                     except SseError as error:
                         raise StreamError(f"the stream from {self.url} cannot be read: {error}") from None
-                    for event in events:
-                        if event.data != DONE:
-                            yield event.data
+                    for payload in payloads:
+                        if payload != DONE:
+                            yield payload
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as error:
             raise ConnectionLost(f"HTTP request to {self.url} failed: {error!r}") from error
 

@@ -8,7 +8,7 @@ streams) and the client (a loopwire server's stream); the write side is `events.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import msgspec
 
 MAX_EVENT_BYTES = 16 * 1024 * 1024
 """The most bytes one event may span, from its first line through the blank line that ends it (each line
@@ -17,8 +17,9 @@ waiting for their blank line pass the bound: a stream that never ends its event 
 memory (plus one read)."""
 
 
-@dataclass(frozen=True, slots=True)
-class SseEvent:
+class SseEvent(msgspec.Struct, frozen=True, gc=False):
+    """One event: its name (`message` unless an `event:` line says otherwise) and its joined data lines."""
+
     event: str
     data: bytes
 
@@ -49,6 +50,14 @@ class SseDecoder:
         return self._buffer
 
     def feed(self, chunk: bytes) -> list[SseEvent]:
+        return [event for block in self._blocks(chunk) if (event := _event_of(block)) is not None]
+
+    def feed_data(self, chunk: bytes) -> list[bytes]:
+        """`feed` for a caller that reads only each event's data (the client): no names are built."""
+        return [data for block in self._blocks(chunk) if (data := _data_of(block)) is not None]
+
+    def _blocks(self, chunk: bytes) -> list[bytes]:
+        """The blocks of lines this read completes, each one event's lines without its blank line."""
         buffer = self._buffer + chunk if self._buffer else chunk
         if b"\r" in buffer:
             # a trailing CR may be the first half of a CRLF split across reads: decide on the next one
@@ -62,13 +71,11 @@ class SseDecoder:
             return []
         self._buffer = buffer[end + 2 :]
         self._check(len(self._buffer))
-        events: list[SseEvent] = []
-        for block in buffer[:end].split(b"\n\n"):
-            self._check(len(block) + 2)
-            event = _event_of(block)
-            if event is not None:
-                events.append(event)
-        return events
+        blocks = buffer[:end].split(b"\n\n")
+        if end > self.max_event_bytes - 2:  # only then can one block (and its blank line) be too long
+            for block in blocks:
+                self._check(len(block) + 2)
+        return blocks
 
     def close(self) -> list[SseEvent]:
         """The stream ended: an event without its final blank line still counts."""
@@ -81,18 +88,37 @@ class SseDecoder:
             raise SseError(f"an event is longer than {self.max_event_bytes} bytes")
 
 
+MAX_NAMES = 1024
+"""How many distinct `event:` lines are remembered decoded (an API has a few dozen event types)."""
+_NAMES: dict[bytes, str] = {}
+
+
+def _data_of(block: bytes) -> bytes | None:
+    """The data of the event in `block`, or None (see `_event_of`)."""
+    first, newline, rest = block.partition(b"\n")
+    if not newline:
+        if first.startswith(b"data: "):
+            return first[6:]
+    elif rest.startswith(b"data: ") and first.startswith(b"event:") and b"\n" not in rest:
+        return rest[6:]
+    event = _event_of(block)
+    return None if event is None else event.data
+
+
 def _event_of(block: bytes) -> SseEvent | None:
     """One event from the lines between two blank lines (an empty line in it can only lead or trail)."""
-    if block.startswith(b"data: ") and b"\n" not in block:  # a chat chunk: one data line
-        return SseEvent("message", block[6:])
-    newline = block.find(b"\n")
-    if (
-        newline > 0
-        and block.startswith(b"event: ")
-        and block.startswith(b"data: ", newline + 1)
-        and block.find(b"\n", newline + 1) < 0
-    ):  # a Responses event: one event line, one data line
-        return SseEvent(block[7:newline].decode("utf-8", "replace") or "message", block[newline + 7 :])
+    first, newline, rest = block.partition(b"\n")
+    if not newline:
+        if first.startswith(b"data: "):  # a chat chunk: one data line
+            return SseEvent("message", first[6:])
+    elif rest.startswith(b"data: ") and first.startswith(b"event: ") and b"\n" not in rest:
+        # a Responses event: one event line, one data line
+        name = _NAMES.get(first)
+        if name is None:
+            name = first[7:].decode("utf-8", "replace") or "message"
+            if len(_NAMES) < MAX_NAMES:
+                _NAMES[first] = name
+        return SseEvent(name, rest[6:])
     name = ""
     data: list[bytes] = []
     for line in block.split(b"\n"):
