@@ -2,7 +2,8 @@
 
 Owns the pool every upstream engine shares (opened on first use inside the running loop, refused once
 closed; its size, keep-alive, DNS cache, no decompression, no raising on statuses), the headers on every
-upstream request and draining a finished body; must not send requests or interpret answers.
+upstream request, the clock of one response's reads (first-byte deadline, then idle timeout) and draining
+a finished body; must not send requests or interpret answers.
 """
 
 from __future__ import annotations
@@ -78,6 +79,23 @@ class KeepalivePool:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+class ReadClock:
+    """The first-byte deadline (from the request's start), then the idle timeout between reads, of one
+    upstream response. The caller sets `got_data` once a read brought bytes."""
+
+    __slots__ = ("_first_deadline", "_loop", "got_data", "idle_s")
+
+    def __init__(self, first_byte_timeout_s: float, idle_timeout_s: float) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._first_deadline = self._loop.time() + first_byte_timeout_s
+        self.idle_s = idle_timeout_s
+        self.got_data = False
+
+    def deadline(self) -> float:
+        """When the next read (or the answer itself, before any data) must have come, in loop time."""
+        return self._loop.time() + self.idle_s if self.got_data else self._first_deadline
 
 
 async def drain(response: aiohttp.ClientResponse, timeout_s: float = DRAIN_TIMEOUT_S) -> None:

@@ -11,7 +11,7 @@ import logging
 
 import aiohttp
 
-from ..common.upstream_http import KeepalivePool, drain, upstream_headers
+from ..common.upstream_http import KeepalivePool, ReadClock, drain, upstream_headers
 from .events import UpstreamFailure, error_body_failure
 from .settings import ResponsesSettings
 
@@ -29,22 +29,16 @@ class UpgradeRefused(Exception):
         self.status = status
 
 
-class Reads:
-    """The first-byte deadline, then the idle timeout between reads, for one upstream response."""
+class Reads(ReadClock):
+    """The read clock of one upstream response, with this engine's timeouts and failure."""
 
-    __slots__ = ("_deadline", "_idle_s", "_loop", "got_data")
+    __slots__ = ()
 
     def __init__(self, settings: ResponsesSettings) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._deadline = self._loop.time() + settings.first_byte_timeout_s
-        self._idle_s = settings.idle_timeout_s
-        self.got_data = False
-
-    def deadline(self) -> float:
-        return self._loop.time() + self._idle_s if self.got_data else self._deadline
+        super().__init__(settings.first_byte_timeout_s, settings.idle_timeout_s)
 
     def timed_out(self) -> UpstreamFailure:
-        what = f"send anything for {self._idle_s:g} s" if self.got_data else "send its first event in time"
+        what = f"send anything for {self.idle_s:g} s" if self.got_data else "send its first event in time"
         return UpstreamFailure(f"the upstream did not {what}", code="upstream_timeout")
 
 
