@@ -8,6 +8,9 @@ streams) and the client (a loopwire server's stream); the write side is `events.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 import msgspec
 
 MAX_EVENT_BYTES = 16 * 1024 * 1024
@@ -15,6 +18,9 @@ MAX_EVENT_BYTES = 16 * 1024 * 1024
 end counted as one byte). A longer event is refused with SseError, at the latest when its bytes still
 waiting for their blank line pass the bound: a stream that never ends its event costs at most this much
 memory (plus one read)."""
+
+
+T = TypeVar("T")
 
 
 class SseEvent(msgspec.Struct, frozen=True, gc=False):
@@ -50,21 +56,19 @@ class SseDecoder:
         return self._buffer
 
     def feed(self, chunk: bytes) -> list[SseEvent]:
-        events: list[SseEvent] = []
-        for block in self._blocks(chunk):
-            event = _event_of(block)
-            if event is not None:
-                events.append(event)
-        return events
+        return self._read(chunk, _event_of)
 
     def feed_data(self, chunk: bytes) -> list[bytes]:
         """`feed` for a caller that reads only each event's data (the client): no names are built."""
-        payloads: list[bytes] = []
+        return self._read(chunk, _data_of)
+
+    def _read(self, chunk: bytes, read: Callable[[bytes], T | None]) -> list[T]:
+        out: list[T] = []
         for block in self._blocks(chunk):
-            data = _data_of(block)
-            if data is not None:
-                payloads.append(data)
-        return payloads
+            value = read(block)
+            if value is not None:
+                out.append(value)
+        return out
 
     def _blocks(self, chunk: bytes) -> list[bytes]:
         """The blocks of lines this read completes, each one event's lines without its blank line."""
