@@ -19,7 +19,8 @@ from typing import Any
 from ...protocol.context import Context
 from ...protocol.items import FunctionCall, FunctionCallOutput, InputItem, Message, Reasoning
 from ..base import ToolSpec
-from .messages import ChatMessage, build_messages, build_tools
+from ..common.chat_messages import ChatMessage
+from .messages import build_messages, build_tools
 from .template import Template
 
 History = Sequence[InputItem] | Context
