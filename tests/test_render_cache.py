@@ -5,6 +5,7 @@ messages; a template that rewrites earlier turns is detected and rendered in ful
 
 from __future__ import annotations
 
+import asyncio
 import urllib.request
 from collections.abc import Iterator
 from importlib import resources
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ServerProcess, make_client
+from conftest import ServerProcess, make_async_client, make_client
 
 pytest.importorskip("transformers")
 
@@ -79,7 +80,7 @@ def test_a_template_that_rewrites_earlier_turns_is_detected_and_rendered_in_full
 def local_server(tmp_path_factory: pytest.TempPathFactory, local_model_dir: Path) -> Iterator[ServerProcess]:
     directory = tmp_path_factory.mktemp("render-cache")
     extra = ("--engine", "local", "--model", str(local_model_dir))
-    proc = ServerProcess("memory", directory / "server.log", extra).start()
+    proc = ServerProcess("memory", directory / "server.log", extra, ready_timeout_s=120.0).start()
     try:
         yield proc
     finally:
@@ -97,13 +98,42 @@ def render_counts(server: ServerProcess) -> dict[str, float]:
     return counts
 
 
-def test_metrics_count_appended_and_full_renders(local_server: ServerProcess) -> None:
+def test_http_turns_render_in_full_and_are_counted(local_server: ServerProcess) -> None:
+    before = render_counts(local_server)
     with make_client(local_server.base_url) as client:
         first = client.responses.create(model="tiny", input="Hello.", max_output_tokens=3, store=True)
         second = client.responses.create(
             model="tiny", input="And again.", previous_response_id=first.id, max_output_tokens=3
         )
         assert second.usage is not None
-    counts = render_counts(local_server)
+    after = render_counts(local_server)
     # Over HTTP no render state survives a request: both turns render in full.
-    assert counts == {'{path="full",reason="no_render_state"}': 2.0}, counts
+    full = '{path="full",reason="no_render_state"}'
+    assert after.get(full, 0) - before.get(full, 0) == 2, (before, after)
+    assert set(after) <= {full, '{path="appended",reason=""}'}, after
+
+
+async def test_a_websocket_continuation_appends_to_the_lane_render(local_server: ServerProcess) -> None:
+    before = render_counts(local_server)
+    client = make_async_client(local_server.base_url)
+    try:
+        async with client.responses.connect() as conn:
+            await conn.response.create(model="tiny", input="Hello.", store=False, max_output_tokens=3)
+            first = await finished(conn)
+            await conn.response.create(
+                model="tiny", input="More.", store=False, max_output_tokens=3, previous_response_id=first
+            )
+            await finished(conn)
+    finally:
+        await client.close()
+    after = render_counts(local_server)
+    appended = '{path="appended",reason=""}'
+    assert after.get(appended, 0) - before.get(appended, 0) == 1, (before, after)
+
+
+async def finished(conn: Any) -> str:
+    while True:
+        event = await asyncio.wait_for(conn.recv(), 60)
+        if event.type in ("response.completed", "response.incomplete", "response.failed", "error"):
+            assert event.type != "error", event
+            return str(event.response.id)
