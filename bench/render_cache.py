@@ -3,8 +3,9 @@
 real tokenizer and a coding conversation whose tool outputs are this repository's own source files.
 
 Every turn adds the model's output (a short sentence and a read_file call) and the call's output (a real
-file under src/). At each target history length the next --turns turns are rendered both ways, in
-alternating order, and the ids are checked equal. Times are medians in ms; the model itself never runs.
+file under src/). At each target history length, --turns candidate next turns (each a different file)
+are rendered from the same lane state both ways, in alternating order, and the ids are checked equal;
+the last column is the floor, tokenizing the new file alone. Times are medians in ms; the model never runs.
 
     python bench/render_cache.py --model FILE.gguf|DIR [--targets 1000,8000,32000,120000] [--turns 7]
 """
@@ -73,47 +74,54 @@ def main() -> None:
     parent_ids: list[int] = []
     turn = 0
 
-    def step(measure: bool, flip: bool) -> tuple[float, float]:
+    def render(renderer: IncrementalRenderer, items: list[InputItem]) -> tuple[float, Rendered]:
+        started = time.perf_counter()
+        result = renderer.render(
+            items, INSTRUCTIONS, TOOLS, generate=True, parent=parent, parent_ids=parent_ids
+        )
+        return (time.perf_counter() - started) * 1000.0, result
+
+    def advance() -> None:
         nonlocal parent, parent_ids, turn
         history.extend(turn_items(turn, files))
         turn += 1
-        timings = {"cached": 0.0, "full": 0.0}
-        results: dict[str, Rendered] = {}
-        order = ("full", "cached") if flip else ("cached", "full")
-        for name in order if measure else ("cached",):
-            renderer = cached if name == "cached" else full
-            started = time.perf_counter()
-            results[name] = renderer.render(
-                history, INSTRUCTIONS, TOOLS, generate=True, parent=parent, parent_ids=parent_ids
-            )
-            timings[name] = (time.perf_counter() - started) * 1000.0
-        step_result = results["cached"]
-        if measure:
-            assert step_result.prompt == results["full"].prompt, f"turn {turn}: the ids differ"
-        assert step_result.prefix is not None
-        parent, parent_ids = step_result.prefix, step_result.prompt
-        return timings["cached"], timings["full"]
+        _, result = render(cached, history)
+        assert result.prefix is not None
+        parent, parent_ids = result.prefix, result.prompt
 
-    step(False, False)
+    advance()
     print(f"tokenizer {args.model}; template: loopwire's Hermes ChatML (tools); {len(files)} source files")
-    print(f"{'history tokens':>14} {'delta tokens':>13} {'cached ms':>10} {'full ms':>9} {'full/cached':>12}")
+    print(
+        f"{'history tokens':>14} {'delta tokens':>13} {'cached ms':>10} {'full ms':>9} {'full/cached':>12}"
+        f" {'tokenize delta alone ms':>24}"
+    )
     for target in targets:
         while len(parent_ids) < target:
-            step(False, False)
-        cached_ms: list[float] = []
-        full_ms: list[float] = []
-        deltas: list[int] = []
-        start_tokens = len(parent_ids)
-        for index in range(args.turns):
-            before = len(parent_ids)
-            c, f = step(True, index % 2 == 1)
-            cached_ms.append(c)
-            full_ms.append(f)
-            deltas.append(len(parent_ids) - before)
-        c_med, f_med = statistics.median(cached_ms), statistics.median(full_ms)
+            advance()
+        rows: list[tuple[float, float, float, int]] = []
+        for index in range(args.turns):  # candidate next turns from the same state: the history stays put
+            candidate = history + turn_items(turn + 1 + index, files)
+            order = (full, cached) if index % 2 else (cached, full)
+            timings = {}
+            results = {}
+            for renderer in order:
+                timings[renderer], results[renderer] = render(renderer, candidate)
+            assert results[cached].prompt == results[full].prompt, f"turn {turn}: the ids differ"
+            output = candidate[-1]
+            assert isinstance(output, FunctionCallOutput) and isinstance(output.output, str)
+            started = time.perf_counter()
+            template.encode(output.output)
+            alone = (time.perf_counter() - started) * 1000.0
+            rows.append(
+                (timings[cached], timings[full], alone, len(results[cached].prompt) - len(parent_ids))
+            )
+        c_med = statistics.median(row[0] for row in rows)
+        f_med = statistics.median(row[1] for row in rows)
+        alone_med = statistics.median(row[2] for row in rows)
+        delta = int(statistics.median(row[3] for row in rows))
         print(
-            f"{start_tokens:>14} {int(statistics.median(deltas)):>13} {c_med:>10.1f} {f_med:>9.1f}"
-            f" {f_med / c_med:>11.1f}x"
+            f"{len(parent_ids):>14} {delta:>13} {c_med:>10.1f} {f_med:>9.1f} {f_med / c_med:>11.1f}x"
+            f" {alone_med:>24.1f}"
         )
     print("render counts:", dict(cached.counts))
 

@@ -236,16 +236,13 @@ async def test_a_websocket_tool_chain_reuses_the_kv_and_matches_a_full_prefill(
 
 async def test_two_interleaved_lanes_keep_their_kv(local_real: ServerProcess) -> None:
     client = make_async_client(local_real.base_url).with_options(timeout=TURN_TIMEOUT_S)
+    turn = {"store": False, "max_output_tokens": 4}
     try:
         async with client.responses.connect() as conn:
-            a1 = await ws_turn(conn, input="Name a colour.", store=False, max_output_tokens=4)
-            b1 = await ws_turn(conn, input="Name a fruit.", store=False, max_output_tokens=4)
-            a2 = await ws_turn(
-                conn, input="Another one.", store=False, previous_response_id=a1["id"], max_output_tokens=4
-            )
-            b2 = await ws_turn(
-                conn, input="Another one.", store=False, previous_response_id=b1["id"], max_output_tokens=4
-            )
+            a1 = await ws_turn(conn, input="Name a colour.", stream_id="a", **turn)
+            b1 = await ws_turn(conn, input="Name a fruit.", stream_id="b", **turn)
+            a2 = await ws_turn(conn, input="Another.", stream_id="a", previous_response_id=a1["id"], **turn)
+            b2 = await ws_turn(conn, input="Another.", stream_id="b", previous_response_id=b1["id"], **turn)
     finally:
         await client.close()
     for first, second in ((a1, a2), (b1, b2)):
