@@ -1,9 +1,5 @@
-"""Gateway overhead of `--engine openai-chat`: a 50-turn agent loop against a zero-latency upstream.
-
-Starts a zero-latency chat-completions upstream in its own process (a raw asyncio HTTP/1.1 server: it
-reads every request body whole, then answers with a short streamed completion holding one tool call), and
-`loopwire serve --engine openai-chat --upstream URL`, then runs N conversations of T turns three ways,
-alternating the order conversation by conversation:
+"""`loopwire bench gateway --engine openai-chat`: loopwire in front of a zero-latency chat-completions
+upstream, over a 50-turn agent loop, three ways alternating conversation by conversation:
 
   direct     the client talks chat completions straight to the upstream, the full history every turn
              (the floor: what a client in front of vLLM pays)
@@ -12,17 +8,15 @@ alternating the order conversation by conversation:
   ws-b, http-full-b  the same against a second loopwire started with --b-server-arg (A/B in one run)
 
 Each turn answers the previous turn's tool call with --output-bytes of tool output, so the history grows to
-about T x output-bytes. Server CPU per turn is read from /proc/PID/task/*/schedstat around each turn, for
+about T x output-bytes. CPU per turn is read from /proc/PID/task/*/schedstat around each turn, for
 loopwire and for the upstream. Overhead = ws - direct at the late turns.
 
-    python bench/gateway.py --turns 50 --conversations 10 --output-bytes 6000
-    python bench/gateway.py --b-server-arg=--engine-option --b-server-arg=message_cache_bytes=0
+Owns this benchmark's loop and table; the upstream is loopwire.bench.upstreams.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import random
@@ -31,118 +25,21 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import aiohttp
-import picows
 import uvloop
-from harness import (
-    TERMINAL,
-    Results,
-    TerminalListener,
-    free_port,
-    loopwire_server,
-    p50,
-    wait_ready,
-    write_summary,
-)
-from turn_latency import INSTRUCTIONS, TOOLS, Conversation, server_cpu_ns, tool_output
+
+from .cpu import process_cpu_ns
+from .processes import free_port, serving, stop_process, wait_http
+from .table import Results, label, p50, windows
+from .upstreams import MODEL
+from .wire import COMPLETED, LeanSocket, sse_turn
+from .workload import INSTRUCTIONS, TASK, TOOLS, Conversation, base_body, tool_output
 
 TRANSPORTS = ["direct", "ws", "http-full"]
 B_TRANSPORTS = ["ws-b", "http-full-b"]
 """The same two, against a second loopwire configured with --b-server-arg (an A/B in one run)."""
-MODEL = "bench-model"
-
-
-# -- the zero-latency upstream (runs in its own process: `gateway.py --upstream-port P`) ----------------
-
-
-def completion_body(number: int) -> bytes:
-    """A short streamed chat completion: role, one whole tool call, finish, usage, [DONE]."""
-    chunk_id = f"chatcmpl-{number}"
-    head = {"id": chunk_id, "object": "chat.completion.chunk", "created": 1747300000, "model": MODEL}
-    call = {
-        "index": 0,
-        "id": f"call_{number}",
-        "type": "function",
-        "function": {"name": "read_file", "arguments": '{"path": "src/parser.py"}'},
-    }
-    chunks: list[dict[str, Any]] = [
-        {**head, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]},
-        {**head, "choices": [{"index": 0, "delta": {"tool_calls": [call]}}]},
-        {**head, "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]},
-        {
-            **head,
-            "choices": [],
-            "usage": {"prompt_tokens": 1000, "completion_tokens": 12, "total_tokens": 1012},
-        },
-    ]
-    events = b"".join(b"data: " + json.dumps(chunk).encode() + b"\n\n" for chunk in chunks)
-    return events + b"data: [DONE]\n\n"
-
-
-class UpstreamProtocol(asyncio.Protocol):
-    """HTTP/1.1 keep-alive with Content-Length bodies only (what aiohttp sends for a bytes body)."""
-
-    counter = 0
-
-    def __init__(self) -> None:
-        self.transport: Any = None
-        self.buffer = bytearray()
-        self.need: int | None = None  # body bytes still expected after the headers, once parsed
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # uvloop's TCPTransport is not an asyncio.Transport subclass
-
-    def data_received(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            if self.need is None:  # reading headers
-                self.buffer += view
-                view = view[len(view) :]
-                end = self.buffer.find(b"\r\n\r\n")
-                if end < 0:
-                    return
-                length = -1
-                for line in bytes(self.buffer[:end]).split(b"\r\n")[1:]:
-                    name, _, value = line.partition(b":")
-                    if name.strip().lower() == b"content-length":
-                        length = int(value)
-                if length < 0:
-                    self.transport.write(b"HTTP/1.1 411 Length Required\r\ncontent-length: 0\r\n\r\n")
-                    self.transport.close()
-                    return
-                view = memoryview(bytes(self.buffer[end + 4 :]))  # body bytes that came with the headers
-                self.buffer.clear()
-                self.need = length
-            taken = min(self.need, len(view))  # body bytes are counted, not kept
-            self.need -= taken
-            view = view[taken:]
-            if self.need:
-                return
-            self.need = None  # the whole body was read: answer at once
-            UpstreamProtocol.counter += 1
-            body = completion_body(UpstreamProtocol.counter)
-            self.transport.write(
-                b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: "
-                + str(len(body)).encode()
-                + b"\r\n\r\n"
-                + body
-            )
-
-
-def serve_upstream(port: int) -> None:
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        server = await loop.create_server(UpstreamProtocol, "127.0.0.1", port)
-        async with server:
-            await server.serve_forever()
-
-    uvloop.run(main())
-
-
-# -- the benchmark ------------------------------------------------------------------------------------
 
 
 def chat_tools() -> list[dict[str, Any]]:
@@ -163,7 +60,7 @@ class ChatConversation:
         self.output_bytes = output_bytes
         self.messages: list[dict[str, Any]] = [
             {"role": "system", "content": INSTRUCTIONS},
-            {"role": "user", "content": "The test test_parse fails. Find and fix it."},
+            {"role": "user", "content": TASK},
         ]
 
     def absorb(self, stream: bytes) -> None:
@@ -206,20 +103,14 @@ class Bench:
         self.results: dict[str, Results[Sample]] = {name: Results() for name in args.transports}
 
     def cpu(self) -> tuple[int, int]:
-        return server_cpu_ns(self.server_pid), server_cpu_ns(self.upstream_pid)
+        return process_cpu_ns(self.server_pid) or 0, process_cpu_ns(self.upstream_pid) or 0
 
     def sample(self, elapsed: float, bytes_up: int, before: tuple[int, int]) -> Sample:
         after = self.cpu()
         return Sample(elapsed, bytes_up, after[0] - before[0], after[1] - before[1])
 
     def body(self) -> dict[str, Any]:
-        return {
-            "model": MODEL,
-            "instructions": INSTRUCTIONS,
-            "tools": TOOLS,
-            "tool_choice": "required",
-            "store": False,
-        }
+        return base_body(store=False, model=MODEL)
 
     async def direct(self, session: aiohttp.ClientSession, seed: int, record: bool) -> int:
         conv = ChatConversation(seed, self.args.output_bytes)
@@ -256,30 +147,22 @@ class Bench:
     async def ws(self, name: str, seed: int, record: bool) -> int:
         self.server_pid, base = self.servers["b" if name.endswith("-b") else "a"]
         conv = Conversation(seed=seed, output_bytes=self.args.output_bytes)
-        loop = asyncio.get_running_loop()
-        url = base.replace("http://", "ws://") + "/v1/responses"
-        ws, listener = await picows.ws_connect(TerminalListener, url, max_frame_size=64 * 1024 * 1024)
-        assert isinstance(listener, TerminalListener)
+        socket = await LeanSocket.connect(base.replace("http://", "ws://") + "/v1/responses")
         try:
             for turn in range(1, self.args.turns + 1):
-                body = {"type": "response.create", **self.body(), "input": conv.delta}
-                if conv.previous_id is not None:
-                    body["previous_response_id"] = conv.previous_id
-                frame = json.dumps(body).encode()
-                listener.done = loop.create_future()
+                frame = json.dumps(conv.create_event(self.body())).encode()
                 before = self.cpu()
                 start = time.perf_counter()
-                ws.send(picows.WSMsgType.TEXT, frame)
-                data = await listener.done
+                data = await socket.turn(frame)
                 elapsed = time.perf_counter() - start
                 sample = self.sample(elapsed, len(frame), before)
-                if not data.startswith(TERMINAL[0]):
+                if not data.startswith(COMPLETED):
                     raise RuntimeError(data.decode())
                 conv.absorb(json.loads(data)["response"])
                 if record:
                     self.results[name].add(turn, sample)
         finally:
-            ws.disconnect()
+            socket.close()
         return len(json.dumps(conv.history))
 
     async def http_full(self, session: aiohttp.ClientSession, name: str, seed: int, record: bool) -> int:
@@ -289,19 +172,9 @@ class Bench:
             payload = json.dumps({**self.body(), "stream": True, "input": conv.history}).encode()
             before = self.cpu()
             start = time.perf_counter()
-            async with session.post(
-                base + "/v1/responses", data=payload, headers={"content-type": "application/json"}
-            ) as reply:
-                if reply.status != 200:
-                    raise RuntimeError(await reply.text())
-                completed = None
-                async for line in reply.content:
-                    if line.startswith(b'data: {"type":"response.completed"'):
-                        completed = line[6:]
+            completed = await sse_turn(session, base + "/v1/responses", payload)
             elapsed = time.perf_counter() - start
             sample = self.sample(elapsed, len(payload), before)
-            if completed is None:
-                raise RuntimeError("the stream ended without response.completed")
             conv.absorb(json.loads(completed)["response"])
             if record:
                 self.results[name].add(turn, sample)
@@ -330,13 +203,12 @@ class Bench:
 
 
 def report(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
-    last = args.turns
-    early, late = range(1, min(5, last) + 1), range(max(1, last - 5), last + 1)
+    early, late = windows(args.turns)
     print(
         f"\n{args.conversations} conversations x {args.turns} turns per transport, tool output "
         f"{args.output_bytes} B per turn, zero-latency chat-completions upstream\n"
     )
-    early_label, late_label = f"{early.start}-{early.stop - 1}", f"{late.start}-{late.stop - 1}"
+    early_label, late_label = label(early), label(late)
     print(
         f"| transport | p50 turns {early_label} (ms) | p50 turns {late_label} (ms) "
         "| late / early | loopwire CPU/turn early (ms) | loopwire CPU/turn late (ms) "
@@ -365,66 +237,38 @@ def report(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
         overhead = summary["ws"]["late_ms"] - summary["direct"]["late_ms"]
         summary["overhead_ms"] = overhead
         print(
-            f"\nturns {late.start}-{late.stop - 1}: gateway overhead ws - direct = {overhead:.3f} ms "
+            f"\nturns {late_label}: gateway overhead ws - direct = {overhead:.3f} ms "
             f"(ws / direct = {summary['ws']['late_ms'] / summary['direct']['late_ms']:.2f}x)"
         )
     if "http-full" in summary and "direct" in summary:
         overhead = summary["http-full"]["late_ms"] - summary["direct"]["late_ms"]
-        print(f"turns {late.start}-{late.stop - 1}: http-full - direct = {overhead:.3f} ms")
+        print(f"turns {late_label}: http-full - direct = {overhead:.3f} ms")
     if "ws-b" in summary and "direct" in summary:
         overhead = summary["ws-b"]["late_ms"] - summary["direct"]["late_ms"]
         summary["overhead_b_ms"] = overhead
-        print(f"turns {late.start}-{late.stop - 1}: gateway overhead ws-b - direct = {overhead:.3f} ms")
+        print(f"turns {late_label}: gateway overhead ws-b - direct = {overhead:.3f} ms")
     return summary
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--turns", type=int, default=50)
-    parser.add_argument("--conversations", type=int, default=10)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--output-bytes", type=int, default=6000)
-    parser.add_argument("--transports", nargs="+", default=TRANSPORTS, choices=TRANSPORTS + B_TRANSPORTS)
-    parser.add_argument("--server-arg", action="append", default=[], help="extra argument for loopwire serve")
-    parser.add_argument(
-        "--b-server-arg",
-        action="append",
-        default=None,
-        help="start a second loopwire with these extra arguments (repeatable, may be empty: --b-server-arg=) "
-        "and run ws-b and http-full-b against it, alternating with the rest: an A/B in one run",
-    )
-    parser.add_argument("--json", type=Path, help="also write the summary here as JSON")
-    parser.add_argument("--upstream-port", type=int, help=argparse.SUPPRESS)  # run as the upstream process
-    args = parser.parse_args()
-    if args.upstream_port is not None:
-        serve_upstream(args.upstream_port)
-        return
-
+def run(args: argparse.Namespace) -> dict[str, Any]:
     port = free_port()
     upstream_url = f"http://127.0.0.1:{port}/v1"
-    upstream = subprocess.Popen([sys.executable, __file__, "--upstream-port", str(port)])
+    upstream = subprocess.Popen([sys.executable, "-m", "loopwire.bench.upstreams", "chat", str(port)])
     try:
-        wait_ready(f"http://127.0.0.1:{port}/", upstream)
+        wait_http(f"http://127.0.0.1:{port}/", upstream)
         extra = ["--engine", "openai-chat", "--upstream", upstream_url, *args.server_arg]
         with contextlib.ExitStack() as stack:
             tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="loopwire-gateway-"))
-            server, base = stack.enter_context(loopwire_server(f"sqlite:{tmp}/a.db", extra))
-            servers = {"a": (server.pid, base)}
+            server = stack.enter_context(serving(f"sqlite:{tmp}/a.db", extra))
+            servers = {"a": (server.pid, server.origin)}
             if args.b_server_arg is not None:
                 b_extra = ["--engine", "openai-chat", "--upstream", upstream_url]
                 b_extra += [arg for arg in args.b_server_arg if arg]
-                server_b, base_b = stack.enter_context(loopwire_server(f"sqlite:{tmp}/b.db", b_extra))
-                servers["b"] = (server_b.pid, base_b)
+                server_b = stack.enter_context(serving(f"sqlite:{tmp}/b.db", b_extra))
+                servers["b"] = (server_b.pid, server_b.origin)
                 args.transports = [*args.transports, *(t for t in B_TRANSPORTS if t not in args.transports)]
             bench = Bench(args, servers, upstream.pid, upstream_url)
             uvloop.run(bench.run())
     finally:
-        upstream.terminate()
-        upstream.wait(10)
-    write_summary(args.json, args, report(bench, args))
-
-
-if __name__ == "__main__":
-    main()
+        stop_process(upstream)
+    return report(bench, args)
