@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import sys
 import time
 from collections.abc import Sequence
@@ -117,15 +118,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(text)
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.md").write_text(text)
-    if not args.no_plots:
-        try:
-            from .plots import write_plots
-        except ImportError:
-            print(
-                "plots skipped: matplotlib is not installed (pip install 'loopwire[bench]')", file=sys.stderr
-            )
-        else:
-            for path in write_plots(rows, turns, out):
-                print(f"plot: {path}", file=sys.stderr)
+    if not args.no_plots and importlib.util.find_spec("matplotlib") is None:
+        print("plots skipped: matplotlib is not installed (pip install 'loopwire[bench]')", file=sys.stderr)
+    elif not args.no_plots:
+        from .plots import write_plots
+
+        for path in write_plots(rows, turns, out):
+            print(f"plot: {path}", file=sys.stderr)
     unfinished = [row for row in rows if not row.all_finished]
     return 1 if unfinished else 0
