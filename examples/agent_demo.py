@@ -8,7 +8,8 @@ The SDK's synchronous WebSocket client runs the same turns once more for compari
 a thread of its own and hands each frame to the caller's thread.
 
 The server's time per turn comes from its `loopwire.timing` event (start it with `--timing-events on`);
-the client's from the SDK's CPU time per turn in this process.
+the client's from the SDK's CPU time per turn in this process; the time both spent runnable but waiting for
+a CPU from Linux's scheduler statistics (/proc/PID/task/*/schedstat; `--server-pid` for the server's).
 
     python examples/agent_demo.py --base-url http://127.0.0.1:8000/v1 --turns 12
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import resource
 import statistics
@@ -59,6 +61,9 @@ class Turn:
     bytes_sent: int
     switches: int
     """Context switches of this process during the turn (voluntary and not)."""
+    queued_ms: float | None
+    """Time the client's and the server's threads were runnable but waited for a core, summed over
+    threads (Linux only)."""
 
 
 class Conversation:
@@ -99,6 +104,28 @@ class Conversation:
         return "\n".join(" ".join(self.rng.choice(WORDS) for _ in range(8)) for _ in range(self.size // 50))
 
 
+SERVER_PID: int | None = None
+
+
+def _queued_ns() -> int | None:
+    """Nanoseconds this process's (and the server's) threads have waited on a run queue, or None."""
+    total = 0
+    for pid in (os.getpid(), SERVER_PID):
+        if pid is None:
+            continue
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            return None
+        for task in tasks:
+            try:
+                with open(f"/proc/{pid}/task/{task}/schedstat") as stat:
+                    total += int(stat.read().split()[1])
+            except (OSError, IndexError, ValueError):
+                continue  # a thread that ended meanwhile
+    return total
+
+
 def _switches() -> int:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_nvcsw + usage.ru_nivcsw
@@ -112,6 +139,7 @@ class Clock:
         self.wall = time.perf_counter()
         self.cpu = time.process_time()
         self.switches = _switches()
+        self.queued = _queued_ns()
         self.server_ms: float | None = None
 
     def see(self, event: Any) -> None:
@@ -123,7 +151,9 @@ class Clock:
     def done(self, bytes_sent: int) -> Turn:
         wall = (time.perf_counter() - self.wall) * 1000.0
         cpu = (time.process_time() - self.cpu) * 1000.0
-        return Turn(wall, cpu, self.server_ms, bytes_sent, _switches() - self.switches)
+        queued = _queued_ns()
+        waited = None if queued is None or self.queued is None else (queued - self.queued) / 1e6
+        return Turn(wall, cpu, self.server_ms, bytes_sent, _switches() - self.switches, waited)
 
 
 async def run_http(client: openai.AsyncOpenAI, turns: int, size: int) -> list[Turn]:
@@ -203,15 +233,17 @@ def report(args: argparse.Namespace, http: list[Turn], ws: list[Turn], ws_sync: 
         f"bytes sent: HTTP {h_bytes:,}, WebSocket {w_bytes:,} ({h_bytes / w_bytes:.1f}x less over WebSocket)"
     )
     print(
-        f"of which the server (loopwire.timing): HTTP {median(http, lambda t: t.server_ms):.2f} ms, "
-        f"WebSocket {median(ws, lambda t: t.server_ms):.2f} ms; the SDK's own CPU per turn: "
+        f"of which the server's work (loopwire.timing): HTTP {median(http, lambda t: t.server_ms):.2f} ms, "
+        f"WebSocket {median(ws, lambda t: t.server_ms):.2f} ms; the SDK's own CPU: "
         f"HTTP {median(http, lambda t: t.client_cpu_ms):.2f} ms, "
-        f"WebSocket {median(ws, lambda t: t.client_cpu_ms):.2f} ms"
+        f"WebSocket {median(ws, lambda t: t.client_cpu_ms):.2f} ms;\nrunnable but waiting for a core, summed "
+        f"over the client's and the server's threads: HTTP {median(http, lambda t: t.queued_ms):.2f} ms, "
+        f"WebSocket {median(ws, lambda t: t.queued_ms):.2f} ms"
     )
     print(
         "Most of a turn here is the SDK, not the server: it transforms and validates every request it\n"
         "sends (the whole history over HTTP, so that cost grows turn by turn) and builds a pydantic object\n"
-        "for every event it receives; the rest is waiting for the processes to be scheduled."
+        "for every event it receives; on a busy machine, waiting for a core adds the rest."
     )
     s_med = median(ws_sync, lambda t: t.wall_ms)
     print(
@@ -219,7 +251,7 @@ def report(args: argparse.Namespace, http: list[Turn], ws: list[Turn], ws_sync: 
         f"{p90(ws_sync):.2f} ms (async client: {w_med:.2f} ms, p90 {p90(ws):.2f} ms).\n"
         "Its reader thread hands each frame to the calling thread: "
         f"{median(ws_sync, lambda t: t.switches):.0f} context switches a turn (async: "
-        f"{median(ws, lambda t: t.switches):.0f}), each a chance to wait on a busy machine.\n"
+        f"{median(ws, lambda t: t.switches):.0f}), each a chance to wait for a core.\n"
         "`loopwire bench --quick` below measures the transports with loopwire's own lean client."
     )
 
@@ -246,7 +278,11 @@ def main() -> None:
     parser.add_argument("--base-url", default="http://127.0.0.1:8000/v1")
     parser.add_argument("--turns", type=int, default=12)
     parser.add_argument("--tool-output-bytes", type=int, default=4000)
-    asyncio.run(main_async(parser.parse_args()))
+    parser.add_argument("--server-pid", type=int, help="the server's process, for its run-queue waits")
+    args = parser.parse_args()
+    global SERVER_PID
+    SERVER_PID = args.server_pid
+    asyncio.run(main_async(args))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,8 @@ def main() -> None:
         serving(f"sqlite:{tmp}/demo.db", ["--timing-events", "on"]) as server,
     ):
         demo = Path(__file__).with_name("agent_demo.py")
-        subprocess.run([sys.executable, str(demo), "--base-url", server.base_url], check=True)
+        command = [sys.executable, str(demo), "--base-url", server.base_url, "--server-pid", str(server.pid)]
+        subprocess.run(command, check=True)
 
 
 if __name__ == "__main__":
