@@ -24,7 +24,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -32,7 +31,7 @@ import uvloop
 
 from .cpu import process_cpu_ns
 from .processes import free_port, serving, stop_process, wait_http
-from .table import Results, label, p50, windows
+from .table import Results, Sample, alternate, label, medians, windows
 from .upstreams import MODEL
 from .wire import COMPLETED, LeanSocket, sse_turn
 from .workload import INSTRUCTIONS, TASK, TOOLS, Conversation, base_body, tool_output
@@ -79,14 +78,6 @@ class ChatConversation:
             self.messages.append({"role": "tool", "tool_call_id": call["id"], "content": output})
 
 
-@dataclass
-class Sample:
-    latency_s: float
-    bytes_up: int
-    loopwire_cpu_ns: int
-    upstream_cpu_ns: int
-
-
 class Bench:
     def __init__(
         self,
@@ -100,7 +91,7 @@ class Bench:
         self.server_pid = servers["a"][0]
         self.upstream_pid = upstream_pid
         self.upstream = upstream
-        self.results: dict[str, Results[Sample]] = {name: Results() for name in args.transports}
+        self.results: dict[str, Results] = {name: Results() for name in args.transports}
 
     def cpu(self) -> tuple[int, int]:
         return process_cpu_ns(self.server_pid) or 0, process_cpu_ns(self.upstream_pid) or 0
@@ -181,25 +172,20 @@ class Bench:
         return len(json.dumps(conv.history))
 
     async def run(self) -> None:
-        total = self.args.conversations + self.args.warmup
         async with (
             aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=4)) as session,
             aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=4)) as direct_session,
         ):
-            for index in range(total):
-                record = index >= self.args.warmup
-                order = self.args.transports if index % 2 == 0 else list(reversed(self.args.transports))
-                for transport in order:
-                    if transport == "direct":
-                        size = await self.direct(direct_session, index, record)
-                    elif transport.startswith("ws"):
-                        size = await self.ws(transport, index, record)
-                    else:
-                        size = await self.http_full(session, transport, index, record)
-                    if record:
-                        self.results[transport].history_bytes.append(size)
-                print(f"\r  conversation {index + 1}/{total}", end="", file=sys.stderr, flush=True)
-        print(file=sys.stderr)
+
+            async def conversation(transport: str, seed: int, record: bool) -> int:
+                if transport == "direct":
+                    return await self.direct(direct_session, seed, record)
+                if transport.startswith("ws"):
+                    return await self.ws(transport, seed, record)
+                return await self.http_full(session, transport, seed, record)
+
+            args = self.args
+            await alternate(args.transports, args.conversations, args.warmup, self.results, conversation)
 
 
 def report(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
@@ -217,15 +203,7 @@ def report(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     summary: dict[str, Any] = {}
     for name, results in bench.results.items():
-        early_s, late_s = results.window(early), results.window(late)
-        row = {
-            "early_ms": p50([s.latency_s for s in early_s]) * 1000,
-            "late_ms": p50([s.latency_s for s in late_s]) * 1000,
-            "cpu_early_ms": p50([s.loopwire_cpu_ns / 1e6 for s in early_s]),
-            "cpu_late_ms": p50([s.loopwire_cpu_ns / 1e6 for s in late_s]),
-            "upstream_cpu_late_ms": p50([s.upstream_cpu_ns / 1e6 for s in late_s]),
-            "history_kib": p50([float(b) for b in results.history_bytes]) / 1024,
-        }
+        row = medians(results, early, late)
         summary[name] = row
         print(
             f"| {name} | {row['early_ms']:.3f} | {row['late_ms']:.3f} "

@@ -24,14 +24,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import uvloop
 
 from .cpu import process_cpu_ns
 from .processes import free_port, serving, stop_process, wait_http
-from .table import Results, label, p50, windows
+from .table import Results, Sample, alternate, label, medians, windows
 from .upstreams import MODEL
 from .wire import COMPLETED, LeanSocket
 from .workload import Conversation, base_body
@@ -39,20 +38,12 @@ from .workload import Conversation, base_body
 TRANSPORTS = ["direct", "ws", "ws-http"]
 
 
-@dataclass
-class Sample:
-    latency_s: float
-    bytes_up: int
-    loopwire_cpu_ns: int
-    upstream_cpu_ns: int
-
-
 class Bench:
     def __init__(self, args: argparse.Namespace, targets: dict[str, tuple[int, str]], upstream_pid: int):
         self.args = args
         self.targets = targets  # transport -> (pid whose CPU is "loopwire's", ws URL)
         self.upstream_pid = upstream_pid
-        self.results: dict[str, Results[Sample]] = {name: Results() for name in args.transports}
+        self.results: dict[str, Results] = {name: Results() for name in args.transports}
 
     async def conversation(self, name: str, seed: int, record: bool) -> int:
         pid, url = self.targets[name]
@@ -81,16 +72,8 @@ class Bench:
         return len(json.dumps(conv.history))
 
     async def run(self) -> None:
-        total = self.args.conversations + self.args.warmup
-        for index in range(total):
-            record = index >= self.args.warmup
-            order = self.args.transports if index % 2 == 0 else list(reversed(self.args.transports))
-            for transport in order:
-                size = await self.conversation(transport, index, record)
-                if record:
-                    self.results[transport].history_bytes.append(size)
-            print(f"\r  conversation {index + 1}/{total}", end="", file=sys.stderr, flush=True)
-        print(file=sys.stderr)
+        args = self.args
+        await alternate(args.transports, args.conversations, args.warmup, self.results, self.conversation)
 
 
 def report(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
@@ -107,15 +90,7 @@ def report(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
     print("|---|---:|---:|---:|---:|---:|---:|")
     summary: dict[str, Any] = {}
     for name, results in bench.results.items():
-        early_s, late_s = results.window(early), results.window(late)
-        row = {
-            "early_ms": p50([s.latency_s for s in early_s]) * 1000,
-            "late_ms": p50([s.latency_s for s in late_s]) * 1000,
-            "cpu_late_ms": p50([s.loopwire_cpu_ns / 1e6 for s in late_s]),
-            "upstream_cpu_late_ms": p50([s.upstream_cpu_ns / 1e6 for s in late_s]),
-            "bytes_up_late": p50([float(s.bytes_up) for s in late_s]),
-            "history_kib": p50([float(b) for b in results.history_bytes]) / 1024,
-        }
+        row = medians(results, early, late)
         summary[name] = row
         print(
             f"| {name} | {row['early_ms']:.3f} | {row['late_ms']:.3f} | {row['cpu_late_ms']:.3f} "

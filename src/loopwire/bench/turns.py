@@ -28,7 +28,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,18 +36,11 @@ import uvloop
 
 from .cpu import process_cpu_ns
 from .processes import free_port, serving, stop_process, wait_http
-from .table import Results, label, p50, windows, write_summary
+from .table import Results, Sample, alternate, label, medians, p50, windows, write_summary
 from .wire import COMPLETED, LeanSocket, sse_turn
 from .workload import Conversation, base_body
 
 TRANSPORTS = ["ws", "ws-stored", "http-full", "http-chained", "echo"]
-
-
-@dataclass
-class Sample:
-    latency_s: float
-    bytes_up: int
-    server_cpu_ns: int
 
 
 class Bench:
@@ -57,7 +49,7 @@ class Bench:
         self.pids = pids  # "server" and "echo"
         self.base = base
         self.echo = echo
-        self.results: dict[str, Results[Sample]] = {name: Results() for name in args.transports}
+        self.results: dict[str, Results] = {name: Results() for name in args.transports}
 
     def cpu_now(self, transport: str) -> int:
         return process_cpu_ns(self.pids["echo" if transport == "echo" else "server"]) or 0
@@ -104,21 +96,18 @@ class Bench:
                 self.results[transport].add(turn, Sample(elapsed, len(payload), cpu))
 
     async def run(self) -> None:
-        total = self.args.conversations + self.args.warmup
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=4)) as session:
-            for index in range(total):
-                record = index >= self.args.warmup
-                order = self.args.transports if index % 2 == 0 else list(reversed(self.args.transports))
-                for transport in order:
-                    conv = Conversation(seed=index, output_bytes=self.args.output_bytes)
-                    if transport.startswith("http"):
-                        await self.http_conversation(session, transport, conv, record)
-                    else:
-                        await self.ws_conversation(transport, conv, record)
-                    if record:
-                        self.results[transport].history_bytes.append(len(json.dumps(conv.history)))
-                print(f"\r  conversation {index + 1}/{total}", end="", file=sys.stderr, flush=True)
-        print(file=sys.stderr)
+
+            async def conversation(transport: str, seed: int, record: bool) -> int:
+                conv = Conversation(seed=seed, output_bytes=self.args.output_bytes)
+                if transport.startswith("http"):
+                    await self.http_conversation(session, transport, conv, record)
+                else:
+                    await self.ws_conversation(transport, conv, record)
+                return len(json.dumps(conv.history))
+
+            args = self.args
+            await alternate(args.transports, args.conversations, args.warmup, self.results, conversation)
 
 
 def report(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
@@ -138,14 +127,10 @@ def report(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     summary: dict[str, Any] = {}
     for name, results in bench.results.items():
-        early_s, late_s = results.window(early), results.window(late)
         row = {
+            **medians(results, early, late),
             "turn1_ms": p50([s.latency_s for s in results.turns.get(1, [])]) * 1000,
             "turn_last_ms": p50([s.latency_s for s in results.turns.get(last, [])]) * 1000,
-            "early_ms": p50([s.latency_s for s in early_s]) * 1000,
-            "late_ms": p50([s.latency_s for s in late_s]) * 1000,
-            "cpu_early_ms": p50([s.server_cpu_ns / 1e6 for s in early_s]),
-            "cpu_late_ms": p50([s.server_cpu_ns / 1e6 for s in late_s]),
             "bytes_up_last": int(p50([float(s.bytes_up) for s in results.turns.get(last, [])])),
         }
         summary[name] = row
