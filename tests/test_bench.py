@@ -214,3 +214,13 @@ def test_store_times_every_store(tmp_path: Path, capsys: pytest.CaptureFixture[s
     out = capsys.readouterr().out
     for name in ("MemoryStore", "SqliteStore (write-through)", "WriteBehindStore(SqliteStore)"):
         assert out.count(name) == 2, out  # back to back, and with a gap
+
+
+def test_local_measures_ttft_with_and_without_the_lanes_kv_cache(tmp_path: Path) -> None:
+    out = tmp_path / "local.json"
+    model = ["--hidden", "128", "--layers", "1", "--intermediate", "256", "--tool-tokens", "60"]
+    assert main(["local", "--turns", "1,3", "--conversations", "1", *model, "--json", str(out)]) == 0
+    turns = json.loads(out.read_text())["turns"]
+    assert turns["1"]["cached"] == 0  # nothing to reuse on the first turn
+    assert 0 < turns["3"]["cached"] < turns["3"]["input_tokens"]  # the lane's cache, then the new tokens
+    assert all(row["on_ms"] > 0 and row["off_ms"] > 0 for row in turns.values())
