@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..protocol.compaction import MAX_PAYLOAD_CHARS, MAX_SUMMARY_BYTES
+
 MIB = 1024 * 1024
 
 
@@ -45,3 +47,7 @@ class Limits:
     max_metadata_pairs: int = 16
     max_metadata_key_length: int = 64
     max_metadata_value_length: int = 512
+    max_compaction_payload_chars: int = MAX_PAYLOAD_CHARS
+    """Longest `encrypted_content` of a loopwire compaction item read back (400 past it)."""
+    max_compaction_summary_bytes: int = MAX_SUMMARY_BYTES
+    """Most bytes a compaction payload may inflate to (400 past it; never inflated further)."""
