@@ -23,8 +23,8 @@ from loopwire.protocol.compaction import SummaryCodec, decode_summary, encode_su
 from loopwire.protocol.errors import ProtocolError
 from loopwire.protocol.items import Compaction, Message
 from loopwire.server import compaction_secret
+from loopwire.session.bounds import check_input
 from loopwire.session.limits import Limits
-from loopwire.session.plan import validate_input
 
 MODEL = "sim"
 GIB = 1024 * 1024 * 1024
@@ -129,7 +129,9 @@ async def test_signed_bomb_over_websocket_is_refused_quickly_and_rss_stays_flat(
                 assert event.status == 400
                 assert_refused(event.error, "compaction_too_large")
             await conn.response.create(model=MODEL, input="still here?", store=False)
-            while (event := await asyncio.wait_for(conn.recv(), ANSWER_WITHIN_S)).type != "response.completed":
+            while (
+                event := await asyncio.wait_for(conn.recv(), ANSWER_WITHIN_S)
+            ).type != "response.completed":
                 assert event.type not in ("error", "response.failed"), event
     finally:
         await client.close()
@@ -152,7 +154,9 @@ def test_unsigned_bomb_is_never_inflated_and_reads_as_foreign(
     assert after["VmHWM"] - before["VmHWM"] < RSS_GROWTH_LIMIT_KB, (before, after)
 
 
-def test_payload_past_its_length_bound_is_refused_over_http_and_compact(signing_server: ServerProcess) -> None:
+def test_payload_past_its_length_bound_is_refused(
+    signing_server: ServerProcess,
+) -> None:
     oversized = "lw2:" + "A" * (PAYLOAD_LIMIT - 3)  # one character past the bound, never decoded
     with make_client(signing_server.base_url) as client:
         with pytest.raises(openai.BadRequestError) as refused:
@@ -246,12 +250,12 @@ def test_generated_secret_is_kept_beside_the_sqlite_store(tmp_path: Path) -> Non
         compaction_secret.resolve(None, "memory", {compaction_secret.ENV_VAR: "short"})
 
 
-# -- the bounds at their edges, through validate_input (both transports and /compact call it) ----------------
+# -- the bounds at their edges, through check_input (both transports and /compact call it) ----------------
 
 
 def _refusal(items: list[Any], limits: Limits) -> ProtocolError | None:
     try:
-        validate_input(items, limits)
+        check_input(items, limits)
     except ProtocolError as error:
         return error
     return None

@@ -43,6 +43,12 @@ class Limits:
     are evicted (their continuations then resolve from the store or get previous_response_not_found)."""
     max_input_items: int = 20_000
     """Items in one request's `input`."""
+    max_tools: int = 128
+    """Function tools in one request (as the hosted API)."""
+    max_json_depth: int = 64
+    """Nesting of the free-form JSON values a request carries and the server keeps or echoes (`reasoning`,
+    `text`, `tool_choice`, tool `parameters`, reasoning items' `summary`/`content`, output annotations).
+    Anything nested deeper than the decoder goes (~1,000 levels, anywhere in the body) is refused too."""
     max_stream_id_length: int = 256
     max_metadata_pairs: int = 16
     max_metadata_key_length: int = 64

@@ -10,7 +10,6 @@ from typing import Any
 
 from ..engines.base import EngineRequest, NamedToolChoice, ToolChoice, ToolSpec
 from ..protocol import ids
-from ..protocol.compaction import PayloadTooLarge, check_summary
 from ..protocol.context import EMPTY_CONTEXT, Context
 from ..protocol.errors import invalid_request, missing_parameter
 from ..protocol.items import (
@@ -24,6 +23,7 @@ from ..protocol.items import (
 )
 from ..protocol.request import CreateRequest
 from ..protocol.response import DEFAULT_REASONING, DEFAULT_TEXT, Response
+from .bounds import check_bounds
 from .cache import CachedResponse, missing_call_ids
 from .limits import Limits
 
@@ -70,34 +70,7 @@ def validate_fields(request: CreateRequest, limits: Limits, *, websocket: bool) 
     if request.truncation not in (None, "auto", "disabled"):
         raise invalid_request("'truncation' must be 'auto' or 'disabled'.", param="truncation")
     _validate_metadata(request.metadata, limits)
-    validate_input(request.input, limits)
-
-
-def validate_input(items: str | list[InputItem] | None, limits: Limits) -> None:
-    """The bounds on `input` shared by create and compact: the item count, and each compaction payload's
-    size before and after inflating (checked without inflating past the bound)."""
-    if not isinstance(items, list):
-        return
-    if len(items) > limits.max_input_items:
-        raise invalid_request(
-            f"'input' has {len(items)} items; at most {limits.max_input_items} are accepted.",
-            param="input",
-            code="array_above_max_length",
-        )
-    for index, item in enumerate(items):
-        if isinstance(item, Compaction):
-            try:
-                check_summary(
-                    item.encrypted_content,
-                    max_payload_chars=limits.max_compaction_payload_chars,
-                    max_summary_bytes=limits.max_compaction_summary_bytes,
-                )
-            except PayloadTooLarge as error:
-                raise invalid_request(
-                    f"This compaction item's encrypted_content {error}; it cannot be read back.",
-                    param=f"input[{index}].encrypted_content",
-                    code="compaction_too_large" if error.inflated else "string_above_max_length",
-                ) from None
+    check_bounds(request, limits)
 
 
 def _validate_metadata(metadata: dict[str, str] | None, limits: Limits) -> None:
