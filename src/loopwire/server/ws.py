@@ -102,7 +102,7 @@ class WebSocketSession:
         self.send = send
         self.batched = batched
         self.conn: ConnectionState[Job] = ConnectionState(
-            state.limits, opened_at=time.monotonic(), owner=owner
+            state.limits, opened_at=time.monotonic(), owner=owner, account=state.budget
         )
         self.tasks: set[asyncio.Task[None]] = set()
         self.retiring: Retirement | None = None
@@ -282,5 +282,4 @@ async def _serve_accepted(state: ServerState, scope: Scope, receive: Receive, se
         if draining is not None:
             draining.cancel()
         state.sessions.discard(session.conn)
-        await session.close()
-        state.budget.forget(session.conn)
+        await session.close()  # its cached lanes leave the budget with it
