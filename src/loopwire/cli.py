@@ -236,9 +236,9 @@ def serve(config: ServerConfig) -> None:
     secret = config.compaction_secret()
     if not secret.shared:
         print(
-            f"loopwire: compaction items are signed with a secret {secret.source}; a deployment of several "
-            "servers must share one (--compaction-secret-file or LOOPWIRE_COMPACTION_SECRET), or each reads "
-            "back only its own.",
+            f"loopwire: compaction items are signed with a secret from {secret.source}; a deployment of "
+            "several servers must share one (--compaction-secret-file or LOOPWIRE_COMPACTION_SECRET), or "
+            "each reads back only its own.",
             file=sys.stderr,
             flush=True,
         )

@@ -68,9 +68,9 @@ def resolve(secret_file: str | None, store_spec: str, environ: dict[str, str]) -
         return CompactionSecret(_read_file(Path(secret_file).expanduser()), f"file {secret_file}", True)
     from_env = environ.get(ENV_VAR, "").strip()
     if from_env:
-        return CompactionSecret(_checked(from_env.encode("utf-8"), ENV_VAR), ENV_VAR, True)
+        return CompactionSecret(_checked(from_env.encode("utf-8"), ENV_VAR), f"${ENV_VAR}", True)
     kind, _, arg = store_spec.strip().partition(":")
     if kind.strip().lower() == "sqlite" and arg.strip():
         path = _generated_beside(Path(arg.strip()).expanduser().absolute())
-        return CompactionSecret(_read_file(path), f"generated file {path}", False)
-    return CompactionSecret(secrets.token_bytes(32), "generated in memory (this process only)", False)
+        return CompactionSecret(_read_file(path), f"a file generated at {path}", False)
+    return CompactionSecret(secrets.token_bytes(32), "memory (made up by this process)", False)

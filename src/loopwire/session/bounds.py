@@ -14,14 +14,14 @@ import msgspec
 from ..protocol.compaction import PayloadTooLarge, check_summary
 from ..protocol.errors import invalid_request
 from ..protocol.items import Compaction, InputItem, Message, OutputText, Reasoning
-from ..protocol.request import CompactRequest, CreateRequest, too_deep
+from ..protocol.request import CompactRequest, CreateRequest, FunctionTool, too_deep
 from .limits import Limits
 
 
 def check_bounds(request: CreateRequest, limits: Limits) -> None:
     """Every bound of a create (over either transport, and /input_tokens)."""
     check_input(request.input, limits)
-    tools = request.tools or ()
+    tools = request.tools or []
     if len(tools) > limits.max_tools:
         raise invalid_request(
             f"'tools' has {len(tools)} tools; at most {limits.max_tools} are accepted.",
@@ -31,11 +31,29 @@ def check_bounds(request: CreateRequest, limits: Limits) -> None:
     depth = limits.max_json_depth
     for name in ("reasoning", "text", "tool_choice", "conversation", "context_management"):
         _check_depth(getattr(request, name), depth, name)
-    # The list nests each tool's parameters two levels down (the list, the tool): one count for all of them,
-    # and one per tool only to name the one that is too deep.
-    if tools and _json_depth(msgspec.json.encode(tools), depth + 2) > depth + 2:
+    if tools and not _tools_within(tools, depth):
         for index, tool in enumerate(tools):
             _check_depth(tool.parameters, depth, f"tools[{index}].parameters")
+
+
+_RECENT_TOOLS: list[tuple[int, list[FunctionTool]]] = []
+_RECENT_TOOLS_MAX = 16
+
+
+def _tools_within(tools: list[FunctionTool], limit: int) -> bool:
+    """Whether every tool's parameters nest at most `limit` levels. A WebSocket client sends the same tools
+    every turn: a list equal to one recently found within is not counted again (comparing costs a fifth of
+    encoding and counting)."""
+    for known_limit, known in _RECENT_TOOLS:
+        if known_limit == limit and known == tools:
+            return True
+    # The encoded list nests each tool's parameters two levels down (the list, the tool).
+    if _json_depth(msgspec.json.encode(tools), limit + 2) > limit + 2:
+        return False
+    if len(_RECENT_TOOLS) >= _RECENT_TOOLS_MAX:
+        _RECENT_TOOLS.pop(0)
+    _RECENT_TOOLS.append((limit, tools))
+    return True
 
 
 def check_compact(request: CompactRequest, limits: Limits) -> None:
