@@ -363,3 +363,28 @@ def test_json_depth_counts_containers_only(value: Any, depth: int) -> None:
 
     assert _json_depth(msgspec.json.encode(value), 100) == depth
     assert _json_depth(msgspec.json.encode(value), depth - 1) == depth  # counted up to the cap + 1
+
+
+def test_many_item_references_cost_history_plus_references_not_their_product() -> None:
+    """20,000 references into a 20,000-item context took minutes on the event loop (each scanned it)."""
+    from loopwire.protocol.context import EMPTY_CONTEXT
+    from loopwire.protocol.items import ItemReference, Message
+    from loopwire.session.plan import _prepare_items
+
+    count = 20_000
+    first = [Message(role="user", content="a", id="dup")]
+    history = EMPTY_CONTEXT.extend(first).extend(
+        [Message(role="user", content=f"m{n}", id=f"msg_{n}") for n in range(count)]
+        + [
+            Message(role="user", content="first of two", id="twice"),
+            Message(role="user", content="x", id="twice"),
+        ]
+    )
+    references: list[Any] = [ItemReference(id=f"msg_{count - 1 - n % 100}") for n in range(count)]
+    references += [ItemReference(id="twice"), ItemReference(id="dup")]
+    prepared = _prepare_items(references, history)
+    assert [item.content for item in prepared[:3]] == [f"m{count - 1}", f"m{count - 2}", f"m{count - 3}"]
+    assert prepared[-2].content == "first of two"  # as the scan resolves it, with or without the index
+    assert prepared[-1] is first[0]
+    few = _prepare_items([ItemReference(id="twice")], history)
+    assert few[0] is prepared[-2]
