@@ -388,3 +388,67 @@ def test_many_item_references_cost_history_plus_references_not_their_product() -
     assert prepared[-1] is first[0]
     few = _prepare_items([ItemReference(id="twice")], history)
     assert few[0] is prepared[-2]
+
+
+# -- bytes parked in a connection's queue ------------------------------------------------------------------
+
+
+def test_queued_bytes_at_the_limit_pass_and_one_past_is_429() -> None:
+    from loopwire.protocol.errors import ProtocolError
+    from loopwire.session.connection import ConnectionState
+    from loopwire.session.limits import Limits
+
+    state: ConnectionState[str] = ConnectionState(
+        Limits(max_queued_bytes=100, max_in_flight=1), opened_at=0.0
+    )
+    assert state.submit("a", "runs at once", 100) == [("a", "runs at once")]  # started: not queued
+    assert state.queued_bytes == 0
+    assert state.submit("b", "waits", 60) == [] and state.submit("c", "waits too", 40) == []
+    assert state.queued_bytes == 100
+    with pytest.raises(ProtocolError) as refused:
+        state.submit("d", "one byte past", 1)
+    assert refused.value.status == 429 and refused.value.code == "too_many_queued_responses"
+    assert state.finish("a") == [("b", "waits")] and state.queued_bytes == 40
+    assert state.submit("d", "fits again", 60) == [] and state.queued_bytes == 100
+
+
+@pytest.fixture(scope="module")
+def slow_queue(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    tmp: Path = tmp_path_factory.mktemp("queue")
+    server = ServerProcess(
+        "memory",
+        tmp / "server.log",
+        ("--limit", "max_queued_bytes=3000", "--limit", "max_in_flight=1", "--sim-ttft-ms", "1500"),
+    ).start()
+    yield server
+    server.stop()
+
+
+def frame_of_size(size: int, lane: str) -> str:
+    base = {"type": "response.create", "model": "sim", "store": False, "stream_id": lane, "input": ""}
+    base["input"] = "x" * (size - len(json.dumps(base)))
+    frame = json.dumps(base)
+    assert len(frame) == size
+    return frame
+
+
+async def test_queued_bytes_over_websocket(slow_queue: ServerProcess) -> None:
+    headers = {"authorization": f"Bearer {API_KEY}"}
+    async with websockets.connect(ws_url(slow_queue), max_size=None, additional_headers=headers) as socket:
+        await socket.send(frame_of_size(2000, "running"))  # starts at once, then takes 1.5 s
+        await socket.send(frame_of_size(1500, "waits"))
+        await socket.send(frame_of_size(1500, "at-the-limit"))  # 3,000 bytes queued
+        await socket.send(frame_of_size(200, "past"))
+        while True:
+            event = json.loads(await asyncio.wait_for(socket.recv(), timeout=20))
+            if event["type"] == "error":
+                break
+            assert event.get("stream_id") == "running", event
+        assert event["status"] == 429 and event["stream_id"] == "past", event
+        assert event["error"]["code"] == "too_many_queued_responses"
+        done: set[str] = set()
+        while done != {"running", "waits", "at-the-limit"}:
+            event = json.loads(await asyncio.wait_for(socket.recv(), timeout=20))
+            assert event["type"] != "error", event
+            if event["type"] == "response.completed":
+                done.add(event["stream_id"])

@@ -139,7 +139,7 @@ class WebSocketSession:
             self.state.check_rate(self.conn.owner)
             if event.stream_id is not None:
                 validate_stream_id(event.stream_id, self.state.limits)
-            ready = self.conn.submit(lane, Job(event, received))
+            ready = self.conn.submit(lane, Job(event, received), len(frame))
         except ProtocolError as error:
             await self.send_error(error, event.stream_id)
             return True

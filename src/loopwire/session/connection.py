@@ -56,9 +56,10 @@ class ConnectionState(Generic[Job]):
         self.owner = owner
         self.account = account
         self.in_flight = 0
+        self.queued_bytes = 0
         self._lanes: dict[str, _Lane] = {}
         self._by_id: dict[str, CachedResponse] = {}
-        self._waiting: deque[tuple[str, Job]] = deque()
+        self._waiting: deque[tuple[str, Job, int]] = deque()
 
     # -- scheduling ---------------------------------------------------------------------------------
 
@@ -76,8 +77,9 @@ class ConnectionState(Generic[Job]):
             code="websocket_connection_limit_reached",
         )
 
-    def submit(self, lane: str, job: Job) -> list[tuple[str, Job]]:
-        """Queue a job on its lane; returns the jobs that may start now (possibly this one)."""
+    def submit(self, lane: str, job: Job, size: int = 0) -> list[tuple[str, Job]]:
+        """Queue a job of `size` bytes on its lane; returns the jobs that may start now (possibly this
+        one)."""
         if lane != DEFAULT_LANE:
             validate_stream_id(lane, self.limits)
         if len(self._waiting) >= self.limits.max_queued:
@@ -85,6 +87,14 @@ class ConnectionState(Generic[Job]):
                 429,
                 f"Too many queued responses on this connection (limit {self.limits.max_queued}); "
                 "wait for earlier responses to finish.",
+                type="rate_limit_error",
+                code="too_many_queued_responses",
+            )
+        if self.queued_bytes + size > self.limits.max_queued_bytes:
+            raise ProtocolError(
+                429,
+                f"The responses queued on this connection would hold more than "
+                f"{self.limits.max_queued_bytes} bytes; wait for earlier responses to start.",
                 type="rate_limit_error",
                 code="too_many_queued_responses",
             )
@@ -99,7 +109,8 @@ class ConnectionState(Generic[Job]):
                     param="stream_id",
                 )
             self._lanes[lane] = _Lane()
-        self._waiting.append((lane, job))
+        self._waiting.append((lane, job, size))
+        self.queued_bytes += size
         return self._start_ready()
 
     def finish(self, lane: str) -> list[tuple[str, Job]]:
@@ -114,15 +125,16 @@ class ConnectionState(Generic[Job]):
         ready: list[tuple[str, Job]] = []
         if not self._waiting or self.in_flight >= self.limits.max_in_flight:
             return ready
-        kept: deque[tuple[str, Job]] = deque()
+        kept: deque[tuple[str, Job, int]] = deque()
         while self._waiting:
-            lane, job = self._waiting.popleft()
+            lane, job, size = self._waiting.popleft()
             state = self._lanes[lane]
             if state.running or self.in_flight >= self.limits.max_in_flight:
-                kept.append((lane, job))
+                kept.append((lane, job, size))
                 continue
             state.running = True
             self.in_flight += 1
+            self.queued_bytes -= size
             ready.append((lane, job))
         self._waiting = kept
         return ready
@@ -190,6 +202,7 @@ class ConnectionState(Generic[Job]):
         self._lanes.clear()
         self._waiting.clear()
         self.in_flight = 0
+        self.queued_bytes = 0
 
     @property
     def cached_count(self) -> int:

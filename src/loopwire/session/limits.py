@@ -20,6 +20,9 @@ class Limits:
     """Distinct `stream_id` lanes per connection (`websocket_stream_limit_reached` past it)."""
     max_queued: int = 256
     """Creates waiting on one connection before new ones are refused with 429."""
+    max_queued_bytes: int = 64 * MIB
+    """Frame bytes of the creates waiting on one connection (not yet started) before new ones are refused
+    with 429: without it, 256 queued frames of 16 MiB would park 4 GiB. At least `max_message_bytes`."""
     max_connection_age_s: float = 3600.0
     """A WebSocket older than this gets `websocket_connection_limit_reached` and is closed."""
     send_deadline_s: float = 30.0
