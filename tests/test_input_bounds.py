@@ -12,6 +12,7 @@ import json
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,16 +25,20 @@ DEPTH_LIMIT = 6
 TOOLS_LIMIT = 3
 
 
+@contextmanager
+def serving(directory: Path, *args: str, store: str = "memory") -> Iterator[ServerProcess]:
+    server = ServerProcess(store, directory / "server.log", args).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture(scope="module")
 def bounded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    tmp: Path = tmp_path_factory.mktemp("bounds")
-    server = ServerProcess(
-        "memory",
-        tmp / "server.log",
-        ("--limit", f"max_json_depth={DEPTH_LIMIT}", "--limit", f"max_tools={TOOLS_LIMIT}"),
-    ).start()
-    yield server
-    server.stop()
+    limits = ("--limit", f"max_json_depth={DEPTH_LIMIT}", "--limit", f"max_tools={TOOLS_LIMIT}")
+    with serving(tmp_path_factory.mktemp("bounds"), *limits) as server:
+        yield server
 
 
 def nested(depth: int) -> str:
@@ -49,28 +54,24 @@ def nested_object(depth: int) -> Any:
     return value
 
 
-def post(server: ServerProcess, path: str, body: bytes | str) -> tuple[int, Any]:
-    data = body.encode() if isinstance(body, str) else body
-    request = urllib.request.Request(
-        server.base_url + path,
-        data=data,
-        headers={"content-type": "application/json", "authorization": f"Bearer {API_KEY}"},
-        method="POST",
-    )
+def call(server: ServerProcess, path: str, body: str | None = None) -> tuple[int, Any]:
+    """POST `body` (GET without one); the status and the parsed JSON answer."""
+    headers = {"content-type": "application/json", "authorization": f"Bearer {API_KEY}"}
+    data = body.encode() if body is not None else None
+    request = urllib.request.Request(server.base_url + path, data=data, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=20) as reply:
             return reply.status, json.loads(reply.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read())
+
+
+def post(server: ServerProcess, path: str, body: str) -> tuple[int, Any]:
+    return call(server, path, body)
 
 
 def get(server: ServerProcess, path: str) -> tuple[int, Any]:
-    request = urllib.request.Request(server.base_url + path, headers={"authorization": f"Bearer {API_KEY}"})
-    try:
-        with urllib.request.urlopen(request, timeout=20) as reply:
-            return reply.status, json.loads(reply.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
+    return call(server, path)
 
 
 def ws_url(server: ServerProcess) -> str:
@@ -183,10 +184,9 @@ async def test_free_form_value_past_max_depth_over_websocket(bounded: ServerProc
 def test_nested_values_the_decoder_takes_are_echoed_without_a_500(tmp_path: Path) -> None:
     """At the default limits, the deepest free-form value accepted must also encode back (events and the
     stored record nest it further than the request did)."""
-    server = ServerProcess(f"sqlite:{tmp_path / 'db'}", tmp_path / "server.log").start()
-    try:
-        from loopwire.session.limits import Limits
+    from loopwire.session.limits import Limits
 
+    with serving(tmp_path, store=f"sqlite:{tmp_path / 'db'}") as server:
         depth = Limits().max_json_depth
         body = {"model": "sim", "input": "hi", "reasoning": nested_object(depth), "stream": True}
         status, _ = post_stream(server, json.dumps(body))
@@ -196,8 +196,6 @@ def test_nested_values_the_decoder_takes_are_echoed_without_a_500(tmp_path: Path
         assert status == 200 and answer["status"] == "completed", answer
         status, answer = get(server, f"/responses/{answer['id']}")
         assert status == 200
-    finally:
-        server.stop()
 
 
 def post_stream(server: ServerProcess, body: str) -> tuple[int, str]:
@@ -238,16 +236,13 @@ async def test_tools_past_max_tools_over_websocket(bounded: ServerProcess) -> No
 
 
 def test_compact_counts_input_items(tmp_path: Path) -> None:
-    server = ServerProcess("memory", tmp_path / "server.log", ("--limit", "max_input_items=3")).start()
-    try:
+    with serving(tmp_path, "--limit", "max_input_items=3") as server:
         items = [{"role": "user", "content": f"m{n}"} for n in range(3)]
         status, answer = post(server, "/responses/compact", json.dumps({"model": "sim", "input": items}))
         assert status == 200, answer
         items.append({"role": "user", "content": "one too many"})
         status, answer = post(server, "/responses/compact", json.dumps({"model": "sim", "input": items}))
         assert_400(status, answer, param="input", code="array_above_max_length")
-    finally:
-        server.stop()
 
 
 def test_input_items_page_size_at_100_passes_and_101_is_400(bounded: ServerProcess) -> None:
@@ -414,14 +409,9 @@ def test_queued_bytes_at_the_limit_pass_and_one_past_is_429() -> None:
 
 @pytest.fixture(scope="module")
 def slow_queue(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    tmp: Path = tmp_path_factory.mktemp("queue")
-    server = ServerProcess(
-        "memory",
-        tmp / "server.log",
-        ("--limit", "max_queued_bytes=3000", "--limit", "max_in_flight=1", "--sim-ttft-ms", "1500"),
-    ).start()
-    yield server
-    server.stop()
+    limits = ("--limit", "max_queued_bytes=3000", "--limit", "max_in_flight=1", "--sim-ttft-ms", "1500")
+    with serving(tmp_path_factory.mktemp("queue"), *limits) as server:
+        yield server
 
 
 def frame_of_size(size: int, lane: str) -> str:

@@ -22,12 +22,7 @@ def check_bounds(request: CreateRequest, limits: Limits) -> None:
     """Every bound of a create (over either transport, and /input_tokens)."""
     check_input(request.input, limits)
     tools = request.tools or []
-    if len(tools) > limits.max_tools:
-        raise invalid_request(
-            f"'tools' has {len(tools)} tools; at most {limits.max_tools} are accepted.",
-            param="tools",
-            code="array_above_max_length",
-        )
+    _check_count(tools, limits.max_tools, "tools")
     depth = limits.max_json_depth
     for name in ("reasoning", "text", "tool_choice", "conversation", "context_management"):
         _check_depth(getattr(request, name), depth, name)
@@ -65,12 +60,7 @@ def check_input(items: str | list[InputItem] | None, limits: Limits) -> None:
     the bound), and the nesting of the free-form values inside items."""
     if not isinstance(items, list):
         return
-    if len(items) > limits.max_input_items:
-        raise invalid_request(
-            f"'input' has {len(items)} items; at most {limits.max_input_items} are accepted.",
-            param="input",
-            code="array_above_max_length",
-        )
+    _check_count(items, limits.max_input_items, "input")
     depth = limits.max_json_depth
     for index, item in enumerate(items):
         if isinstance(item, Compaction):
@@ -84,6 +74,15 @@ def check_input(items: str | list[InputItem] | None, limits: Limits) -> None:
                     where = f"input[{index}].content[{number}]"
                     _check_depth(part.annotations, depth, f"{where}.annotations")
                     _check_depth(part.logprobs, depth, f"{where}.logprobs")
+
+
+def _check_count(values: list[Any], limit: int, param: str) -> None:
+    if len(values) > limit:
+        raise invalid_request(
+            f"'{param}' has {len(values)} entries; at most {limit} are accepted.",
+            param=param,
+            code="array_above_max_length",
+        )
 
 
 def _check_compaction(item: Compaction, index: int, limits: Limits) -> None:
