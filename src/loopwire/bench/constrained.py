@@ -1,5 +1,6 @@
-"""Structured-generation libraries on a real vocabulary: compile time of a forced tool call's grammar and the
-per-token mask cost, for xgrammar, llguidance and outlines-core, side by side in one run.
+"""`loopwire bench grammar`: structured-generation libraries on a real vocabulary: compile time of a
+forced tool call's grammar and the per-token mask cost, for xgrammar, llguidance and outlines-core, side
+by side in one run.
 
 The grammar is what the local engine needs for `tool_choice` naming a tool: `<tool_call>\\n`, a JSON object
 {"name": <that tool>, "arguments": <its parameters schema>}, `\\n</tool_call>`. Each library walks the same
@@ -8,7 +9,10 @@ valid call token by token (SmolLM2's tokenization of it); per token it computes 
 is xgrammar's compiler asked again for a grammar it has compiled (a lane forcing the same tool every turn);
 "call total" is a cold compile plus every mask of the call.
 
-    python bench/constrained.py --tokenizer DIR [--repeat 5]
+Owns this measurement; needs the [local] extra and the two libraries loopwire does not use
+(pip install 'loopwire[grammar-bench]'), imported only when it runs.
+
+    loopwire bench grammar --tokenizer DIR [--repeat 15]
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import json
 import re
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 TOOL_PARAMETERS: dict[str, Any] = {
@@ -156,7 +160,7 @@ def outlines_vocabulary(tokenizer: Any) -> Any:
     from outlines_core import Vocabulary
     from transformers.convert_slow_tokenizer import bytes_to_unicode
 
-    to_byte = {char: byte for byte, char in bytes_to_unicode().items()}
+    to_byte = {char: byte for byte, char in bytes_to_unicode().items()}  # type: ignore[no-untyped-call]
     special = set(tokenizer.all_special_ids)
     tokens: dict[bytes, list[int]] = {}
     for token, index in tokenizer.get_vocab().items():
@@ -191,14 +195,16 @@ def run_outlines(tokenizer: Any, vocab: int, ids: list[int], repeat: int) -> dic
     }
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="loopwire bench grammar",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--tokenizer", required=True, help="a model directory (tokenizer files)")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--libraries", nargs="+", default=["xgrammar", "llguidance", "outlines-core"])
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     from transformers import AutoConfig, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer, local_files_only=True)
@@ -207,7 +213,8 @@ def main() -> None:
     runners = {"xgrammar": run_xgrammar, "llguidance": run_llguidance, "outlines-core": run_outlines}
     print(f"vocabulary {vocab} tokens; the valid call is {len(ids)} tokens; compile median of {args.repeat}")
     print(
-        f"{'library':<14} {'vocab setup ms':>15} {'compile ms':>11} {'mask ms/token':>14} {'max mask ms':>12}"
+        f"{'library':<14} {'vocab setup ms':>15} {'compile ms':>11} {'cached compile ms':>18}"
+        f" {'mask us/token':>14} {'call total ms':>14}"
     )
     for name in args.libraries:
         row = runners[name](tokenizer, vocab, ids, args.repeat)
@@ -215,7 +222,4 @@ def main() -> None:
             f"{name:<14} {row['setup_ms']:>15.1f} {row['compile_ms']:>11.1f} {row['cached_ms']:>18.2f}"
             f" {row['mask_ms'] * 1000:>14.1f} {row['total_ms']:>14.1f}"
         )
-
-
-if __name__ == "__main__":
-    main()
+    return 0

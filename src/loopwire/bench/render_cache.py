@@ -1,13 +1,16 @@
-"""Per-turn prompt render time of the local engine vs history length, with the lane's rendered-token cache
-(render and tokenize only the new items) and without it (template + tokenize the whole conversation), on a
-real tokenizer and a coding conversation whose tool outputs are this repository's own source files.
+"""`loopwire bench render`: per-turn prompt render time of the local engine vs history length, with the
+lane's rendered-token cache (render and tokenize only the new items) and without it (template + tokenize
+the whole conversation), on a real tokenizer and a coding conversation whose tool outputs are this
+repository's own source files.
 
 Every turn adds the model's output (a short sentence and a read_file call) and the call's output (a real
 file under src/). At each target history length, --turns candidate next turns (each a different file)
 are rendered from the same lane state both ways, in alternating order, and the ids are checked equal;
 the last column is the floor, tokenizing the new file alone. Times are medians in ms; the model never runs.
 
-    python bench/render_cache.py --model FILE.gguf|DIR [--targets 1000,8000,32000,120000] [--turns 7]
+Owns this measurement; needs the [local] extra (transformers), imported only when it runs.
+
+    loopwire bench render --model FILE.gguf|DIR [--targets 1000,8000,32000,120000] [--turns 7]
 """
 
 from __future__ import annotations
@@ -15,14 +18,17 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from loopwire.engines.base import ToolSpec
-from loopwire.engines.local.render_cache import IncrementalRenderer, Rendered, RenderedPrefix
-from loopwire.engines.local.template import Template
-from loopwire.protocol.items import FunctionCall, FunctionCallOutput, InputItem, Message
+from ..engines.base import ToolSpec
+from ..engines.local.render_cache import IncrementalRenderer, Rendered, RenderedPrefix
+from ..engines.local.template import Template
+from ..protocol.items import FunctionCall, FunctionCallOutput, InputItem, Message
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
+"""The repository (or site-packages) the conversation's files come from: its src/ tree."""
 INSTRUCTIONS = "You are a coding agent. Read the code, find the bug, fix it."
 TOOLS = (
     ToolSpec(
@@ -33,12 +39,12 @@ TOOLS = (
 )
 
 
-def load_tokenizer(model: str) -> object:
+def load_tokenizer(model: str) -> Any:
     from transformers import AutoTokenizer
 
     path = model
     if model.endswith(".gguf"):
-        from loopwire.engines.local.gguf import converted
+        from ..engines.local.gguf import converted
 
         path = str(converted(model))
     return AutoTokenizer.from_pretrained(path, local_files_only=True)
@@ -55,20 +61,22 @@ def turn_items(n: int, files: list[Path]) -> list[InputItem]:
     ]
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="loopwire bench render",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--model", required=True, help="a GGUF file or a model directory (for its tokenizer)")
     parser.add_argument("--targets", default="1000,8000,32000,120000")
     parser.add_argument("--turns", type=int, default=7, help="turns measured at each target")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     targets = [int(value) for value in args.targets.split(",")]
     template = Template(load_tokenizer(args.model))
     cached = IncrementalRenderer(template)
     cached.warm()
     full = IncrementalRenderer(template, enabled=False)
-    files = sorted((ROOT / "src").rglob("*.py"))
+    files = sorted((ROOT / "src").rglob("*.py")) or sorted(Path(__file__).resolve().parents[1].rglob("*.py"))
     history: list[InputItem] = [Message(role="user", content="The local engine tests fail. Find out why.")]
     parent: RenderedPrefix | None = None
     parent_ids: list[int] = []
@@ -124,7 +132,4 @@ def main() -> None:
             f" {alone_med:>24.1f}"
         )
     print("render counts:", dict(cached.counts))
-
-
-if __name__ == "__main__":
-    main()
+    return 0
