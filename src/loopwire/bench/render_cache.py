@@ -39,15 +39,19 @@ TOOLS = (
 )
 
 
-def load_tokenizer(model: str) -> Any:
-    from transformers import AutoTokenizer
-
-    path = model
+def model_dir(model: str) -> str:
+    """A model directory; a GGUF file is converted once into the cache (as the local engine does)."""
     if model.endswith(".gguf"):
         from ..engines.local.gguf import converted
 
-        path = str(converted(model))
-    return AutoTokenizer.from_pretrained(path, local_files_only=True)
+        return str(converted(model))
+    return model
+
+
+def load_tokenizer(model: str) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_dir(model), local_files_only=True)
 
 
 def turn_items(n: int, files: list[Path]) -> list[InputItem]:
