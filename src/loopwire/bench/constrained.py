@@ -77,6 +77,16 @@ def timed(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
     return median_ms(samples), result
 
 
+def result(setup_ms: float, compile_ms: float, cached_ms: float, masks: list[float]) -> dict[str, float]:
+    return {
+        "setup_ms": setup_ms,
+        "compile_ms": compile_ms,
+        "cached_ms": cached_ms,
+        "mask_ms": median_ms(masks),
+        "total_ms": compile_ms + sum(masks) * 1e3,
+    }
+
+
 def run_xgrammar(tokenizer: Any, vocab: int, ids: list[int], repeat: int) -> dict[str, float]:
     import torch
     import xgrammar as xgr
@@ -116,13 +126,7 @@ def run_xgrammar(tokenizer: Any, vocab: int, ids: list[int], repeat: int) -> dic
         allowed = bool((bitmask[0, token // 32] >> (token % 32)) & 1)
         assert allowed and matcher.accept_token(token), f"xgrammar refused token {token}"
     del torch
-    return {
-        "setup_ms": setup_ms,
-        "compile_ms": compile_ms,
-        "mask_ms": median_ms(masks),
-        "cached_ms": cached_ms,
-        "total_ms": compile_ms + sum(masks) * 1e3,
-    }
+    return result(setup_ms, compile_ms, cached_ms, masks)
 
 
 def run_llguidance(tokenizer: Any, vocab: int, ids: list[int], repeat: int) -> dict[str, float]:
@@ -149,13 +153,7 @@ def run_llguidance(tokenizer: Any, vocab: int, ids: list[int], repeat: int) -> d
         llguidance.torch.fill_next_token_bitmask(matcher, bitmask, 0)
         masks.append(time.perf_counter() - started)
         assert matcher.consume_token(token), f"llguidance refused token {token}: {matcher.get_error()}"
-    return {
-        "setup_ms": setup_ms,
-        "compile_ms": compile_ms,
-        "mask_ms": median_ms(masks),
-        "cached_ms": float("nan"),
-        "total_ms": compile_ms + sum(masks) * 1e3,
-    }
+    return result(setup_ms, compile_ms, float("nan"), masks)
 
 
 def outlines_vocabulary(tokenizer: Any) -> Any:
@@ -188,13 +186,7 @@ def run_outlines(tokenizer: Any, vocab: int, ids: list[int], repeat: int) -> dic
         guide.write_mask_into(bitmask.data_ptr(), bitmask.numel(), bitmask.element_size())
         masks.append(time.perf_counter() - started)
         guide.advance(token)
-    return {
-        "setup_ms": setup_ms,
-        "compile_ms": compile_ms,
-        "mask_ms": median_ms(masks),
-        "cached_ms": float("nan"),
-        "total_ms": compile_ms + sum(masks) * 1e3,
-    }
+    return result(setup_ms, compile_ms, float("nan"), masks)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

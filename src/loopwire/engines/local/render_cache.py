@@ -115,7 +115,11 @@ class IncrementalRenderer:
         key = (instructions or "", json.dumps(built_tools, sort_keys=True))
         if self.enabled and parent is not None and len(parent_ids) >= parent.length:
             try:
-                rendered = self._append(history, built_tools, key, generate, parent, parent_ids)
+                if parent.key != key:
+                    raise Fallback("instructions_or_tools")
+                if not self.append_only(built_tools):
+                    raise Fallback("template_not_append_only")
+                rendered = self._extend(history, built_tools, key, generate, parent, parent_ids)
             except Fallback as why:
                 path, reason = "fallback", why.reason
             else:
@@ -194,21 +198,6 @@ class IncrementalRenderer:
                     if whole is None or step.prompt != whole.prompt:
                         return False
         return True
-
-    def _append(
-        self,
-        history: History,
-        tools: list[dict[str, Any]],
-        key: tuple[str, str],
-        generate: bool,
-        parent: RenderedPrefix,
-        parent_ids: Sequence[int],
-    ) -> Rendered:
-        if parent.key != key:
-            raise Fallback("instructions_or_tools")
-        if not self.append_only(tools):
-            raise Fallback("template_not_append_only")
-        return self._extend(history, tools, key, generate, parent, parent_ids)
 
     def _extend(
         self,
