@@ -103,7 +103,9 @@ class CustomToolCallOutput(Item, tag="custom_tool_call_output"):
     status: str | None = None
 
 
-class Reasoning(Item, tag="reasoning"):
+class Reasoning(Item, tag="reasoning", omit_defaults=False):
+    """`summary` is always sent (the SDK requires it, even empty)."""
+
     id: str | None = None
     summary: list[Any] = msgspec.field(default_factory=list)
     encrypted_content: str | None = None
