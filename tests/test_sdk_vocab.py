@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import openai
 import pytest
+from conftest import ServerProcess, make_async_client
 from openai.resources.responses.responses import AsyncResponsesConnection as Connection
 from openai.types.responses import ResponseCustomToolCall, ResponseFunctionToolCall, ResponseReasoningItem
 from openai.types.responses.responses_server_event import ResponsesServerEvent
@@ -696,3 +698,42 @@ def test_client_fields_are_accepted_and_echoed(strict_client: openai.OpenAI) -> 
     assert response.prompt_cache_key == "my-cache-key"
     assert response.parallel_tool_calls is False
     assert response.reasoning is not None and response.reasoning.summary == "auto"
+
+
+@pytest.fixture(scope="module")
+def capped_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One response in flight per connection, and a model slow enough that a second lane must wait."""
+    directory = tmp_path_factory.mktemp("loopwire-capped")
+    args = ("--sim-ttft-ms", "200", "--limit", "max_in_flight=1")
+    proc = ServerProcess("memory", directory / "server.log", args).start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+async def test_response_queued_when_the_in_flight_cap_is_reached(capped_server: ServerProcess) -> None:
+    sdk = make_async_client(capped_server.base_url)
+    try:
+        async with sdk.responses.connect() as conn:
+            await conn.send_raw(
+                json.dumps({"type": "response.create", "model": MODEL, "input": "a", "stream_id": "one"})
+            )  # type: ignore[attr-defined]
+            await conn.send_raw(
+                json.dumps({"type": "response.create", "model": MODEL, "input": "b", "stream_id": "two"})
+            )  # type: ignore[attr-defined]
+            by_lane: dict[str, list[Any]] = {"one": [], "two": []}
+            done = 0
+            while done < 2:
+                event = await recv(conn)
+                by_lane[event.stream_id].append(event)
+                done += event.type == "response.completed"
+    finally:
+        await sdk.close()
+    first, second = by_lane["one"], by_lane["two"]
+    assert first[0].type == "response.created"
+    assert [event.type for event in second[:2]] == ["response.queued", "response.created"]
+    queued = second[0]
+    assert queued.response.status == "queued" and queued.sequence_number == 0
+    assert [event.sequence_number for event in second] == list(range(len(second)))
+    assert {event.response.id for event in second if hasattr(event, "response")} == {queued.response.id}
