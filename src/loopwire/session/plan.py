@@ -5,6 +5,7 @@ Owns field validation, item ids, item references and call-id checks; resolves no
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -228,9 +229,11 @@ def _prepare_items(items: list[InputItem], base: Context) -> list[InputItem]:
     return prepared
 
 
+@functools.lru_cache(maxsize=64)
 def specs_of(tools: ToolSet) -> tuple[ToolSpec, ...]:
     """What a model can run: function and custom tools, and those inside namespaces, in the order sent.
-    Hosted and unknown tools are not among them."""
+    Hosted and unknown tools are not among them. Remembered per (shared) ToolSet, so a lane that resends
+    its tools hands the engine the very same specs every turn."""
     specs: list[ToolSpec] = []
     for tool in tools.tools:
         if isinstance(tool, FunctionTool | CustomTool):
@@ -281,7 +284,7 @@ def plan_turn(
         cache_key=request.prompt_cache_key or f"{owner}/{lane}",
         store=store,
         metadata=request.metadata or {},
-        sent_tools=tuple(bytes(raw) for raw in sent.echo),
+        sent_tools=sent.sent,
         reasoning=request.reasoning,
         include=tuple(request.include or ()),
         text_format=_structured_format(request.text),
@@ -304,7 +307,7 @@ def response_of(
         parallel_tool_calls=True if request.parallel_tool_calls is None else request.parallel_tool_calls,
         temperature=1.0 if request.temperature is None else request.temperature,
         tool_choice=_echo_choice(request.tool_choice),
-        tools=tools,
+        tools=list(tools),
         top_p=1.0 if request.top_p is None else request.top_p,
         previous_response_id=request.previous_response_id,
         store=True if request.store is None else request.store,
