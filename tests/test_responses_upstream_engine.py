@@ -19,10 +19,13 @@ from conftest import ROOT, ServerProcess
 from loopwire.engines.base import (
     EngineRequest,
     Finished,
+    ReasoningDelta,
     TextDelta,
     ToolArgumentsDelta,
     ToolCallStart,
     ToolSpec,
+    UpstreamItem,
+    Usage,
 )
 from loopwire.engines.factory import build_engine
 from loopwire.engines.responses_upstream import (
@@ -35,7 +38,10 @@ from loopwire.engines.responses_upstream import (
 from loopwire.engines.responses_upstream.body import build_body, encode_body
 from loopwire.protocol.compaction import encode_summary
 from loopwire.protocol.context import EMPTY_CONTEXT
+from loopwire.protocol.events import encode
 from loopwire.protocol.items import Compaction, FunctionCallOutput, InputItem, Message
+from loopwire.protocol.response import Response
+from loopwire.session.turn import Turn
 
 
 def event(kind: str, **fields: object) -> bytes:
@@ -66,6 +72,78 @@ def test_parser_follows_calls_and_fills_in_arguments_sent_only_when_done() -> No
     assert parser.done and parser.response_id == "resp_up" and parser.stop_reason == "tool_calls"
     assert parser.usage is not None
     assert (parser.usage.input_tokens, parser.usage.cached_tokens, parser.usage.output_tokens) == (9, 3, 4)
+
+
+def test_parser_passes_reasoning_custom_calls_and_hosted_items_on() -> None:
+    """An upstream that runs hosted tools and reasons: its reasoning keeps the upstream's id and encrypted
+    content, a custom tool call and a namespaced call come through as such, and a web search the upstream
+    ran arrives whole, every field kept; the Turn makes SDK-shaped output of all of it."""
+    parser = EventParser()
+    reasoning = {"id": "rs_up", "type": "reasoning", "summary": []}
+    search = {
+        "id": "ws_up",
+        "type": "web_search_call",
+        "status": "completed",
+        "action": {"type": "search", "query": "loopwire", "sources": [{"type": "url", "url": "https://x"}]},
+        "future_field": 1,
+    }
+    custom = {
+        "id": "ctc_up",
+        "type": "custom_tool_call",
+        "call_id": "call_c",
+        "name": "apply_patch",
+        "input": "",
+    }
+    deltas = parser.feed(event("response.output_item.added", output_index=0, item=reasoning))
+    deltas += parser.feed(
+        event("response.reasoning_summary_text.delta", item_id="rs_up", summary_index=0, delta="plan")
+    )
+    deltas += parser.feed(event("response.output_item.done", item={**reasoning, "encrypted_content": "gAAA"}))
+    deltas += parser.feed(event("response.output_item.added", output_index=1, item=search))
+    deltas += parser.feed(event("response.output_item.done", output_index=1, item=search))
+    deltas += parser.feed(event("response.output_item.added", output_index=2, item=custom))
+    deltas += parser.feed(event("response.custom_tool_call_input.delta", item_id="ctc_up", delta="*** Begin"))
+    deltas += parser.feed(
+        event("response.custom_tool_call_input.done", item_id="ctc_up", input="*** Begin Patch")
+    )
+    namespaced = {
+        "id": "fc_up",
+        "type": "function_call",
+        "call_id": "call_n",
+        "name": "lookup",
+        "namespace": "crm",
+    }
+    deltas += parser.feed(
+        event("response.output_item.added", output_index=3, item={**namespaced, "arguments": "{}"})
+    )
+    assert deltas == [
+        ReasoningDelta("", item_id="rs_up"),
+        ReasoningDelta("plan", "summary", 0, item_id="rs_up"),
+        ReasoningDelta("", encrypted_content="gAAA", item_id="rs_up"),
+        UpstreamItem(json.dumps(search).encode()),
+        ToolCallStart("call_c", "apply_patch", "custom", None),
+        ToolArgumentsDelta("*** Begin"),
+        ToolArgumentsDelta(" Patch"),
+        ToolCallStart("call_n", "lookup", "function", "crm"),
+        ToolArgumentsDelta("{}"),
+    ]
+    turn = Turn(Response(id="resp_x", created_at=0, status="in_progress", model="m"), None)
+    events = [e for delta in deltas for e in turn.feed(delta)]
+    _, response = turn.finish(Finished(Usage()), 0)
+    body = json.loads(encode(response))
+    assert [item["type"] for item in body["output"]] == [
+        "reasoning",
+        "web_search_call",
+        "custom_tool_call",
+        "function_call",
+    ]
+    assert body["output"][0]["id"] == "rs_up" and body["output"][0]["encrypted_content"] == "gAAA"
+    assert body["output"][0]["summary"] == [{"type": "summary_text", "text": "plan"}]
+    assert body["output"][1] == search
+    assert body["output"][2]["input"] == "*** Begin Patch" and body["output"][3]["namespace"] == "crm"
+    encoded = [json.loads(encode(e)) for e in events]
+    added = [e["item"] for e in encoded if e["type"] == "response.output_item.added"]
+    assert added[1] == search
 
 
 def test_parser_turns_error_events_into_failures_and_marks_a_lost_parent_for_replay() -> None:

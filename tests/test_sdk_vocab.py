@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,6 +20,8 @@ from sdk_types import classes_by_type
 from test_sdk_http import check_typed_stream, collapse, raw_request
 
 MODEL = "sim-model"
+GATEWAY = os.environ.get("LOOPWIRE_TEST_ENGINE") == "responses"
+"""The server under test is the responses engine in front of a second loopwire (tests/conftest.py)."""
 RECV_TIMEOUT_S = 10.0
 WS_EVENT_CLASSES = classes_by_type(ResponsesServerEvent)
 
@@ -276,13 +279,21 @@ async def test_malformed_known_tool_over_ws_is_an_error_event(ws: Connection) ->
 
 
 def test_hosted_tool_choice_is_refused_where_the_engine_cannot_run_it(client: openai.OpenAI) -> None:
+    """The sim engine runs no hosted tool: a choice forcing one is a 400 naming the field. The responses
+    engine passes it on, so the upstream decides (here a loopwire on the sim engine, which refuses it)."""
+    fields: dict[str, Any] = {
+        "model": MODEL,
+        "input": "search",
+        "tools": [{"type": "web_search_preview"}],
+        "tool_choice": {"type": "web_search_preview"},
+    }
+    if GATEWAY:
+        response = client.responses.create(**fields)
+        assert response.status == "failed" and response.error is not None
+        assert "web_search_preview" in response.error.message
+        return
     with pytest.raises(openai.BadRequestError) as caught:
-        client.responses.create(
-            model=MODEL,
-            input="search",
-            tools=[{"type": "web_search_preview"}],
-            tool_choice={"type": "web_search_preview"},
-        )
+        client.responses.create(**fields)
     assert caught.value.body["param"] == "tool_choice.type"  # type: ignore[index]
     assert "web_search_preview" in caught.value.body["message"]  # type: ignore[index]
 

@@ -75,7 +75,8 @@ class EngineRequest:
     metadata: dict[str, str] = field(default_factory=dict)
     sent_tools: tuple[bytes, ...] = ()
     """Every tool as the client sent it (JSON), hosted and unknown ones included: an engine in front of
-    another Responses server passes these on; the others run only `tools`."""
+    another Responses server passes these on, with `sent_tool_choice`; the others run only `tools`."""
+    sent_tool_choice: str | dict[str, Any] | None = None
     reasoning: dict[str, Any] | None = None
     include: tuple[str, ...] = ()
     text_format: dict[str, Any] | None = None
@@ -116,6 +117,17 @@ class ReasoningDelta:
     part: ReasoningPart = "text"
     summary_index: int = 0
     encrypted_content: str | None = None
+    item_id: str | None = None
+    """The id an upstream gave the item (kept, so the item can be sent back to it); a new id starts a new
+    reasoning item."""
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamItem:
+    """A whole output item an upstream produced and ran itself (a web search, an MCP call, ...): its JSON,
+    passed to the client as it is, in the output and in the lane's history."""
+
+    item_json: bytes
 
 
 @dataclass(slots=True)
@@ -140,7 +152,7 @@ class Finished:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-EngineDelta = TextDelta | ToolCallStart | ToolArgumentsDelta | ReasoningDelta | Finished
+EngineDelta = TextDelta | ToolCallStart | ToolArgumentsDelta | ReasoningDelta | UpstreamItem | Finished
 
 
 class EngineError(Exception):
@@ -178,8 +190,17 @@ def runs_hosted_tools(engine: Engine) -> bool:
     return bool(getattr(engine, "runs_hosted_tools", False))
 
 
-def served_models(engine: Engine) -> tuple[str, ...]:
-    """The model names the engine lists on `GET /v1/models` (an engine sets `model_ids`)."""
+@runtime_checkable
+class ModelCatalog(Protocol):
+    """An engine whose models are known only by asking (a gateway lists its upstream's)."""
+
+    async def list_models(self) -> list[str]: ...
+
+
+async def served_models(engine: Engine) -> tuple[str, ...]:
+    """The model names the engine lists on `GET /v1/models`: its `list_models()`, else its `model_ids`."""
+    if isinstance(engine, ModelCatalog):
+        return tuple(await engine.list_models())
     return tuple(getattr(engine, "model_ids", ()))
 
 

@@ -40,12 +40,12 @@ class ResponseIncomplete(Event, tag="response.incomplete"):
 
 class OutputItemAdded(Event, tag="response.output_item.added"):
     output_index: int
-    item: OutputItem
+    item: OutputItem | msgspec.Raw  # Raw: an item passed on whole, every field kept
 
 
 class OutputItemDone(Event, tag="response.output_item.done"):
     output_index: int
-    item: OutputItem
+    item: OutputItem | msgspec.Raw
 
 
 class ResponseQueued(Event, tag="response.queued"):

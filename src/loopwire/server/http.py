@@ -264,7 +264,7 @@ async def cancel(state: ServerState, send: Send, response_id: str, owner: str) -
 async def models(state: ServerState, send: Send, model_id: str | None) -> None:
     """`GET /v1/models` (what the engine serves) and `GET /v1/models/{id}`."""
     created = int(state.started_at)
-    names = served_models(state.engine)
+    names = await served_models(state.engine)
     if model_id is None:
         await send_json(
             send, 200, encode(ModelList(data=[Model(id=name, created=created) for name in names]))

@@ -285,6 +285,7 @@ def plan_turn(
         store=store,
         metadata=request.metadata or {},
         sent_tools=sent.sent,
+        sent_tool_choice=request.tool_choice,
         reasoning=request.reasoning,
         include=tuple(request.include or ()),
         text_format=_structured_format(request.text),

@@ -14,6 +14,7 @@ from ..engines.base import (
     TextDelta,
     ToolArgumentsDelta,
     ToolCallStart,
+    UpstreamItem,
 )
 from ..protocol import ids
 from ..protocol.compaction import encode_summary
@@ -52,6 +53,8 @@ from ..protocol.items import (
     Reasoning,
     ReasoningText,
     SummaryText,
+    decode_item,
+    wire,
 )
 from ..protocol.response import IncompleteDetails, Response, response_error, usage_of
 
@@ -119,6 +122,8 @@ class Turn:
             return self._start_call(delta)
         if isinstance(delta, ReasoningDelta):
             return self._reason(delta)
+        if isinstance(delta, UpstreamItem):
+            return self._whole_item(delta)
         raise TypeError(f"Turn.feed does not take {type(delta).__name__}; pass Finished to finish()")
 
     def _text(self, text: str) -> list[Event]:
@@ -159,12 +164,35 @@ class Turn:
         )
         return events
 
+    def _whole_item(self, delta: UpstreamItem) -> list[Event]:
+        """An item an upstream produced whole: announced and finished at once, kept as sent."""
+        events = self._close_item()
+        try:
+            item = decode_item(delta.item_json)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            return events  # not an item of any known shape: nothing a client could use
+        index = len(self.output)
+        self.output.append(item)
+        shown = wire(item)
+        return [
+            *events,
+            OutputItemAdded(
+                sequence_number=self._next(), stream_id=self.stream_id, output_index=index, item=shown
+            ),
+            OutputItemDone(
+                sequence_number=self._next(), stream_id=self.stream_id, output_index=index, item=shown
+            ),
+        ]
+
     def _reason(self, delta: ReasoningDelta) -> list[Event]:
         events: list[Event] = []
         open_item = self._reasoning
+        if open_item is not None and delta.item_id is not None and delta.item_id != open_item.id:
+            events.extend(self._close_item())  # an upstream's next reasoning item
+            open_item = None
         if open_item is None:
             events.extend(self._close_item())
-            open_item = self._reasoning = _OpenReasoning(ids.new_id("rs"))
+            open_item = self._reasoning = _OpenReasoning(delta.item_id or ids.new_id("rs"))
             events.append(
                 OutputItemAdded(
                     sequence_number=self._next(),
@@ -447,7 +475,7 @@ class Turn:
             status="incomplete" if incomplete else "completed",
             completed_at=None if incomplete else now,
             incomplete_details=IncompleteDetails(reason="max_output_tokens") if incomplete else None,
-            output=self.output,
+            output=[wire(item) for item in self.output],
             usage=usage_of(
                 usage.input_tokens, usage.cached_tokens, usage.output_tokens, usage.reasoning_tokens
             ),
@@ -463,7 +491,7 @@ class Turn:
             self.response,
             status="failed",
             error=response_error(code, message),
-            output=self.output,
+            output=[wire(item) for item in self.output],
         )
         return [], self.response
 

@@ -146,6 +146,26 @@ class UpstreamClient:
         count = answer.get("input_tokens") if isinstance(answer, dict) else None
         return count if isinstance(count, int) and not isinstance(count, bool) and count >= 0 else None
 
+    async def models(self) -> list[str] | None:
+        """The model ids the upstream lists on `GET /models`, or None when it lists none (an error, a
+        timeout, another shape)."""
+        session = self._http.client()
+        settings = self.settings
+        url = settings.http_endpoint.removesuffix("/responses") + "/models"
+        try:
+            async with asyncio.timeout(settings.connect_timeout_s + settings.first_byte_timeout_s):
+                async with session.get(url, allow_redirects=False) as response:
+                    if response.status != 200:
+                        return None
+                    answer = await response.json(content_type=None)
+        except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as error:
+            log.debug("the upstream could not list its models: %r", error)
+            return None
+        data = answer.get("data") if isinstance(answer, dict) else None
+        if not isinstance(data, list):
+            return None
+        return [entry["id"] for entry in data if isinstance(entry, dict) and isinstance(entry.get("id"), str)]
+
     async def connect(self) -> aiohttp.ClientWebSocketResponse:
         """A new upstream WebSocket; UpgradeRefused when the upstream answers the upgrade without 101."""
         session = self._http.client()
