@@ -748,3 +748,17 @@ async def test_response_queued_when_the_in_flight_cap_is_reached(capped_server: 
     assert queued.response.status == "queued" and queued.sequence_number == 0
     assert [event.sequence_number for event in second] == list(range(len(second)))
     assert {event.response.id for event in second if hasattr(event, "response")} == {queued.response.id}
+
+
+def test_item_reference_without_type(client: openai.OpenAI) -> None:
+    """The SDK's ItemReference may omit `type`: `{"id": ...}` alone refers to an earlier item."""
+    first = client.responses.create(model=MODEL, input="Referenced turn.")
+    second = client.responses.create(
+        model=MODEL,
+        previous_response_id=first.id,
+        input=[{"id": first.output[0].id}, {"role": "user", "content": "Again?"}],  # type: ignore[list-item]
+    )
+    assert second.status == "completed"
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(model=MODEL, input=[{"id": "msg_not_anywhere"}])  # type: ignore[list-item]
+    assert caught.value.body["param"] == "input[0].id"  # type: ignore[index]

@@ -106,7 +106,10 @@ def decode_input(raws: list[msgspec.Raw]) -> list[InputItem]:
 
 
 def _untyped_message(raw: msgspec.Raw, index: int) -> InputItem:
+    """An item without `type`: a message (it has a `role`), or an item reference (only an `id`)."""
     body = _item_peek.decode(raw)
+    if "role" not in body and set(body) == {"id"}:
+        return decode_item(msgspec.json.encode({"type": "item_reference", **body}))
     if "role" not in body:
         raise invalid_request(
             f"Missing required parameter: 'input[{index}].type'.",
