@@ -8,49 +8,26 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
+from functools import partial
 from typing import Any, cast
 
-from ...protocol.items import (
-    CustomToolCallOutput,
-    FunctionCallOutput,
-    InputItem,
-    Message,
-    Reasoning,
-    text_of,
-)
+from ...protocol.items import CustomToolCallOutput, FunctionCallOutput, InputItem, Message, text_of
 from ..base import ToolSpec
-from ..common.chat_messages import ChatMessage, StandaloneItem, ToolCallItem, chat_messages
+from ..common.chat_messages import ChatForm, ChatMessage, StandaloneItem, ToolCallItem, chat_messages
 from ..common.history_text import compaction_text
 from ..common.tool_names import ChatToolNames
 
 
-class _TemplateForm:
-    """Items as Hugging Face chat templates read them (the ChatForm of common/chat_messages.py)."""
+def _standalone(item: StandaloneItem) -> ChatMessage:
+    if isinstance(item, Message):
+        return {"role": "system" if item.role == "developer" else item.role, "content": text_of(item.content)}
+    if isinstance(item, FunctionCallOutput | CustomToolCallOutput):
+        return {"role": "tool", "tool_call_id": item.call_id, "content": text_of(item.output)}
+    return {"role": "system", "content": compaction_text(item)}
 
-    reasoning_field = "reasoning_content"  # never written: reasoning is dropped
 
-    def __init__(self, names: ChatToolNames) -> None:
-        self.names = names
-
-    def standalone(self, item: StandaloneItem) -> ChatMessage:
-        if isinstance(item, Message):
-            return {
-                "role": "system" if item.role == "developer" else item.role,
-                "content": text_of(item.content),
-            }
-        if isinstance(item, FunctionCallOutput | CustomToolCallOutput):
-            return {"role": "tool", "tool_call_id": item.call_id, "content": text_of(item.output)}
-        return {"role": "system", "content": compaction_text(item)}
-
-    def assistant(self, item: Message) -> ChatMessage:
-        return {"role": "assistant", "content": text_of(item.content)}
-
-    def tool_call(self, item: ToolCallItem) -> dict[str, Any]:
-        name, arguments = self.names.call(item)
-        return _tool_call(item.call_id, name, arguments)
-
-    def reasoning(self, item: Reasoning) -> str:
-        return ""
+def _assistant(item: Message) -> ChatMessage:
+    return {"role": "assistant", "content": text_of(item.content)}
 
 
 def build_messages(
@@ -60,20 +37,26 @@ def build_messages(
     an assistant message and the function calls after it are one assistant message); `developer` becomes
     `system` (few templates know it); reasoning items are dropped (templates drop past thinking); calls
     are named as `names` offers the tools (common/tool_names.py)."""
-    form = _TemplateForm(names or ChatToolNames(()))
+    form = ChatForm(
+        standalone=_standalone,
+        assistant=_assistant,
+        tool_call=partial(_tool_call, names or ChatToolNames(())),
+        reasoning=None,
+    )
     return cast(list[ChatMessage], chat_messages(history, instructions, form))
 
 
-def _tool_call(call_id: str, name: str, arguments_json: str) -> dict[str, Any]:
+def _tool_call(names: ChatToolNames, item: ToolCallItem) -> dict[str, Any]:
     """Templates write `arguments | tojson`, so arguments go in as the object they encode; a string that
     is not a JSON object stays a string."""
+    name, encoded = names.call(item)
     try:
-        arguments: Any = json.loads(arguments_json) if arguments_json else {}
+        arguments: Any = json.loads(encoded) if encoded else {}
     except json.JSONDecodeError:
-        arguments = arguments_json
+        arguments = encoded
     if not isinstance(arguments, dict):
-        arguments = arguments_json
-    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+        arguments = encoded
+    return {"id": item.call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
 
 
 def build_tools(tools: Sequence[ToolSpec], names: ChatToolNames | None = None) -> list[dict[str, Any]]:
