@@ -421,44 +421,37 @@ class Turn:
                     sequence_number=self._next(), stream_id=self.stream_id, output_index=index, item=done
                 ),
             ]
-        if isinstance(self._call, CustomToolCall):
-            return self._close_custom_call(self._call, index)
         if self._call is not None:
-            call = self._call
-            arguments = "".join(self._args)
-            finished = msgspec.structs.replace(call, arguments=arguments, status="completed")
-            self._call = None
-            self._args = []
-            self.output.append(finished)
-            return [
-                FunctionCallArgumentsDone(
-                    sequence_number=self._next(),
-                    stream_id=self.stream_id,
-                    item_id=call.id or "",
-                    output_index=index,
-                    name=call.name,
-                    arguments=arguments,
-                ),
-                OutputItemDone(
-                    sequence_number=self._next(), stream_id=self.stream_id, output_index=index, item=finished
-                ),
-            ]
+            return self._close_call(self._call, index)
         return []
 
-    def _close_custom_call(self, call: CustomToolCall, index: int) -> list[Event]:
+    def _close_call(self, call: FunctionCall | CustomToolCall, index: int) -> list[Event]:
         text = "".join(self._args)
-        done = msgspec.structs.replace(call, input=text, status="completed")
         self._call = None
         self._args = []
-        self.output.append(done)
-        return [
-            CustomToolCallInputDone(
+        closing: Event
+        if isinstance(call, CustomToolCall):
+            done: OutputItem = msgspec.structs.replace(call, input=text, status="completed")
+            closing = CustomToolCallInputDone(
                 sequence_number=self._next(),
                 stream_id=self.stream_id,
                 item_id=call.id or "",
                 output_index=index,
                 input=text,
-            ),
+            )
+        else:
+            done = msgspec.structs.replace(call, arguments=text, status="completed")
+            closing = FunctionCallArgumentsDone(
+                sequence_number=self._next(),
+                stream_id=self.stream_id,
+                item_id=call.id or "",
+                output_index=index,
+                name=call.name,
+                arguments=text,
+            )
+        self.output.append(done)
+        return [
+            closing,
             OutputItemDone(
                 sequence_number=self._next(), stream_id=self.stream_id, output_index=index, item=done
             ),
