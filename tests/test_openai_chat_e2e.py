@@ -364,3 +364,9 @@ async def test_json_schema_text_format_is_sent_as_response_format(
         "type": "json_schema",
         "json_schema": {"name": "thing", "schema": schema, "strict": True},
     }
+
+
+async def test_models_are_the_upstreams(stack: Stack, client: openai.AsyncOpenAI) -> None:
+    listed = [model.id async for model in client.models.list()]
+    assert "vllm_text" in listed and "ollama_tool_calls" in listed
+    assert (await client.models.retrieve("any-name-the-client-sends")).id == "any-name-the-client-sends"

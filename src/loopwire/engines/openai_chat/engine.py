@@ -53,6 +53,12 @@ class OpenAIChatEngine:
     async def aclose(self) -> None:
         await self.pool.aclose()
 
+    async def list_models(self) -> list[str]:
+        """`--upstream-model` when set (every request goes to it), else what the upstream lists."""
+        if self.model_ids:
+            return list(self.model_ids)
+        return await self.pool.models() or []
+
     def count_tokens(self, request: EngineRequest) -> int:
         """An estimate (common/estimate.py), not the upstream's count: the Engine protocol asks for it
         synchronously, and the upstreams offer no common way to tokenize a chat (vLLM and llama.cpp

@@ -12,6 +12,7 @@ import logging
 import aiohttp
 
 from ..common.upstream_http import KeepalivePool, ReadClock, drain, upstream_headers
+from ..common.upstream_models import models_url, upstream_models
 from .events import UpstreamFailure, error_body_failure
 from .settings import ResponsesSettings
 
@@ -147,24 +148,12 @@ class UpstreamClient:
         return count if isinstance(count, int) and not isinstance(count, bool) and count >= 0 else None
 
     async def models(self) -> list[str] | None:
-        """The model ids the upstream lists on `GET /models`, or None when it lists none (an error, a
-        timeout, another shape)."""
-        session = self._http.client()
+        """The model ids the upstream lists on `GET /models` (None when it lists none)."""
         settings = self.settings
-        url = settings.http_endpoint.removesuffix("/responses") + "/models"
-        try:
-            async with asyncio.timeout(settings.connect_timeout_s + settings.first_byte_timeout_s):
-                async with session.get(url, allow_redirects=False) as response:
-                    if response.status != 200:
-                        return None
-                    answer = await response.json(content_type=None)
-        except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as error:
-            log.debug("the upstream could not list its models: %r", error)
-            return None
-        data = answer.get("data") if isinstance(answer, dict) else None
-        if not isinstance(data, list):
-            return None
-        return [entry["id"] for entry in data if isinstance(entry, dict) and isinstance(entry.get("id"), str)]
+        url = models_url(settings.http_endpoint, "/responses")
+        return await upstream_models(
+            self._http.client(), url, settings.connect_timeout_s + settings.first_byte_timeout_s
+        )
 
     async def connect(self) -> aiohttp.ClientWebSocketResponse:
         """A new upstream WebSocket; UpgradeRefused when the upstream answers the upgrade without 101."""
