@@ -39,7 +39,15 @@ from loopwire.engines.responses_upstream.body import build_body, encode_body
 from loopwire.protocol.compaction import encode_summary
 from loopwire.protocol.context import EMPTY_CONTEXT
 from loopwire.protocol.events import encode
-from loopwire.protocol.items import Compaction, FunctionCallOutput, InputItem, Message
+from loopwire.protocol.items import (
+    Compaction,
+    FunctionCallOutput,
+    InputItem,
+    Message,
+    decode_item,
+    sent_json,
+    set_id,
+)
 from loopwire.protocol.response import Response
 from loopwire.session.turn import Turn
 
@@ -198,6 +206,53 @@ def test_body_drops_this_servers_ids_and_sends_compactions_as_text() -> None:
     assert "we fixed the parser" in body["input"][0]["content"]
     assert body["tools"] == [{"type": "function", "name": "f", "parameters": {"type": "object"}}]
     assert "owner/lane" not in json.dumps(body)  # the cache key goes as an opaque hash
+
+
+def test_body_passes_what_the_client_sent_on() -> None:
+    """Every tool and the tool_choice as sent (the upstream runs hosted tools), reasoning, include, text
+    and client_metadata, and items with every field the client gave (only this server's ids dropped)."""
+    settings = ResponsesSettings(upstream="http://up/v1")
+    tools = [
+        {"type": "web_search", "external_web_access": False},
+        {"type": "namespace", "name": "ns", "description": "d", "tools": [{"type": "function", "name": "f"}]},
+    ]
+    sent_call = b'{"type":"custom_tool_call","call_id":"c1","name":"apply_patch","input":"x","new":1}'
+    call = decode_item(sent_call)
+    set_id(call, "ctc_ours")
+    search = decode_item(
+        b'{"type":"web_search_call","id":"ws_up","status":"completed","action":{"type":"search"}}'
+    )
+    request = EngineRequest(
+        model="m",
+        history=EMPTY_CONTEXT.extend([call, search]),
+        sent_tools=tuple(json.dumps(tool).encode() for tool in tools),
+        sent_tool_choice={"type": "web_search"},
+        reasoning={"effort": "low", "summary": "auto"},
+        include=("reasoning.encrypted_content",),
+        text_format={"type": "json_object"},
+        client_metadata={"x-codex-turn-metadata": "{}"},
+    )
+    body = json.loads(
+        encode_body(
+            build_body(
+                request, settings, items=list(request.history), previous_id=None, store=True, websocket=False
+            )
+        )
+    )
+    assert body["tools"] == tools and body["tool_choice"] == {"type": "web_search"}
+    assert body["reasoning"] == {"effort": "low", "summary": "auto"}
+    assert body["include"] == ["reasoning.encrypted_content"] and body["text"] == {
+        "format": {"type": "json_object"}
+    }
+    assert body["client_metadata"] == {"x-codex-turn-metadata": "{}"}
+    assert body["input"][0] == {
+        "type": "custom_tool_call",
+        "call_id": "c1",
+        "name": "apply_patch",
+        "input": "x",
+        "new": 1,
+    }
+    assert body["input"][1] == json.loads(bytes(sent_json(search) or b""))
 
 
 def test_settings_and_factory() -> None:

@@ -77,6 +77,7 @@ class EngineRequest:
     """Every tool as the client sent it (JSON), hosted and unknown ones included: an engine in front of
     another Responses server passes these on, with `sent_tool_choice`; the others run only `tools`."""
     sent_tool_choice: str | dict[str, Any] | None = None
+    client_metadata: dict[str, Any] | None = None
     reasoning: dict[str, Any] | None = None
     include: tuple[str, ...] = ()
     text_format: dict[str, Any] | None = None

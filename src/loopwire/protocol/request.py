@@ -37,6 +37,9 @@ class CreateRequest(msgspec.Struct, kw_only=True):
     text: dict[str, Any] | None = None
     include: list[str] | None = None
     prompt_cache_key: str | None = None
+    client_metadata: dict[str, Any] | None = None
+    """Codex CLI's per-turn metadata: not the SDK's, passed on only by an engine in front of a Responses
+    server."""
     user: str | None = None
     safety_identifier: str | None = None
     service_tier: str | None = None

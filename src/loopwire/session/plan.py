@@ -130,13 +130,17 @@ def tool_choice_of(
         return _allowed_tools(choice, tools)
     if runs_hosted:
         return "auto", tools  # the engine passes the client's own tool_choice on
-    if kind in sent.types() or kind in HOSTED_TOOLS or kind in ("mcp", "shell", "apply_patch"):
-        raise invalid_request(
-            f"tool_choice forces the hosted tool '{kind}', which this server's engine cannot run.",
-            param="tool_choice.type",
-            code="unsupported_parameter",
-        )
-    raise invalid_request(_CHOICE_HELP, param="tool_choice.type")
+    if kind in HOSTED_TOOLS:
+        what = f"the hosted tool '{kind}'"
+    elif kind in sent.types():
+        what = f"a tool of type '{kind}', which this server does not know,"
+    else:
+        raise invalid_request(_CHOICE_HELP, param="tool_choice.type")
+    raise invalid_request(
+        f"tool_choice forces {what} and this server's engine cannot run it.",
+        param="tool_choice.type",
+        code="unsupported_parameter",
+    )
 
 
 def _allowed_tools(
@@ -286,6 +290,7 @@ def plan_turn(
         metadata=request.metadata or {},
         sent_tools=sent.sent,
         sent_tool_choice=request.tool_choice,
+        client_metadata=request.client_metadata,
         reasoning=request.reasoning,
         include=tuple(request.include or ()),
         text_format=_structured_format(request.text),

@@ -106,6 +106,8 @@ def build_body(
         body["include"] = list(request.include)
     if request.text_format is not None:
         body["text"] = {"format": request.text_format}
+    if request.client_metadata is not None:
+        body["client_metadata"] = request.client_metadata
     body.update(sampling_fields(request, "max_output_tokens"))
     if request.metadata:
         body["metadata"] = request.metadata
