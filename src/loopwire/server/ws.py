@@ -106,7 +106,7 @@ class WebSocketSession:
         self.send = send
         self.batched = batched
         self.conn: ConnectionState[Job] = ConnectionState(
-            state.limits, opened_at=time.monotonic(), owner=owner
+            state.limits, opened_at=time.monotonic(), owner=owner, account=state.budget
         )
         self.tasks: set[asyncio.Task[None]] = set()
         self.retiring: Retirement | None = None
@@ -145,7 +145,7 @@ class WebSocketSession:
                 validate_stream_id(event.stream_id, self.state.limits)
             lane_busy = self.conn.is_running(lane)
             job = Job(event, received)
-            ready = self.conn.submit(lane, job)
+            ready = self.conn.submit(lane, job, len(frame))
         except ProtocolError as error:
             await self.send_error(error, event.stream_id)
             return True
@@ -305,5 +305,4 @@ async def _serve_accepted(state: ServerState, scope: Scope, receive: Receive, se
         if draining is not None:
             draining.cancel()
         state.sessions.discard(session.conn)
-        await session.close()
-        state.budget.forget(session.conn)
+        await session.close()  # its cached lanes leave the budget with it
