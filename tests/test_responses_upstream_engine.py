@@ -38,7 +38,7 @@ from loopwire.engines.responses_upstream import (
 from loopwire.engines.responses_upstream.body import build_body, encode_body
 from loopwire.protocol.compaction import encode_summary
 from loopwire.protocol.context import EMPTY_CONTEXT
-from loopwire.protocol.events import encode
+from loopwire.protocol.events import encode, event_bytes
 from loopwire.protocol.items import (
     Compaction,
     FunctionCallOutput,
@@ -128,6 +128,7 @@ def test_parser_passes_reasoning_custom_calls_and_hosted_items_on() -> None:
         ReasoningDelta("", item_id="rs_up"),
         ReasoningDelta("plan", "summary", 0, item_id="rs_up"),
         ReasoningDelta("", encrypted_content="gAAA", item_id="rs_up"),
+        UpstreamItem(json.dumps(search).encode(), done=False),
         UpstreamItem(json.dumps(search).encode()),
         ToolCallStart("call_c", "apply_patch", "custom", None),
         ToolArgumentsDelta("*** Begin"),
@@ -152,6 +153,46 @@ def test_parser_passes_reasoning_custom_calls_and_hosted_items_on() -> None:
     encoded = [json.loads(encode(e)) for e in events]
     added = [e["item"] for e in encoded if e["type"] == "response.output_item.added"]
     assert added[1] == search
+
+
+def test_a_hosted_tool_run_upstream_streams_its_progress_through() -> None:
+    """A web search the upstream runs: announced when it starts, its progress events renumbered into this
+    stream (sequence_number, output_index), then finished; every event validates as the SDK's type."""
+    from openai.types.responses import ResponseStreamEvent
+    from sdk_types import classes_by_type
+
+    search = {"id": "ws_up", "type": "web_search_call", "status": "in_progress", "action": {"type": "search"}}
+    done = {**search, "status": "completed", "action": {"type": "search", "query": "q"}}
+    upstream = [
+        event("response.output_text.delta", item_id="msg_up", output_index=0, content_index=0, delta="Hi"),
+        event("response.output_item.added", output_index=7, item=search),
+        event("response.web_search_call.in_progress", output_index=7, item_id="ws_up"),
+        event("response.web_search_call.searching", output_index=7, item_id="ws_up"),
+        event("response.web_search_call.completed", output_index=7, item_id="ws_up"),
+        event("response.output_item.done", output_index=7, item=done),
+    ]
+    parser = EventParser()
+    deltas = [delta for data in upstream for delta in parser.feed(data)]
+    turn = Turn(Response(id="resp_x", created_at=0, status="in_progress", model="m"), "lane")
+    events = [*turn.opening()] + [e for delta in deltas for e in turn.feed(delta)]
+    closing, response = turn.finish(Finished(Usage()), 0)
+    wire = [json.loads(event_bytes(e)) for e in [*events, *closing, turn.terminal(encode(response))]]
+    kinds = [e["type"] for e in wire]
+    assert kinds[kinds.index("response.output_text.done") + 3 :] == [
+        "response.output_item.added",
+        "response.web_search_call.in_progress",
+        "response.web_search_call.searching",
+        "response.web_search_call.completed",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    assert [e["sequence_number"] for e in wire] == list(range(len(wire)))
+    progress = [e for e in wire if e["type"].startswith("response.web_search_call.")]
+    assert {e["output_index"] for e in progress} == {1} and {e["stream_id"] for e in progress} == {"lane"}
+    assert wire[-1]["response"]["output"][1] == done
+    classes = classes_by_type(ResponseStreamEvent)
+    for item in wire:
+        classes[item["type"]].model_validate(item)
 
 
 def test_parser_turns_error_events_into_failures_and_marks_a_lost_parent_for_replay() -> None:

@@ -143,10 +143,20 @@ class ReasoningDelta:
 
 @dataclass(frozen=True, slots=True)
 class UpstreamItem:
-    """A whole output item an upstream produced and ran itself (a web search, an MCP call, ...): its JSON,
-    passed to the client as it is, in the output and in the lane's history."""
+    """An output item an upstream produced and ran itself (a web search, an MCP call, ...): its JSON,
+    passed to the client as it is, in the output and in the lane's history. `done` False announces it
+    (`response.output_item.added`); its progress events (UpstreamEvent) and its finished JSON follow."""
 
     item_json: bytes
+    done: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamEvent:
+    """An upstream's event about an item it runs itself (`response.web_search_call.searching`, ...): the
+    whole event's JSON, renumbered by the session and passed on."""
+
+    event_json: bytes
 
 
 @dataclass(slots=True)
@@ -171,7 +181,9 @@ class Finished:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-EngineDelta = TextDelta | ToolCallStart | ToolArgumentsDelta | ReasoningDelta | UpstreamItem | Finished
+EngineDelta = (
+    TextDelta | ToolCallStart | ToolArgumentsDelta | ReasoningDelta | UpstreamItem | UpstreamEvent | Finished
+)
 
 
 class EngineError(Exception):

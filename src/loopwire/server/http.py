@@ -17,7 +17,7 @@ import msgspec
 
 from ..engines.base import UpstreamTokenCounter, accepts_any_model, served_models
 from ..protocol.errors import ProtocolError, invalid_request, missing_parameter, response_not_found
-from ..protocol.events import Event, encode, event_type, sse_frame
+from ..protocol.events import Event, encode, event_bytes, event_type, sse_frame
 from ..protocol.items import as_listed
 from ..protocol.request import CreateRequest, decode_compact, decode_http_create
 from ..protocol.response import DeletedResponse, ItemList, Model, ModelList
@@ -88,7 +88,7 @@ class _SseSink:
         if not self._started:
             self._started = True
             await self._send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
-        body = b"".join([sse_frame(event_type(event), encode(event)) for event in events])
+        body = b"".join([sse_frame(event_type(event), event_bytes(event)) for event in events])
         self._bytes_out.inc(HTTP, len(body))
         await self._send({"type": "http.response.body", "more_body": True, "body": body})
 

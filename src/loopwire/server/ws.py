@@ -15,7 +15,7 @@ from uvicorn.protocols.utils import ClientDisconnected
 
 from ..protocol import ids
 from ..protocol.errors import ProtocolError, server_error
-from ..protocol.events import Event, ResponseQueued, encode
+from ..protocol.events import Event, ResponseQueued, event_bytes
 from ..protocol.request import UnknownClientEvent, WsCreateEvent, decode_ws_event, peek_stream_id
 from ..session.connection import DEFAULT_LANE, ConnectionState, validate_stream_id
 from ..session.plan import queued_response
@@ -91,7 +91,7 @@ class _SocketSink:
         await send_error(self._send, error, self._stream_id)
 
     async def events(self, events: list[Event]) -> None:
-        payloads = [encode(event) for event in events]
+        payloads = [event_bytes(event) for event in events]
         self._bytes_out.inc(WS, sum(map(len, payloads)))
         if self._batched:
             await self._send({"type": TEXT_FRAMES, "payloads": payloads})

@@ -14,6 +14,7 @@ from ..engines.base import (
     TextDelta,
     ToolArgumentsDelta,
     ToolCallStart,
+    UpstreamEvent,
     UpstreamItem,
 )
 from ..protocol import ids
@@ -24,6 +25,7 @@ from ..protocol.events import (
     CustomToolCallInputDelta,
     CustomToolCallInputDone,
     Event,
+    ForwardedEvent,
     FunctionCallArgumentsDelta,
     FunctionCallArgumentsDone,
     LoopwireTiming,
@@ -59,6 +61,7 @@ from ..protocol.items import (
 from ..protocol.response import IncompleteDetails, Response, response_error, usage_of
 
 _NO_LOGPROBS: list[object] = []
+_decode_fields = msgspec.json.Decoder(dict[str, object]).decode
 
 
 class Turn:
@@ -72,6 +75,7 @@ class Turn:
         "_seal_reasoning",
         "_seq",
         "_texts",
+        "_upstream_open",
         "output",
         "response",
         "stream_id",
@@ -95,6 +99,7 @@ class Turn:
         self._call: FunctionCall | CustomToolCall | None = None
         self._args: list[str] = []
         self._reasoning: _OpenReasoning | None = None
+        self._upstream_open: str | None = None  # the id of an upstream item announced, not yet done
         self._seal_reasoning = "reasoning.encrypted_content" in include
 
     def _next(self) -> int:
@@ -123,7 +128,9 @@ class Turn:
         if isinstance(delta, ReasoningDelta):
             return self._reason(delta)
         if isinstance(delta, UpstreamItem):
-            return self._whole_item(delta)
+            return self._upstream_item(delta)
+        if isinstance(delta, UpstreamEvent):
+            return self._forward(delta)
         raise TypeError(f"Turn.feed does not take {type(delta).__name__}; pass Finished to finish()")
 
     def _text(self, text: str) -> list[Event]:
@@ -164,25 +171,55 @@ class Turn:
         )
         return events
 
-    def _whole_item(self, delta: UpstreamItem) -> list[Event]:
-        """An item an upstream produced whole: announced and finished at once, kept as sent."""
-        events = self._close_item()
+    def _upstream_item(self, delta: UpstreamItem) -> list[Event]:
+        """An item an upstream runs itself, kept as sent: announced when it starts (its progress events
+        then carry its index), finished when it is done (announced then, if it never was)."""
         try:
             item = decode_item(delta.item_json)
         except (msgspec.ValidationError, msgspec.DecodeError):
-            return events  # not an item of any known shape: nothing a client could use
+            return []  # not an item of any known shape: nothing a client could use
+        item_id = getattr(item, "id", None)
+        events: list[Event] = []
+        if not (delta.done and self._upstream_open is not None and self._upstream_open == item_id):
+            events.extend(self._close_item())
+            events.append(
+                OutputItemAdded(
+                    sequence_number=self._next(),
+                    stream_id=self.stream_id,
+                    output_index=len(self.output),
+                    item=wire(item),
+                )
+            )
+        if not delta.done:
+            self._upstream_open = item_id or ""
+            return events
+        self._upstream_open = None
         index = len(self.output)
         self.output.append(item)
-        shown = wire(item)
-        return [
-            *events,
-            OutputItemAdded(
-                sequence_number=self._next(), stream_id=self.stream_id, output_index=index, item=shown
-            ),
+        events.append(
             OutputItemDone(
-                sequence_number=self._next(), stream_id=self.stream_id, output_index=index, item=shown
-            ),
-        ]
+                sequence_number=self._next(), stream_id=self.stream_id, output_index=index, item=wire(item)
+            )
+        )
+        return events
+
+    def _forward(self, delta: UpstreamEvent) -> list[Event]:
+        """An upstream's progress event, renumbered: its item is the one open at `len(self.output)`."""
+        try:
+            body = _decode_fields(delta.event_json)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            return []
+        name = body.get("type")
+        if not isinstance(name, str):
+            return []
+        sequence = self._next()
+        body["sequence_number"] = sequence
+        if "output_index" in body:
+            body["output_index"] = len(self.output)
+        if self.stream_id is not None:
+            body["stream_id"] = self.stream_id
+        raw = msgspec.Raw(encode(body))
+        return [ForwardedEvent(sequence_number=sequence, stream_id=self.stream_id, name=name, body=raw)]
 
     def _reason(self, delta: ReasoningDelta) -> list[Event]:
         events: list[Event] = []
@@ -389,6 +426,7 @@ class Turn:
 
     def _close_item(self) -> list[Event]:
         index = len(self.output)
+        self._upstream_open = None  # an upstream item announced but never finished is left out
         if self._reasoning is not None:
             return self._close_reasoning(self._reasoning)
         if self._message is not None:

@@ -17,6 +17,7 @@ from ..base import (
     TextDelta,
     ToolArgumentsDelta,
     ToolCallStart,
+    UpstreamEvent,
     UpstreamItem,
     Usage,
 )
@@ -101,7 +102,18 @@ _decode_item_json = msgspec.json.Decoder(_ItemOnly).decode
 
 _CALLS = frozenset({"function_call", "custom_tool_call"})
 _STREAMED_ITEMS = frozenset({"message", "function_call", "custom_tool_call", "reasoning"})
-"""Output item types whose content arrives as deltas; every other type is passed on whole when done."""
+"""Output item types whose content arrives as deltas; every other type is passed on as it is."""
+_FORWARDED_PREFIXES = (
+    "response.web_search_call.",
+    "response.file_search_call.",
+    "response.code_interpreter_call",
+    "response.image_generation_call.",
+    "response.mcp_call",
+    "response.mcp_list_tools.",
+    "response.shell_call_command.",
+    "response.shell_call_output_content.",
+)
+"""The progress events of the items an upstream runs itself, passed on (renumbered by the session)."""
 _decode_head = msgspec.json.Decoder(_Head).decode
 _decode_error_body = msgspec.json.Decoder(dict[str, Any]).decode
 
@@ -214,8 +226,10 @@ class EventParser:
             self._call_arguments.append(event.delta)
             self.output_chars += len(event.delta)
             return [ToolArgumentsDelta(event.delta)]
+        if kind.startswith(_FORWARDED_PREFIXES):
+            return [UpstreamEvent(data if isinstance(data, bytes) else data.encode())]
         if kind == "response.output_item.added":
-            return self._added(event.item)
+            return self._added(event.item, data)
         if kind == "response.function_call_arguments.done":
             return self._arguments_done(event.item_id, event.arguments)
         if kind == "response.custom_tool_call_input.done":
@@ -241,9 +255,11 @@ class EventParser:
             raise failure_from(code, message, "refused the turn")
         return []
 
-    def _added(self, item: _Item | None) -> list[EngineDelta]:
+    def _added(self, item: _Item | None, data: bytes | str) -> list[EngineDelta]:
         if item is not None and item.type == "reasoning":
             return [ReasoningDelta("", item_id=item.id)]  # opens the item under the upstream's id
+        if item is not None and item.type not in _STREAMED_ITEMS:
+            return [UpstreamItem(bytes(_decode_item_json(data).item), done=False)]
         if item is None or item.type not in _CALLS:
             return []
         if not item.call_id or not item.name:
