@@ -6,14 +6,17 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: setup demo test lint bench bench-agent bench-quick bench-gateway bench-local fuzz soak serve clean
+# Real servers the tests start themselves (COMMAND=Debian package), installed by `make test` when missing.
+SYSTEM_PACKAGES := redis-server=redis-server haproxy=haproxy
+
+.PHONY: system-packages setup demo test lint bench bench-agent bench-quick bench-gateway bench-local fuzz soak serve clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "loopwire needs Python 3.11+")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e ".[dev,local]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,local,redis]"
 	@touch $(STAMP)
 
 setup: $(STAMP)
@@ -22,7 +25,10 @@ demo: $(STAMP)
 	$(BIN)/python examples/run_demo.py
 	$(BIN)/loopwire bench --quick --out bench/results/quick
 
-test: $(STAMP)
+system-packages:
+	@bash scripts/system-packages.sh $(SYSTEM_PACKAGES)
+
+test: $(STAMP) system-packages
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)

@@ -1,7 +1,8 @@
 """Shared fixtures: a real `loopwire serve` subprocess on loopback, and official `openai` SDK clients for it.
 
 `server` is one session-wide server on a temporary SQLite file; `server_factory` starts and stops extra
-servers on a given SQLite path (for restart tests). Nothing here is autouse.
+servers on a given SQLite path (for restart tests); `redis_server` is one session-wide real redis-server
+(tests that stop or pause Redis start their own `RedisServer`). Nothing here is autouse.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import openai
 import pytest
+from redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parents[1]
 API_KEY = "sk-loopwire-test"
@@ -184,6 +186,16 @@ def server_factory(tmp_path: Path) -> Iterator[Callable[[Path], ServerProcess]]:
     yield start
     for proc in started:
         proc.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A redis-server shared by the tests that never stop it; each test keeps to its own key prefix."""
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture
