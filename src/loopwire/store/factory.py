@@ -14,7 +14,7 @@ from .sqlite import SqliteStore
 from .write_behind import WriteBehindStore
 
 if TYPE_CHECKING:
-    from .redis.link import RedisLink
+    from .redis.store import RedisStore
 
 DEFAULT_SPEC = "sqlite:.loopwire/responses.db"
 SPEC_HELP = "'memory', 'sqlite:PATH' or a Redis URL (redis://HOST:PORT/DB, rediss://, redis+sentinel://, redis+cluster://)"
@@ -78,9 +78,9 @@ def open_store(spec: str, *, write: str = "inline", ttl_s: int | None = None) ->
     return WriteBehindStore(sqlite) if write == "behind" else sqlite
 
 
-def redis_link_of(store: Store) -> RedisLink | None:
-    """The Redis connection behind a store (through a write-behind), for what nodes share besides records."""
+def redis_store_of(store: Store) -> RedisStore | None:
+    """The Redis store behind a store (through a write-behind), whose Redis also holds what nodes share."""
     from .redis.store import RedisStore
 
     inner = store.inner if isinstance(store, WriteBehindStore) else store
-    return inner.link if isinstance(inner, RedisStore) else None
+    return inner if isinstance(inner, RedisStore) else None
