@@ -1,5 +1,6 @@
-"""One Redis client for the process, behind a breaker: every call has a bounded time, and while Redis is
-down calls fail at once (StoreUnavailable) while one probe at a time retries with exponential backoff.
+"""One Redis client for the process, behind a breaker: every call has a bounded time, and once a call found
+Redis unreachable or hung, calls fail at once (StoreUnavailable) while a background probe retries with
+exponential backoff; the first answer closes the breaker again.
 
 Owns the store spec's URL forms, the client (standalone, TLS, Sentinel, Cluster), the Lua call with its
 NOSCRIPT fallback, and the count of round trips; it knows nothing about records or limits.
@@ -208,7 +209,8 @@ class LuaScript:
 
 
 class RedisLink:
-    """The client and its breaker. `round_trips` counts every request sent to Redis (a pipeline is one)."""
+    """The client and its breaker. `round_trips` counts every request sent to Redis (a pipeline is one);
+    the probes sent while Redis is down are not counted."""
 
     def __init__(
         self,
@@ -229,17 +231,15 @@ class RedisLink:
         self.call_timeout_s = 2 * connect_timeout_s + command_timeout_s
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
-        self._backoff_s = backoff_initial_s
         self._down_since: float | None = None
-        self._retry_at = 0.0
-        self._probing = False
         self._failure = ""
+        self._probe: asyncio.Task[None] | None = None
         self._closed = False
 
     @property
-    def down(self) -> bool:
-        """Whether the last call failed to reach Redis (calls then fail fast until a probe succeeds)."""
-        return self._down_since is not None
+    def available(self) -> bool:
+        """False from a failed call until a probe reaches Redis again; calls meanwhile fail at once."""
+        return self._down_since is None and not self._closed
 
     async def call(self, op: Callable[[Any], Awaitable[T]]) -> T:
         """Run `op(client)` as one bounded call. Redis unreachable, hung or refusing: StoreUnavailable."""
@@ -249,42 +249,45 @@ class RedisLink:
 
         if self._closed:
             raise StoreUnavailable(f"redis store at {self.where} is closed")
-        probing = False
         if self._down_since is not None:
-            if self._probing or time.monotonic() < self._retry_at:
-                raise StoreUnavailable(f"redis at {self.where} is unreachable: {self._failure}")
-            probing = self._probing = True
+            raise StoreUnavailable(f"redis at {self.where} is unreachable: {self._failure}")
         try:
             async with asyncio.timeout(self.call_timeout_s):
-                result = await op(self.client)
+                return await op(self.client)
         except (RedisConnectionError, RedisTimeoutError, TimeoutError, OSError) as exc:
             self._trip(exc)
             raise StoreUnavailable(f"redis at {self.where} is unreachable: {exc!r}") from exc
         except RedisError as exc:  # reached, but refused (OOM, MISCONF, READONLY, a script error)
             raise StoreUnavailable(f"redis at {self.where} refused: {exc}") from exc
-        finally:
-            if probing:
-                self._probing = False
-        if self._down_since is not None:
-            log.warning(
-                "redis at %s is reachable again after %.1f s", self.where, time.monotonic() - self._down_since
-            )
-            self._down_since = None
-            self._backoff_s = self.backoff_initial_s
-        return result
 
     def _trip(self, exc: BaseException) -> None:
-        now = time.monotonic()
-        if self._down_since is None:
-            log.error(
-                "redis at %s is unreachable; failing store calls fast while retrying: %r", self.where, exc
-            )
-            self._down_since = now
-            self._backoff_s = self.backoff_initial_s
-        else:
-            self._backoff_s = min(self._backoff_s * 2, self.backoff_max_s)
         self._failure = repr(exc)
-        self._retry_at = now + self._backoff_s
+        if self._down_since is not None or self._closed:
+            return
+        log.error("redis at %s is unreachable; store calls fail fast until it answers again: %r", self.where, exc)
+        self._down_since = time.monotonic()
+        self._probe = asyncio.get_running_loop().create_task(self._probe_until_up(), name="loopwire-redis-probe")
+
+    async def _probe_until_up(self) -> None:
+        """PING with exponential backoff (capped) until Redis answers; no request waits on it."""
+        from redis.exceptions import RedisError
+
+        delay = self.backoff_initial_s
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                async with asyncio.timeout(self.call_timeout_s):
+                    await self.client.ping()
+            except (RedisError, OSError, TimeoutError) as exc:
+                self._failure = repr(exc)
+                delay = min(delay * 2, self.backoff_max_s)
+                continue
+            assert self._down_since is not None
+            log.warning(
+                "redis at %s answers again after %.1f s", self.where, time.monotonic() - self._down_since
+            )
+            self._down_since = None
+            return
 
     async def script(self, script: LuaScript, keys: Sequence[str], args: Sequence[str | bytes | int]) -> Any:
         """One EVALSHA; after a Redis restart (NOSCRIPT) an EVAL in the same call."""
@@ -319,6 +322,8 @@ class RedisLink:
         if self._closed:
             return
         self._closed = True
+        if self._probe is not None:
+            self._probe.cancel()
         close = getattr(self.client, "aclose", None) or self.client.close
         try:
             await asyncio.wait_for(close(), self.call_timeout_s)

@@ -50,6 +50,11 @@ class RedisStore:
         self._granularity = expiry_granularity(ttl_s)
 
     @property
+    def available(self) -> bool:
+        """False while Redis is known to be unreachable: a store=true turn is refused before it runs."""
+        return self.link.available
+
+    @property
     def round_trips(self) -> int:
         return self.link.round_trips
 
