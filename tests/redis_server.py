@@ -41,11 +41,19 @@ class RedisServer:
     """One redis-server. `appendfsync` is "always" (a write is on disk before Redis answers), "everysec"
     or "no"; AOF is on and RDB snapshots are off, as docs/deployment.md recommends."""
 
-    def __init__(self, data_dir: Path, *, appendfsync: str = "always", extra: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        appendfsync: str = "always",
+        extra: tuple[str, ...] = (),
+        config: str | None = None,
+    ) -> None:
         self.binary = redis_server_binary()
         self.data_dir = data_dir
         self.appendfsync = appendfsync
         self.extra = extra
+        self.config = config  # a config file's text, written to the data directory and passed first
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -62,8 +70,14 @@ class RedisServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         for _ in range(3):  # a free port can be taken between probing and binding
             self.port = self.port or _free_port()
+            head = []
+            if self.config is not None:
+                config_path = self.data_dir / "redis.conf"
+                config_path.write_text(self.config)
+                head = [str(config_path)]
             args = [
                 self.binary,
+                *head,
                 "--port", str(self.port),
                 "--bind", "127.0.0.1",
                 "--dir", str(self.data_dir),
@@ -152,3 +166,71 @@ class RedisServer:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.kill()
+
+
+class RedisClusterProcesses:
+    """A Redis Cluster of `count` masters (no replicas) on loopback, its 16384 slots split evenly."""
+
+    def __init__(self, base_dir: Path, count: int = 3) -> None:
+        cluster = (
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+            "--cluster-node-timeout",
+            "2000",
+        )
+        self.nodes = [RedisServer(base_dir / f"node-{index}", extra=cluster) for index in range(count)]
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{node.port}" for node in self.nodes)
+
+    def start(self) -> RedisClusterProcesses:
+        for node in self.nodes:
+            node.start()
+        share = 16384 // len(self.nodes)
+        for index, node in enumerate(self.nodes):
+            last = 16383 if index == len(self.nodes) - 1 else (index + 1) * share - 1
+            assert node.command("CLUSTER", "ADDSLOTSRANGE", str(index * share), str(last)) == b"+OK\r\n"
+        for node in self.nodes[1:]:
+            assert self.nodes[0].command("CLUSTER", "MEET", "127.0.0.1", str(node.port)) == b"+OK\r\n"
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while not all(b"cluster_state:ok" in node.command("CLUSTER", "INFO") for node in self.nodes):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the Redis Cluster did not reach cluster_state:ok")
+            time.sleep(0.05)  # readiness polling only
+        return self
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+class RedisSentinelProcesses:
+    """One Redis master watched by one Sentinel (`redis-server --sentinel`), service name "loopwire"."""
+
+    def __init__(self, base_dir: Path) -> None:
+        self.master = RedisServer(base_dir / "master")
+        self.base_dir = base_dir
+        self.sentinel: RedisServer | None = None
+
+    @property
+    def url(self) -> str:
+        assert self.sentinel is not None
+        return f"redis+sentinel://127.0.0.1:{self.sentinel.port}/loopwire/0"
+
+    def start(self) -> RedisSentinelProcesses:
+        self.master.start()
+        config = (
+            f"sentinel monitor loopwire 127.0.0.1 {self.master.port} 1\n"
+            "sentinel down-after-milliseconds loopwire 5000\n"
+        )
+        self.sentinel = RedisServer(self.base_dir / "sentinel", config=config, extra=("--sentinel",))
+        self.sentinel.start()
+        return self
+
+    def stop(self) -> None:
+        if self.sentinel is not None:
+            self.sentinel.stop()
+        self.master.stop()

@@ -56,12 +56,27 @@ def redis_store(url: str, **options: int) -> RedisStore:
     return RedisStore(open_link(url), prefix=f"test-{uuid.uuid4().hex[:12]}:", **options)
 
 
-STORE_KINDS = ["memory", "sqlite", "sqlite_inline", "write_behind", "redis", "redis_behind"]
+STORE_KINDS = [
+    "memory",
+    "sqlite",
+    "sqlite_inline",
+    "write_behind",
+    "redis",
+    "redis_behind",
+    "redis_cluster",
+    "redis_sentinel",
+]
+REDIS_FIXTURES = {
+    "redis": "redis_server",
+    "redis_behind": "redis_server",
+    "redis_cluster": "redis_cluster",
+    "redis_sentinel": "redis_sentinel",
+}
 
 
 def make_store(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Store:
-    if kind.startswith("redis"):
-        url = request.getfixturevalue("redis_server").url
+    if kind in REDIS_FIXTURES:
+        url = request.getfixturevalue(REDIS_FIXTURES[kind]).url
         return WriteBehindStore(redis_store(url)) if kind == "redis_behind" else redis_store(url)
     if kind == "memory":
         return MemoryStore()
