@@ -20,7 +20,7 @@ from pathlib import Path
 
 import openai
 import pytest
-from redis_server import RedisClusterProcesses, RedisSentinelProcesses, RedisServer
+from redis_server import RedisClusterProcesses, RedisSentinelProcesses, RedisServer, require_redis
 
 ROOT = Path(__file__).resolve().parents[1]
 API_KEY = "sk-loopwire-test"
@@ -201,6 +201,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 @pytest.fixture(scope="session")
 def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterProcesses]:
     """A three-master Redis Cluster, for the store suite through redis-py's RedisCluster client."""
+    require_redis()
     cluster = RedisClusterProcesses(tmp_path_factory.mktemp("redis-cluster"))
     try:
         yield cluster.start()
@@ -211,6 +212,7 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClu
 @pytest.fixture(scope="session")
 def redis_sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisSentinelProcesses]:
     """A Redis master behind a Sentinel, for the store suite through a redis+sentinel:// URL."""
+    require_redis()
     sentinel = RedisSentinelProcesses(tmp_path_factory.mktemp("redis-sentinel"))
     try:
         yield sentinel.start()

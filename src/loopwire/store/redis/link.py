@@ -264,9 +264,13 @@ class RedisLink:
         self._failure = repr(exc)
         if self._down_since is not None or self._closed:
             return
-        log.error("redis at %s is unreachable; store calls fail fast until it answers again: %r", self.where, exc)
+        log.error(
+            "redis at %s is unreachable; store calls fail fast until it answers again: %r", self.where, exc
+        )
         self._down_since = time.monotonic()
-        self._probe = asyncio.get_running_loop().create_task(self._probe_until_up(), name="loopwire-redis-probe")
+        self._probe = asyncio.get_running_loop().create_task(
+            self._probe_until_up(), name="loopwire-redis-probe"
+        )
 
     async def _probe_until_up(self) -> None:
         """PING with exponential backoff (capped) until Redis answers; no request waits on it."""

@@ -1,0 +1,145 @@
+"""Redis vs SQLite as the store, side by side in one run: chain resolution (a stored conversation of N turns
+rebuilt from its newest id) and put + get of one turn's record, with the round trips each costs.
+
+Stores: SqliteStore with inline writes (loopwire's default), and RedisStore on a redis-server this script
+starts on a free loopback port (AOF on, appendfsync everysec, then always). Records are one agent turn each
+(~6 KB of input items plus a ~2 KB Response). The stores are measured in alternating rounds so machine noise
+hits them alike; medians and p90 in microseconds, ratios against SQLite.
+
+    .venv/bin/python bench/store_redis.py [--lengths 1,10,50,200] [--reps 200] [--puts 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from store_put_latency import payloads
+
+from loopwire.bench.redis_processes import RedisServer
+from loopwire.store.base import Store, StoredResponse
+from loopwire.store.redis.link import open_link
+from loopwire.store.redis.store import RedisStore
+from loopwire.store.sqlite import SqliteStore
+
+
+def p90(samples: list[float]) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
+
+
+def round_trips(store: Store) -> int:
+    return store.round_trips if isinstance(store, RedisStore) else 0
+
+
+async def timed(samples: list[float], call: Callable[[], Awaitable[object]]) -> None:
+    start = time.perf_counter()
+    await call()
+    samples.append((time.perf_counter() - start) * 1e6)
+
+
+async def build_chain(store: Store, length: int) -> str:
+    items, response = payloads()
+    tag = uuid.uuid4().hex[:8]
+    prev: str | None = None
+    for index in range(length):
+        rid = f"resp_{tag}_{index}"
+        await store.put(StoredResponse(rid, "bench", prev, int(time.time()), items, response))
+        prev = rid
+    assert prev is not None
+    return prev
+
+
+async def run(lengths: list[int], reps: int, puts: int, root: Path) -> None:
+    redis_servers = {
+        fsync: RedisServer(root / f"redis-{fsync}", appendfsync=fsync).start()
+        for fsync in ("everysec", "always")
+    }
+    stores: dict[str, Store] = {"sqlite (inline)": SqliteStore(root / "bench.db", inline_writes=True)}
+    for fsync, server in redis_servers.items():
+        stores[f"redis ({fsync})"] = RedisStore(open_link(server.url))
+    try:
+        items, response = payloads()
+        print(
+            f"records: input_items {len(items)} B + response {len(response)} B; {reps} resolutions per length"
+        )
+        print()
+        print("| chain length N | store | p50 us | p90 us | round trips per resolution | p50 vs SQLite |")
+        print("|---:|---|---:|---:|---:|---:|")
+        for length in lengths:
+            heads = {name: await build_chain(store, length) for name, store in stores.items()}
+            samples: dict[str, list[float]] = {name: [] for name in stores}
+            trips: dict[str, int] = {}
+            for name, store in stores.items():  # warm up: scripts loaded, pages cached
+                await store.chain(heads[name], "bench")
+            rounds = 10
+            for _ in range(rounds):
+                for name, store in stores.items():
+                    before = round_trips(store)
+                    for _ in range(max(1, reps // rounds)):
+                        await timed(samples[name], lambda s=store, h=heads[name]: s.chain(h, "bench"))
+                    trips[name] = (round_trips(store) - before) // max(1, reps // rounds)
+            base = statistics.median(samples["sqlite (inline)"])
+            for name in stores:
+                median = statistics.median(samples[name])
+                trip = str(trips[name]) if name.startswith("redis") else "1 query (worker thread)"
+                print(
+                    f"| {length} | {name} | {median:.0f} | {p90(samples[name]):.0f} | {trip} | "
+                    f"{median / base:.2f}x |"
+                )
+        print()
+        print(f"put + get of one turn's record ({puts} each, chained, back to back)")
+        print()
+        print("| store | put p50 us | put p90 us | get p50 us | get p90 us | put vs SQLite | get vs SQLite |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        put_samples: dict[str, list[float]] = {name: [] for name in stores}
+        get_samples: dict[str, list[float]] = {name: [] for name in stores}
+        previous: dict[str, str | None] = dict.fromkeys(stores)
+        rounds = 10
+        for round_index in range(rounds):
+            for name, store in stores.items():
+                for index in range(puts // rounds):
+                    rid = f"resp_put_{round_index}_{index}_{uuid.uuid4().hex[:6]}"
+                    record = StoredResponse(rid, "bench", previous[name], int(time.time()), items, response)
+                    await timed(put_samples[name], lambda s=store, r=record: s.put(r))
+                    await timed(get_samples[name], lambda s=store, r=rid: s.get(r, "bench"))
+                    previous[name] = rid
+        put_base = statistics.median(put_samples["sqlite (inline)"])
+        get_base = statistics.median(get_samples["sqlite (inline)"])
+        for name in stores:
+            put_median = statistics.median(put_samples[name])
+            get_median = statistics.median(get_samples[name])
+            print(
+                f"| {name} | {put_median:.0f} | {p90(put_samples[name]):.0f} | {get_median:.0f} | "
+                f"{p90(get_samples[name]):.0f} | {put_median / put_base:.2f}x | "
+                f"{get_median / get_base:.2f}x |"
+            )
+    finally:
+        for store in stores.values():
+            await store.aclose()
+        for server in redis_servers.values():
+            server.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--lengths", default="1,10,50,200", help="chain lengths N, comma-separated")
+    parser.add_argument("--reps", type=int, default=200, help="resolutions per length and store")
+    parser.add_argument("--puts", type=int, default=1000, help="puts (and gets) per store")
+    args = parser.parse_args()
+    import uvloop
+
+    uvloop.install()  # as `loopwire serve` runs
+    with tempfile.TemporaryDirectory(prefix="loopwire-bench-") as tmp:
+        lengths = [int(n) for n in args.lengths.split(",")]
+        asyncio.run(run(lengths, args.reps, args.puts, Path(tmp)))
+
+
+if __name__ == "__main__":
+    main()
