@@ -1,4 +1,4 @@
-"""The Redis store's own guarantees against real redis-server processes: one round trip per chain whatever
+"""The Redis store's own guarantees against real redis-server processes: two round trips per chain whatever
 its length, retention (TTL) with whole chains, and outages (a hung Redis, a stopped one, a restart on the
 same port and data) that give StoreUnavailable within a bounded time, never stall the event loop, and heal
 without reopening the store. The shared contract (same as memory and SQLite) is in test_stores.py."""
@@ -45,7 +45,7 @@ async def build_chain(store: RedisStore, length: int, tag: str) -> list[str]:
 
 
 @pytest.mark.parametrize("length", [1, 10, 50, 200])
-async def test_a_chain_of_any_length_is_one_round_trip(
+async def test_a_chain_of_any_length_is_two_round_trips(
     store: RedisStore, redis_server: RedisServer, length: int
 ) -> None:
     ids = await build_chain(store, length, f"c{length}")
@@ -53,11 +53,12 @@ async def test_a_chain_of_any_length_is_one_round_trip(
     await store.get("missing", "alice")
     await store.delete("missing", "alice")
     client_before = store.round_trips
-    server_before = redis_server.calls("evalsha")
+    server_before = redis_server.calls("evalsha"), redis_server.calls("mget")
     chain = await store.chain(ids[-1], "alice")
     assert [r.id for r in chain or []] == ids
-    assert store.round_trips - client_before == 1
-    assert redis_server.calls("evalsha") - server_before == 1  # counted by Redis itself
+    assert store.round_trips - client_before == 2  # the walk, then the payloads
+    server_after = redis_server.calls("evalsha"), redis_server.calls("mget")
+    assert (server_after[0] - server_before[0], server_after[1] - server_before[1]) == (1, 1)  # Redis's count
     before = store.round_trips
     assert await store.get(ids[-1], "alice") is not None
     assert await store.delete(ids[0], "alice") is True
@@ -73,7 +74,7 @@ async def test_put_many_is_one_round_trip_and_survives_a_script_flush(
     assert redis_server.command("SCRIPT", "FLUSH") == b"+OK\r\n"  # as after a Redis restart
     before = store.round_trips
     assert [r.id for r in await store.chain("batch-29", "alice") or []][-1] == "batch-29"
-    assert store.round_trips - before == 2  # NOSCRIPT, then EVAL in the same call
+    assert store.round_trips - before == 3  # NOSCRIPT, then EVAL in the same call; then the MGET
 
 
 async def test_owners_are_kept_apart_by_key(store: RedisStore) -> None:

@@ -307,6 +307,15 @@ class RedisLink:
 
         return await self.call(run)
 
+    async def mget(self, keys: Sequence[str]) -> list[bytes | None]:
+        """The values of string keys in one round trip (on a cluster, the keys must share a slot)."""
+
+        async def run(client: Any) -> list[bytes | None]:
+            self.round_trips += 1
+            return list(await client.mget(keys))
+
+        return await self.call(run)
+
     async def scripts(
         self, calls: Sequence[tuple[LuaScript, Sequence[str], Sequence[str | bytes | int]]]
     ) -> list[Any]:

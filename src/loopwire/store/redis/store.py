@@ -1,4 +1,5 @@
-"""The Store on Redis: every operation is one script call, so one round trip, whatever the chain's length.
+"""The Store on Redis: put, get and delete are one script call (one round trip) each, a chain of any length
+is two (a server-side walk of the links, then one MGET of the payloads).
 
 Owns the key naming and the mapping between records and script replies; the breaker, timeouts and client
 live in link.py, the scripts (and the data layout) in scripts.py. It must not cache records: another node
@@ -8,7 +9,7 @@ may delete or add one at any moment.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 from ..base import StoredResponse
 from . import scripts
@@ -61,20 +62,24 @@ class RedisStore:
     def _records_prefix(self, owner: str) -> str:
         return f"{self.prefix}{{{owner_tag(owner)}}}:r:"
 
+    def _payloads_prefix(self, owner: str) -> str:
+        return f"{self.prefix}{{{owner_tag(owner)}}}:b:"
+
     def _put_call(self, record: StoredResponse) -> tuple[LuaScript, list[str], list[str | bytes | int]]:
-        prefix = self._records_prefix(record.owner)
+        records = self._records_prefix(record.owner)
+        payloads = self._payloads_prefix(record.owner)
         args: list[str | bytes | int] = [
-            prefix,
+            records,
             record.owner,
             record.previous_response_id or "",
             record.created_at,
-            record.input_items,
-            record.response,
+            b"%d:%b%b" % (len(record.input_items), record.input_items, record.response),
             self.ttl_s,
             self._granularity,
             MAX_CHAIN,
+            payloads,
         ]
-        return scripts.PUT, [prefix + record.id], args
+        return scripts.PUT, [records + record.id, payloads + record.id], args
 
     async def put(self, record: StoredResponse) -> None:
         await self.link.script(*self._put_call(record))
@@ -86,12 +91,12 @@ class RedisStore:
             await self.link.scripts(calls)
 
     async def get(self, response_id: str, owner: str) -> StoredResponse | None:
-        prefix = self._records_prefix(owner)
-        reply = await self.link.script(scripts.GET, [prefix + response_id], [owner])
+        keys = [self._records_prefix(owner) + response_id, self._payloads_prefix(owner) + response_id]
+        reply = await self.link.script(scripts.GET, keys, [owner])
         if reply is None:
             return None
-        previous, created, items, response = reply
-        return _record(response_id, owner, previous, created, items, response)
+        previous, created, payload = reply
+        return _record(response_id, owner, previous, created, payload)
 
     async def chain(self, response_id: str, owner: str) -> list[StoredResponse] | None:
         return await self._walk(response_id, owner, head_visible=True)
@@ -103,10 +108,19 @@ class RedisStore:
     async def _walk(self, response_id: str, owner: str, *, head_visible: bool) -> list[StoredResponse] | None:
         prefix = self._records_prefix(owner)
         args: list[str | bytes | int] = [prefix, owner, response_id, "1" if head_visible else "0", MAX_CHAIN]
-        reply = await self.link.script(scripts.CHAIN, [prefix + response_id], args)
-        if reply is None:
+        links = await self.link.script(scripts.CHAIN, [prefix + response_id], args)
+        if links is None:
             return None
-        return _chain(owner, reply)
+        payloads = self._payloads_prefix(owner)
+        blobs = await self.link.mget([payloads + _text(links[i]) for i in range(0, len(links), 3)])
+        records: list[StoredResponse] = []
+        for index, payload in enumerate(blobs):
+            if payload is None:  # expired or deleted between the walk and the read: no partial context
+                return None
+            rid, previous, created = links[3 * index : 3 * index + 3]
+            records.append(_record(rid, owner, previous, created, payload))
+        records.reverse()
+        return records
 
     async def delete(self, response_id: str, owner: str) -> bool:
         prefix = self._records_prefix(owner)
@@ -121,27 +135,15 @@ def _text(value: bytes | str) -> str:
 
 
 def _record(
-    response_id: bytes | str,
-    owner: str,
-    previous: bytes | str,
-    created: bytes | str,
-    items: bytes | str,
-    response: bytes | str,
+    response_id: bytes | str, owner: str, previous: bytes | str, created: bytes | str, payload: bytes
 ) -> StoredResponse:
+    size, _, rest = bytes(payload).partition(b":")
+    split = int(size)
     return StoredResponse(
         id=_text(response_id),
         owner=owner,
         previous_response_id=_text(previous) or None,
         created_at=int(created),
-        input_items=items.encode() if isinstance(items, str) else bytes(items),
-        response=response.encode() if isinstance(response, str) else bytes(response),
+        input_items=rest[:split],
+        response=rest[split:],
     )
-
-
-def _chain(owner: str, flat: Sequence[bytes | str]) -> list[StoredResponse]:
-    records = [
-        _record(flat[i], owner, flat[i + 1], flat[i + 2], flat[i + 3], flat[i + 4])
-        for i in range(0, len(flat), 5)
-    ]
-    records.reverse()
-    return records
