@@ -4,7 +4,8 @@ rebuilt from its newest id) and put + get of one turn's record, with the round t
 Stores: SqliteStore with inline writes (loopwire's default), and RedisStore on a redis-server this script
 starts on a free loopback port (AOF on, appendfsync everysec, then always). Records are one agent turn each
 (~6 KB of input items plus a ~2 KB Response). The stores are measured in alternating rounds so machine noise
-hits them alike; medians and p90 in microseconds, ratios against SQLite.
+hits them alike; medians and p90 in microseconds, ratios against SQLite, and the CPU time each resolution
+costs this process and (from INFO commandstats) Redis's single thread.
 
     .venv/bin/python bench/store_redis.py [--lengths 1,10,50,200] [--reps 200] [--puts 1000]
 """
@@ -38,10 +39,24 @@ def round_trips(store: Store) -> int:
     return store.round_trips if isinstance(store, RedisStore) else 0
 
 
-async def timed(samples: list[float], call: Callable[[], Awaitable[object]]) -> None:
-    start = time.perf_counter()
+async def timed(
+    samples: list[float], call: Callable[[], Awaitable[object]], cpu: list[float] | None = None
+) -> None:
+    """Wall time of one call in us (and this process's CPU time, less noisy on a shared machine)."""
+    start, start_cpu = time.perf_counter(), time.process_time()
     await call()
     samples.append((time.perf_counter() - start) * 1e6)
+    if cpu is not None:
+        cpu.append((time.process_time() - start_cpu) * 1e6)
+
+
+def redis_usec(server: RedisServer) -> float:
+    """Microseconds Redis spent running commands so far (INFO commandstats), for its CPU per operation."""
+    total = 0.0
+    for stats in server.info("commandstats").values():
+        fields = dict(pair.split("=", 1) for pair in stats.split(",") if "=" in pair)
+        total += float(fields.get("usec", 0))
+    return total
 
 
 async def build_chain(store: Store, length: int) -> str:
@@ -62,19 +77,26 @@ async def run(lengths: list[int], reps: int, puts: int, root: Path) -> None:
         for fsync in ("everysec", "always")
     }
     stores: dict[str, Store] = {"sqlite (inline)": SqliteStore(root / "bench.db", inline_writes=True)}
+    servers: dict[str, RedisServer] = {}
     for fsync, server in redis_servers.items():
         stores[f"redis ({fsync})"] = RedisStore(open_link(server.url))
+        servers[f"redis ({fsync})"] = server
     try:
         items, response = payloads()
         print(
             f"records: input_items {len(items)} B + response {len(response)} B; {reps} resolutions per length"
         )
         print()
-        print("| chain length N | store | p50 us | p90 us | round trips per resolution | p50 vs SQLite |")
-        print("|---:|---|---:|---:|---:|---:|")
+        print(
+            "| chain length N | store | p50 us | p90 us | p50 vs SQLite | client CPU p50 us | "
+            "Redis CPU us | round trips |"
+        )
+        print("|---:|---|---:|---:|---:|---:|---:|---:|")
         for length in lengths:
             heads = {name: await build_chain(store, length) for name, store in stores.items()}
             samples: dict[str, list[float]] = {name: [] for name in stores}
+            cpu: dict[str, list[float]] = {name: [] for name in stores}
+            server_usec: dict[str, float] = dict.fromkeys(stores, 0.0)
             trips: dict[str, int] = {}
             for name, store in stores.items():  # warm up: scripts loaded, pages cached
                 await store.chain(heads[name], "bench")
@@ -82,16 +104,25 @@ async def run(lengths: list[int], reps: int, puts: int, root: Path) -> None:
             for _ in range(rounds):
                 for name, store in stores.items():
                     before = round_trips(store)
+                    server = servers.get(name)
+                    usec_before = redis_usec(server) if server else 0.0
                     for _ in range(max(1, reps // rounds)):
-                        await timed(samples[name], lambda s=store, h=heads[name]: s.chain(h, "bench"))
+                        await timed(
+                            samples[name], lambda s=store, h=heads[name]: s.chain(h, "bench"), cpu[name]
+                        )
                     trips[name] = (round_trips(store) - before) // max(1, reps // rounds)
+                    if server:
+                        server_usec[name] += (
+                            (redis_usec(server) - usec_before) / max(1, reps // rounds) / rounds
+                        )
             base = statistics.median(samples["sqlite (inline)"])
             for name in stores:
                 median = statistics.median(samples[name])
-                trip = str(trips[name]) if name.startswith("redis") else "1 query (worker thread)"
+                redis_side = f"{server_usec[name]:.0f}" if name in servers else "-"
+                trip = str(trips[name]) if name in servers else "1 query"
                 print(
-                    f"| {length} | {name} | {median:.0f} | {p90(samples[name]):.0f} | {trip} | "
-                    f"{median / base:.2f}x |"
+                    f"| {length} | {name} | {median:.0f} | {p90(samples[name]):.0f} | {median / base:.2f}x | "
+                    f"{statistics.median(cpu[name]):.0f} | {redis_side} | {trip} |"
                 )
         print()
         print(f"put + get of one turn's record ({puts} each, chained, back to back)")

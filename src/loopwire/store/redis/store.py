@@ -137,13 +137,13 @@ def _text(value: bytes | str) -> str:
 def _record(
     response_id: bytes | str, owner: str, previous: bytes | str, created: bytes | str, payload: bytes
 ) -> StoredResponse:
-    size, _, rest = bytes(payload).partition(b":")
-    split = int(size)
+    colon = payload.index(b":")
+    end = colon + 1 + int(payload[:colon])
     return StoredResponse(
         id=_text(response_id),
         owner=owner,
         previous_response_id=_text(previous) or None,
         created_at=int(created),
-        input_items=rest[:split],
-        response=rest[split:],
+        input_items=payload[colon + 1 : end],
+        response=payload[end:],
     )
