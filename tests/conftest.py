@@ -7,6 +7,7 @@ servers on a given SQLite path (for restart tests); `redis_server` is one sessio
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -17,6 +18,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import openai
 import pytest
@@ -129,6 +131,35 @@ class ServerProcess:
                 proc.kill()
                 proc.wait(timeout=STOP_TIMEOUT_S)
         return proc.returncode
+
+
+def keyed_post(server: ServerProcess, key: str) -> tuple[int, dict[str, str], dict[str, object]]:
+    """One store=false create with this bearer key: (status, headers, body)."""
+    request = urllib.request.Request(
+        server.base_url + "/responses",
+        data=b'{"model": "sim", "input": "hi", "store": false}',
+        headers={"content-type": "application/json", "authorization": f"Bearer {key}"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            return reply.status, dict(reply.headers), json.loads(reply.read())
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), json.loads(error.read())
+
+
+async def chained_ws_turns(socket: Any, count: int) -> list[str]:
+    """`count` stored turns ("turn 0", "turn 1", ...) chained on one raw WebSocket; their response ids."""
+    completed: list[str] = []
+    for index in range(count):
+        body = {"type": "response.create", "model": "sim", "input": f"turn {index}"}
+        if completed:
+            body["previous_response_id"] = completed[-1]
+        await socket.send(json.dumps(body))
+        while (event := json.loads(await socket.recv()))["type"] != "response.completed":
+            assert event["type"] != "error", event
+        completed.append(event["response"]["id"])
+    return completed
 
 
 def make_client(base_url: str, *, strict: bool = False) -> openai.OpenAI:

@@ -17,7 +17,7 @@ from pathlib import Path
 import openai
 import pytest
 import websockets
-from conftest import API_KEY, ServerProcess, make_async_client, make_client
+from conftest import API_KEY, ServerProcess, keyed_post, make_async_client, make_client
 from redis_server import RedisServer
 
 
@@ -151,28 +151,14 @@ def limited_nodes(redis_server: RedisServer, tmp_path: Path) -> Iterator[list[Se
         node.stop()
 
 
-def keyed_post(node: ServerProcess, key: str) -> int:
-    request = urllib.request.Request(
-        node.base_url + "/responses",
-        data=b'{"model": "sim", "input": "hi", "store": false}',
-        headers={"content-type": "application/json", "authorization": f"Bearer {key}"},
-        method="POST",
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as reply:
-            return int(reply.status)
-    except urllib.error.HTTPError as error:
-        return int(error.code)
-
-
 def test_the_rate_limit_holds_across_nodes(limited_nodes: list[ServerProcess]) -> None:
     a, b = limited_nodes
     key = f"rate-{time.time_ns()}"
-    statuses = [keyed_post(node, key) for node in (a, b, a, b)]
+    statuses = [keyed_post(node, key)[0] for node in (a, b, a, b)]
     assert statuses == [200, 200, 200, 200]  # the burst of 4, spent on two nodes
-    assert keyed_post(a, key) == 429
-    assert keyed_post(b, key) == 429  # one bucket for the key, not one per node
-    assert keyed_post(b, key + "-other") == 200
+    assert keyed_post(a, key)[0] == 429
+    assert keyed_post(b, key)[0] == 429  # one bucket for the key, not one per node
+    assert keyed_post(b, key + "-other")[0] == 200
 
 
 def ws_url(node: ServerProcess) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 import openai
 import pytest
 import websockets
-from conftest import API_KEY, ServerProcess, make_client
+from conftest import API_KEY, ServerProcess, chained_ws_turns, make_client
 from redis_server import RedisServer
 
 
@@ -100,16 +100,7 @@ async def test_kill_9_loses_no_stored_response_that_completed(tmp_path: Path, st
         async with websockets.connect(
             url, additional_headers={"Authorization": f"Bearer {API_KEY}"}
         ) as socket:
-            previous = None
-            for index in range(30):
-                body = {"type": "response.create", "model": "sim", "input": f"turn {index}"}
-                if previous:
-                    body["previous_response_id"] = previous
-                await socket.send(json.dumps(body))
-                while (event := json.loads(await socket.recv()))["type"] != "response.completed":
-                    assert event["type"] != "error", event
-                previous = event["response"]["id"]
-                completed.append(previous)
+            completed = await chained_ws_turns(socket, 30)
             assert server.proc is not None
             server.proc.send_signal(signal.SIGKILL)  # at once, after the last terminal event
             if redis is not None:
