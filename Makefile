@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
 # Real servers the tests start themselves (COMMAND=Debian package), installed by `make test` when missing.
-SYSTEM_PACKAGES := redis-server=redis-server haproxy=haproxy
+SYSTEM_PACKAGES := redis-server=redis-server haproxy=haproxy openssl=openssl
 
 .PHONY: system-packages setup demo test lint bench bench-agent bench-quick bench-gateway bench-local fuzz soak serve clean
 

@@ -1,17 +1,22 @@
 """The Redis store's own guarantees against real redis-server processes: two round trips per chain whatever
 its length, retention (TTL) with whole chains, and outages (a hung Redis, a stopped one, a restart on the
 same port and data) that give StoreUnavailable within a bounded time, never stall the event loop, and heal
-without reopening the store. The shared contract (same as memory and SQLite) is in test_stores.py."""
+without reopening the store; TLS (rediss://) with a verified certificate. The shared contract (same as
+memory and SQLite) is in test_stores.py."""
 
 from __future__ import annotations
 
 import asyncio
+import shutil
+import ssl
+import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from conftest import free_port
 from redis_server import RedisServer
 
 from loopwire.store.base import StoredResponse, StoreUnavailable
@@ -259,3 +264,58 @@ async def test_a_stopped_redis_refuses_fast_and_a_restart_on_the_same_data_heals
         assert [r.id for r in await store.chain("c", "alice") or []] == ["a", "b", "c"]
     finally:
         await store.aclose()
+
+
+# -- TLS ---------------------------------------------------------------------------------------------------
+
+
+def make_certificates(directory: Path) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a server certificate for 127.0.0.1 signed by it: (ca, cert, key)."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is not installed: `make test` installs it (apt-get install -y openssl)")
+    directory.mkdir(parents=True, exist_ok=True)
+    ca, ca_key = directory / "ca.crt", directory / "ca.key"
+    cert, key, csr = directory / "server.crt", directory / "server.key", directory / "server.csr"
+    extensions = directory / "san.cnf"
+    extensions.write_text("subjectAltName=IP:127.0.0.1\n")
+    for args in (
+        ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca, "-days", "1",
+         "-subj", "/CN=loopwire test CA"],
+        ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj", "/CN=127.0.0.1"],
+        ["x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-out", cert,
+         "-days", "1", "-extfile", extensions],
+    ):  # fmt: skip
+        subprocess.run([openssl, *map(str, args)], check=True, capture_output=True)
+    return ca, cert, key
+
+
+async def test_rediss_verifies_the_server_certificate(tmp_path: Path) -> None:
+    ca, cert, key = make_certificates(tmp_path / "tls")
+    tls_port = free_port()
+    tls = (
+        "--tls-port", str(tls_port),
+        "--tls-cert-file", str(cert),
+        "--tls-key-file", str(key),
+        "--tls-ca-cert-file", str(ca),
+        "--tls-auth-clients", "no",
+    )  # fmt: skip
+    server = RedisServer(tmp_path / "redis", extra=tls).start()
+    trusted = make(f"rediss://127.0.0.1:{tls_port}/0?ssl_cert_reqs=required&ssl_ca_certs={ca}")
+    untrusted = make(f"rediss://127.0.0.1:{tls_port}/0?ssl_cert_reqs=required")
+    try:
+        await trusted.put(rec("a"))
+        await trusted.put(rec("b", "a"))
+        assert [r.id for r in await trusted.chain("b", "alice") or []] == ["a", "b"]
+        with pytest.raises(StoreUnavailable) as refused:
+            await untrusted.get("a", "alice")  # a server it cannot verify is refused, not trusted
+        causes = []
+        error: BaseException | None = refused.value
+        while error is not None:
+            causes.append(error)
+            error = error.__cause__ or error.__context__
+        assert any(isinstance(cause, ssl.SSLCertVerificationError) for cause in causes), causes
+    finally:
+        await trusted.aclose()
+        await untrusted.aclose()
+        server.stop()
