@@ -128,6 +128,13 @@ def test_each_node_keeps_its_own_metrics(nodes: list[ServerProcess]) -> None:
     b.responses.create(model="sim", input="on B", store=False)
     after = metric_sum(a_node, "loopwire_turns_total"), metric_sum(b_node, "loopwire_turns_total")
     assert (after[0] - before[0], after[1] - before[1]) == (3, 1)
+    a.responses.retrieve(a.responses.create(model="sim", input="warm-up").id)  # scripts loaded in Redis
+    trips = [metric_sum(node, "loopwire_store_round_trips_total") for node in nodes]
+    stored = a.responses.create(model="sim", input="stored on A")  # one put
+    a.responses.retrieve(stored.id)  # one get
+    assert metric_sum(a_node, "loopwire_store_round_trips_total") - trips[0] == 2
+    assert metric_sum(b_node, "loopwire_store_round_trips_total") == trips[1]
+    assert metric_sum(a_node, "loopwire_store_up") == metric_sum(b_node, "loopwire_store_up") == 1
 
 
 # -- limits across nodes -----------------------------------------------------------------------------------

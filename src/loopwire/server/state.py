@@ -16,6 +16,7 @@ from ..session.budget import CacheBudget
 from ..session.connection import ConnectionState
 from ..session.limits import Limits
 from ..store.base import Store, StoreUnavailable
+from ..store.factory import redis_store_of
 from .admission import Admission, LocalAdmission, Ticket
 from .auth import ApiKeys
 from .metrics import Metrics
@@ -78,6 +79,10 @@ class ServerState:
         self.metrics.connections.set((), len(self.sessions))
         self.metrics.lanes.set((), sum(conn.cached_count for conn in self.sessions))
         self.metrics.cached_bytes.set((), self.budget.total)
+        shared = redis_store_of(self.store)
+        if shared is not None:
+            self.metrics.store_round_trips.set_total((), shared.round_trips)
+            self.metrics.store_up.set((), 1.0 if shared.available else 0.0)
         return self.metrics.render()
 
     async def aclose(self) -> None:
