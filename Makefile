@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-dev
 # Real servers the tests start themselves (COMMAND=Debian package), installed by `make test` when missing.
 SYSTEM_PACKAGES := redis-server=redis-server haproxy=haproxy openssl=openssl
 
-.PHONY: system-packages setup demo test lint bench bench-agent bench-quick bench-gateway bench-local fuzz soak serve clean
+.PHONY: system-packages setup demo test lint bench bench-agent bench-quick bench-gateway bench-local bench-store fuzz soak serve clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "loopwire needs Python 3.11+")'
@@ -52,6 +52,10 @@ bench-gateway: $(STAMP)
 
 bench-local: $(STAMP)
 	$(BIN)/python bench/local_kv.py --turns 1,10,30 --conversations 3
+
+# Redis vs SQLite as the store: chain resolution (N = 1..200) and put + get (needs redis-server).
+bench-store: $(STAMP) system-packages
+	$(BIN)/python bench/store_redis.py --lengths 1,10,50,200 --reps 200 --puts 1000
 
 bench-quick: $(STAMP)
 	$(BIN)/python bench/turn_latency.py --turns 50 --conversations 4 --output-bytes 6000

@@ -18,10 +18,12 @@ import openai
 import pytest
 import websockets
 from conftest import API_KEY, ServerProcess, keyed_post, make_async_client, make_client
-from redis_server import RedisServer
+from redis_server import RedisClusterProcesses, RedisServer
 
 
-def start_nodes(redis: RedisServer, directory: Path, count: int, *extra: str) -> list[ServerProcess]:
+def start_nodes(
+    redis: RedisServer | RedisClusterProcesses, directory: Path, count: int, *extra: str
+) -> list[ServerProcess]:
     nodes = [
         ServerProcess(redis.url, directory / f"node-{index}.log", tuple(extra)) for index in range(count)
     ]
@@ -249,6 +251,30 @@ async def test_a_store_true_turn_resumes_on_the_other_node_after_a_sigkill(
         b = make_client(b_node.base_url)
         follow = b.responses.create(model="sim", input="on B after A died", previous_response_id=previous)
         assert user_texts(b, follow.id) == [f"turn {i}" for i in range(5)] + ["on B after A died"]
+    finally:
+        a_node.stop()
+        b_node.stop()
+
+
+async def test_two_nodes_on_a_redis_cluster_share_chains_and_limits(
+    redis_cluster: RedisClusterProcesses, tmp_path: Path
+) -> None:
+    """The same on a three-master Redis Cluster: records, the token bucket and the leases all route by the
+    owner's hash tag."""
+    a_node, b_node = start_nodes(
+        redis_cluster,
+        tmp_path,
+        2,
+        "--limit", "max_connections_per_key=1",
+    )  # fmt: skip
+    try:
+        a, b = make_client(a_node.base_url), make_client(b_node.base_url)
+        first = a.responses.create(model="sim", input="on A, in the cluster")
+        second = b.responses.create(model="sim", input="on B", previous_response_id=first.id)
+        assert user_texts(a, second.id) == ["on A, in the cluster", "on B"]
+        key = f"cluster-{time.time_ns()}"
+        async with websockets.connect(ws_url(a_node), additional_headers={"Authorization": f"Bearer {key}"}):
+            assert await refused(b_node, key) == 429
     finally:
         a_node.stop()
         b_node.stop()
