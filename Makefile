@@ -8,7 +8,10 @@ STAMP := $(VENV)/.installed-dev
 # The demo's lighter install: loopwire, the openai SDK and matplotlib; no torch, no test tools.
 DEMO_STAMP := $(VENV)/.installed-demo
 
-.PHONY: setup demo test lint bench bench-agent bench-quick bench-gateway bench-local fuzz soak serve clean
+# Real servers the tests start themselves (COMMAND=Debian package), installed by `make test` when missing.
+SYSTEM_PACKAGES := redis-server=redis-server haproxy=haproxy openssl=openssl
+
+.PHONY: system-packages setup demo test lint bench bench-agent bench-quick bench-gateway bench-local bench-redis fuzz soak serve clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "loopwire needs Python 3.11+")'
@@ -21,7 +24,7 @@ $(DEMO_STAMP): pyproject.toml | $(BIN)/python
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e ".[dev,local]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,local,redis]"
 	@touch $(STAMP)
 
 setup: $(STAMP)
@@ -30,7 +33,10 @@ demo: $(DEMO_STAMP)
 	$(BIN)/python examples/run_demo.py
 	$(BIN)/loopwire bench --quick --out bench/results/quick
 
-test: $(STAMP)
+system-packages:
+	@bash scripts/system-packages.sh $(SYSTEM_PACKAGES)
+
+test: $(STAMP) system-packages
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
@@ -54,6 +60,10 @@ bench-gateway: $(STAMP)
 
 bench-local: $(STAMP)
 	$(BIN)/loopwire bench local --turns 1,10,30 --conversations 3
+
+# Redis vs SQLite as the store: chain resolution (N = 1..200) and put + get (needs redis-server).
+bench-redis: $(STAMP) system-packages
+	$(BIN)/loopwire bench redis --lengths 1,10,50,200 --reps 200 --puts 1000
 
 bench-quick: $(STAMP)
 	$(BIN)/loopwire bench turns --turns 50 --conversations 4 --output-bytes 6000
