@@ -5,8 +5,16 @@ TORCH ?= torch==2.13.0
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
+# The real clients the suite drives: openai and openai-agents are pinned in pyproject.toml (dev extra),
+# the Codex CLI here. `make test-latest` runs the same client tests against the newest releases of all three.
+CODEX_VERSION ?= 0.171.0
+NODE_TOOLS := .tools/node
+LATEST_VENV := .venv-latest
+LATEST_BIN := $(LATEST_VENV)/bin
+CLIENT_TESTS := tests/test_codex_cli.py tests/test_agents_sdk.py tests/test_sdk_websocket.py tests/test_sdk_http.py
 
-.PHONY: setup demo test lint bench bench-agent bench-quick bench-gateway bench-local fuzz soak serve clean
+.PHONY: setup demo test test-latest codex lint bench bench-agent bench-quick bench-gateway bench-local fuzz soak \
+	serve clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "loopwire needs Python 3.11+")'
@@ -22,8 +30,38 @@ demo: $(STAMP)
 	$(BIN)/python examples/run_demo.py
 	$(BIN)/loopwire bench --quick --out bench/results/quick
 
-test: $(STAMP)
-	$(BIN)/python -m pytest
+# Codex CLI $(1) from npm into $(NODE_TOOLS)/codex-$(1), once (a stamp marks a complete install); without npm
+# nothing is installed and the Codex tests skip, saying so.
+define install_codex
+	@if [ -f $(NODE_TOOLS)/codex-$(1)/.installed ]; then :; \
+	elif ! command -v npm >/dev/null 2>&1; then \
+		echo "npm is not on this machine: Codex CLI $(1) is not installed and its tests will be skipped"; \
+	else \
+		echo "installing Codex CLI $(1) into $(NODE_TOOLS)/codex-$(1)"; \
+		rm -rf $(NODE_TOOLS)/codex-$(1) && mkdir -p $(NODE_TOOLS)/codex-$(1) && \
+		npm install --prefix $(NODE_TOOLS)/codex-$(1) --no-audit --no-fund --no-save --loglevel=error \
+			@openai/codex@$(1) && touch $(NODE_TOOLS)/codex-$(1)/.installed; \
+	fi
+endef
+
+codex:
+	$(call install_codex,$(CODEX_VERSION))
+
+test: $(STAMP) codex
+	LOOPWIRE_CODEX_VERSION=$(CODEX_VERSION) $(BIN)/python -m pytest
+
+# The client tests against the newest openai, openai-agents and Codex releases, in a venv of their own so the
+# pinned suite is untouched. Not part of CI: a failure here is the next client change, found before a user.
+test-latest: $(STAMP)
+	@test -x $(LATEST_BIN)/python || $(PYTHON) -m venv $(LATEST_VENV)
+	$(LATEST_BIN)/python -m pip install --quiet --upgrade pip
+	$(LATEST_BIN)/python -m pip install --quiet -e ".[dev]"
+	$(LATEST_BIN)/python -m pip install --quiet --upgrade "openai[realtime]" openai-agents
+	@$(LATEST_BIN)/python -m pip list 2>/dev/null | grep -E "^(openai|openai-agents) "
+	@codex=none; if command -v npm >/dev/null 2>&1; then codex=$$(npm view @openai/codex version); fi; \
+	if [ "$$codex" != none ]; then $(MAKE) --no-print-directory codex CODEX_VERSION=$$codex; fi; \
+	echo "Codex CLI: $$codex"; \
+	LOOPWIRE_CODEX_VERSION=$$codex $(LATEST_BIN)/python -m pytest $(CLIENT_TESTS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench examples
@@ -61,4 +99,4 @@ serve: $(STAMP)
 	$(BIN)/loopwire serve
 
 clean:
-	rm -rf $(VENV) .loopwire .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(LATEST_VENV) .tools .loopwire .pytest_cache .mypy_cache .ruff_cache
