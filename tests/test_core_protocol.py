@@ -41,6 +41,7 @@ from loopwire.protocol.request import (
     peek_stream_id,
 )
 from loopwire.protocol.response import Response
+from loopwire.protocol.tools import FunctionTool, parse_tools
 
 
 def body(**fields: object) -> bytes:
@@ -99,7 +100,8 @@ def test_http_create_valid_full_body() -> None:
     second = request.input[1]
     assert isinstance(second, Message) and second.phase == "final"
     assert second.content == [OutputText(text="yo")]
-    assert request.tools is not None and request.tools[0].name == "f"
+    assert request.tools is not None
+    assert parse_tools(request.tools).tools[0] == FunctionTool(name="f", parameters={"type": "object"})
     assert request.metadata == {"k": "v"}
 
 

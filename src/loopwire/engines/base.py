@@ -11,20 +11,29 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from ..protocol.context import Context
 
+ToolKind = Literal["function", "custom"]
+
 
 @dataclass(frozen=True, slots=True)
 class ToolSpec:
-    """A function tool the model may call."""
+    """A tool the model may call: a function (JSON arguments per `parameters`) or a custom tool (freeform
+    text input, optionally constrained by the grammar `format`), on its own or inside a `namespace`."""
 
     name: str
     description: str | None = None
     parameters: dict[str, Any] | None = None
     strict: bool | None = None
+    kind: ToolKind = "function"
+    namespace: str | None = None
+    format: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class NamedToolChoice:
+    """The model must call this tool (`kind` tells a function from a custom tool of the same name)."""
+
     name: str
+    kind: ToolKind = "function"
 
 
 ToolChoice = Literal["auto", "none", "required"] | NamedToolChoice
@@ -64,6 +73,13 @@ class EngineRequest:
     cache_key: str = ""
     store: bool = True
     metadata: dict[str, str] = field(default_factory=dict)
+    sent_tools: tuple[bytes, ...] = ()
+    """Every tool as the client sent it (JSON), hosted and unknown ones included: an engine in front of
+    another Responses server passes these on; the others run only `tools`."""
+    reasoning: dict[str, Any] | None = None
+    include: tuple[str, ...] = ()
+    text_format: dict[str, Any] | None = None
+    """`text.format` when it is not plain text (`json_schema` or `json_object`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,15 +89,33 @@ class TextDelta:
 
 @dataclass(frozen=True, slots=True)
 class ToolCallStart:
-    """A new function call begins; argument deltas follow until the next start or the finish."""
+    """A new tool call begins; argument deltas (a custom tool's input text) follow until the next start or
+    the finish. `namespace` names the namespace the tool was offered in."""
 
     call_id: str
     name: str
+    kind: ToolKind = "function"
+    namespace: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class ToolArgumentsDelta:
     delta: str
+
+
+ReasoningPart = Literal["summary", "text"]
+
+
+@dataclass(frozen=True, slots=True)
+class ReasoningDelta:
+    """The model's thinking: `text` (its raw reasoning) or a `summary` of it. Consecutive reasoning deltas
+    form one reasoning item; a new `summary_index` starts a new summary part. `encrypted_content`, when an
+    engine has it (an upstream's opaque blob), is carried onto the item as is."""
+
+    delta: str
+    part: ReasoningPart = "text"
+    summary_index: int = 0
+    encrypted_content: str | None = None
 
 
 @dataclass(slots=True)
@@ -106,7 +140,7 @@ class Finished:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-EngineDelta = TextDelta | ToolCallStart | ToolArgumentsDelta | Finished
+EngineDelta = TextDelta | ToolCallStart | ToolArgumentsDelta | ReasoningDelta | Finished
 
 
 class EngineError(Exception):
@@ -138,3 +172,9 @@ class UpstreamTokenCounter(Protocol):
     `Engine.count_tokens`, synchronous, is the estimate used otherwise)."""
 
     async def count_input_tokens(self, request: EngineRequest) -> int: ...
+
+
+def runs_hosted_tools(engine: Engine) -> bool:
+    """Whether the engine hands hosted tools (web_search, mcp, ...) to something that runs them (an
+    engine sets `runs_hosted_tools = True`); other engines never offer them to the model."""
+    return bool(getattr(engine, "runs_hosted_tools", False))

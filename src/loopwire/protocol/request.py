@@ -5,27 +5,19 @@ Owns decoding bytes into typed requests and naming what is wrong with them; does
 
 from __future__ import annotations
 
-import re
 from typing import Any, TypeVar
 
 import msgspec
 
-from .errors import ProtocolError, invalid_request
+from .errors import ProtocolError, invalid_request, validation_error
 from .items import InputItem
-
-
-class FunctionTool(msgspec.Struct, tag_field="type", tag="function"):
-    name: str
-    parameters: dict[str, Any] | None = None
-    description: str | None = None
-    strict: bool | None = None
 
 
 class CreateRequest(msgspec.Struct, kw_only=True):
     model: str | None = None
     input: str | list[InputItem] | None = None
     instructions: str | None = None
-    tools: list[FunctionTool] | None = None
+    tools: list[msgspec.Raw] | None = None
     tool_choice: str | dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
     previous_response_id: str | None = None
@@ -76,23 +68,6 @@ _ws_decoder = msgspec.json.Decoder(WsCreateEvent | _NeverSent)
 _compact_decoder = msgspec.json.Decoder(CompactRequest)
 _loose_decoder = msgspec.json.Decoder()
 
-_PATH = re.compile(r" - at `\$\.?(.*)`$")
-
-
-def _param_of(error: msgspec.ValidationError) -> tuple[str, str | None]:
-    text = str(error)
-    match = _PATH.search(text)
-    if match is None:
-        return text, None
-    return text[: match.start()], match.group(1) or None
-
-
-def _validation_error(error: msgspec.ValidationError) -> ProtocolError:
-    message, param = _param_of(error)
-    if param is None:
-        return invalid_request(f"Invalid request body: {message}.", code="invalid_type")
-    return invalid_request(f"Invalid value for '{param}': {message}.", param=param, code="invalid_type")
-
 
 def _with_message_types(obj: Any) -> Any:
     """Messages may omit `"type": "message"`; add it so the tagged union can decode them."""
@@ -118,12 +93,12 @@ def _decode(decoder: msgspec.json.Decoder[T], data: bytes | str, kind: type[T]) 
     except msgspec.ValidationError as first:
         # The only lenient case: message items written without a type. Retry once on the loose shape.
         if "missing required field `type`" not in str(first):
-            raise _validation_error(first) from None
+            raise validation_error(first) from None
         try:
             loose = _with_message_types(_loose_decoder.decode(data))
-            return msgspec.convert(loose, kind)
+            return decoder.decode(msgspec.json.encode(loose))  # not convert(): tools stay msgspec.Raw
         except msgspec.ValidationError as second:
-            raise _validation_error(second) from None
+            raise validation_error(second) from None
         except msgspec.DecodeError as error:
             raise _invalid_json(error) from None
     except msgspec.DecodeError as error:

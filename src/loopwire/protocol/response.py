@@ -10,7 +10,6 @@ from typing import Any
 import msgspec
 
 from .items import OutputItem
-from .request import FunctionTool
 
 DEFAULT_TEXT: dict[str, Any] = {"format": {"type": "text"}, "verbosity": "medium"}
 DEFAULT_REASONING: dict[str, Any] = {"effort": None, "summary": None}
@@ -75,7 +74,7 @@ class Response(msgspec.Struct, kw_only=True):
     parallel_tool_calls: bool = True
     temperature: float | None = 1.0
     tool_choice: str | dict[str, Any] = "auto"
-    tools: list[FunctionTool] = msgspec.field(default_factory=list)
+    tools: list[msgspec.Raw] = msgspec.field(default_factory=list)
     top_p: float | None = 1.0
     previous_response_id: str | None = None
     store: bool = True

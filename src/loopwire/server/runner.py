@@ -13,7 +13,14 @@ from typing import Any, Protocol
 
 import msgspec
 
-from ..engines.base import EngineDelta, EngineError, Finished, TextDelta, ToolArgumentsDelta
+from ..engines.base import (
+    EngineDelta,
+    EngineError,
+    Finished,
+    TextDelta,
+    ToolArgumentsDelta,
+    runs_hosted_tools,
+)
 from ..protocol import ids
 from ..protocol.context import EMPTY_CONTEXT
 from ..protocol.errors import ProtocolError, previous_response_not_found, store_unavailable
@@ -224,6 +231,7 @@ async def run_turn(
             response_id=ids.response_id(),
             now=int(time.time()),
             generate=generate,
+            runs_hosted_tools=runs_hosted_tools(state.engine),
         )
     except ProtocolError as error:
         if conn.evict_after_failure(previous_id, lane):

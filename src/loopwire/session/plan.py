@@ -23,6 +23,7 @@ from ..protocol.items import (
 )
 from ..protocol.request import CreateRequest
 from ..protocol.response import DEFAULT_REASONING, DEFAULT_TEXT, Response
+from ..protocol.tools import HOSTED_TOOLS, CustomTool, FunctionTool, NamespaceTool, ToolSet, parse_tools
 from .cache import CachedResponse, missing_call_ids
 from .limits import Limits
 
@@ -96,23 +97,63 @@ def _validate_metadata(metadata: dict[str, str] | None, limits: Limits) -> None:
             )
 
 
-def tool_choice_of(request: CreateRequest, tools: tuple[ToolSpec, ...]) -> ToolChoice:
+_CHOICE_HELP = (
+    "'tool_choice' must be 'auto', 'none', 'required', {\"type\": \"function\" | \"custom\", \"name\": ...}, "
+    '{"type": "allowed_tools", ...} or a tool type in \'tools\'.'
+)
+
+
+def tool_choice_of(
+    request: CreateRequest, tools: tuple[ToolSpec, ...], sent: ToolSet, *, runs_hosted: bool
+) -> tuple[ToolChoice, tuple[ToolSpec, ...]]:
+    """The engine's tool choice and the tools it offers (`allowed_tools` narrows them). A choice that
+    forces a hosted tool is passed on by an engine that runs hosted tools and refused by the others."""
     choice = request.tool_choice
     if choice is None or choice == "auto":
-        return "auto"
+        return "auto", tools
     if choice in ("none", "required"):
-        return "none" if choice == "none" else "required"
-    if isinstance(choice, dict) and choice.get("type") == "function":
+        return ("none" if choice == "none" else "required"), tools
+    if not isinstance(choice, dict) or not isinstance(choice.get("type"), str):
+        raise invalid_request(_CHOICE_HELP, param="tool_choice")
+    kind = choice["type"]
+    if kind in ("function", "custom"):
         name = choice.get("name")
-        if not isinstance(name, str) or name not in {tool.name for tool in tools}:
+        if not isinstance(name, str) or not any(t.name == name and t.kind == kind for t in tools):
             raise invalid_request(
-                f"tool_choice names function {name!r}, which is not in 'tools'.", param="tool_choice"
+                f"tool_choice names {kind} tool {name!r}, which is not in 'tools'.", param="tool_choice"
             )
-        return NamedToolChoice(name)
-    raise invalid_request(
-        "'tool_choice' must be 'auto', 'none', 'required' or {\"type\": \"function\", \"name\": ...}.",
-        param="tool_choice",
-    )
+        return NamedToolChoice(name, kind), tools
+    if kind == "allowed_tools":
+        return _allowed_tools(choice, tools)
+    if runs_hosted:
+        return "auto", tools  # the engine passes the client's own tool_choice on
+    if kind in sent.types() or kind in HOSTED_TOOLS or kind in ("mcp", "shell", "apply_patch"):
+        raise invalid_request(
+            f"tool_choice forces the hosted tool '{kind}', which this server's engine cannot run.",
+            param="tool_choice.type",
+            code="unsupported_parameter",
+        )
+    raise invalid_request(_CHOICE_HELP, param="tool_choice.type")
+
+
+def _allowed_tools(
+    choice: dict[str, Any], tools: tuple[ToolSpec, ...]
+) -> tuple[ToolChoice, tuple[ToolSpec, ...]]:
+    mode = choice.get("mode", "auto")
+    listed = choice.get("tools")
+    if mode not in ("auto", "required"):
+        raise invalid_request("'tool_choice.mode' must be 'auto' or 'required'.", param="tool_choice.mode")
+    if not isinstance(listed, list) or not all(isinstance(entry, dict) for entry in listed):
+        raise invalid_request(
+            "'tool_choice.tools' must be a list of tool objects.", param="tool_choice.tools"
+        )
+    names = {
+        (entry.get("type"), entry.get("name"))
+        for entry in listed
+        if entry.get("type") in ("function", "custom")
+    }
+    allowed = tuple(tool for tool in tools if (tool.kind, tool.name) in names)
+    return ("required" if mode == "required" and allowed else "auto"), allowed
 
 
 def _input_items(request: CreateRequest) -> list[InputItem]:
@@ -167,10 +208,22 @@ def _prepare_items(items: list[InputItem], base: Context) -> list[InputItem]:
     return prepared
 
 
-def _tools_of(request: CreateRequest) -> tuple[ToolSpec, ...]:
-    if not request.tools:
-        return ()
-    return tuple(ToolSpec(t.name, t.description, t.parameters, t.strict) for t in request.tools)
+def specs_of(tools: ToolSet) -> tuple[ToolSpec, ...]:
+    """What a model can run: function and custom tools, and those inside namespaces, in the order sent.
+    Hosted and unknown tools are not among them."""
+    specs: list[ToolSpec] = []
+    for tool in tools.tools:
+        if isinstance(tool, FunctionTool | CustomTool):
+            specs.append(_spec(tool, None))
+        elif isinstance(tool, NamespaceTool):
+            specs.extend(_spec(member, tool.name) for member in tool.tools)
+    return tuple(specs)
+
+
+def _spec(tool: FunctionTool | CustomTool, namespace: str | None) -> ToolSpec:
+    if isinstance(tool, FunctionTool):
+        return ToolSpec(tool.name, tool.description, tool.parameters, tool.strict, namespace=namespace)
+    return ToolSpec(tool.name, tool.description, kind="custom", namespace=namespace, format=tool.format)
 
 
 def plan_turn(
@@ -182,13 +235,14 @@ def plan_turn(
     response_id: str,
     now: int,
     generate: bool = True,
+    runs_hosted_tools: bool = False,
 ) -> TurnPlan:
     """Build the turn. Raises ProtocolError for input that cannot continue `parent`."""
+    sent = parse_tools(request.tools)
+    choice, tools = tool_choice_of(request, specs_of(sent), sent, runs_hosted=runs_hosted_tools)
     base = parent.context if parent is not None else EMPTY_CONTEXT
     new_items = _prepare_items(_input_items(request), base)
     context = base.extend(new_items)
-    tools = _tools_of(request)
-    choice = tool_choice_of(request, tools)
     store = True if request.store is None else request.store
     prefix = parent.render if parent is not None else None
     engine_request = EngineRequest(
@@ -207,6 +261,10 @@ def plan_turn(
         cache_key=request.prompt_cache_key or f"{owner}/{lane}",
         store=store,
         metadata=request.metadata or {},
+        sent_tools=tuple(bytes(raw) for raw in sent.echo),
+        reasoning=request.reasoning,
+        include=tuple(request.include or ()),
+        text_format=_structured_format(request.text),
     )
     response = Response(
         id=response_id,
@@ -218,7 +276,7 @@ def plan_turn(
         parallel_tool_calls=engine_request.parallel_tool_calls,
         temperature=1.0 if request.temperature is None else request.temperature,
         tool_choice=_echo_choice(request.tool_choice),
-        tools=list(request.tools or ()),
+        tools=sent.echo,
         top_p=1.0 if request.top_p is None else request.top_p,
         previous_response_id=request.previous_response_id,
         store=store,
@@ -236,6 +294,13 @@ def plan_turn(
         user=request.user,
     )
     return TurnPlan(response, lane, owner, parent, new_items, context, engine_request, store, generate)
+
+
+def _structured_format(text: dict[str, Any] | None) -> dict[str, Any] | None:
+    fmt = text.get("format") if text else None
+    if isinstance(fmt, dict) and fmt.get("type") not in (None, "text"):
+        return fmt
+    return None
 
 
 def _echo_choice(choice: str | dict[str, Any] | None) -> str | dict[str, Any]:
