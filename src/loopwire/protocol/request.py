@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from .errors import ProtocolError, invalid_request, validation_error
-from .items import InputItem
+from .items import InputItem, decode_item
 
 
 class CreateRequest(msgspec.Struct, kw_only=True):
@@ -62,22 +62,61 @@ class CompactRequest(msgspec.Struct, kw_only=True):
 
 
 T = TypeVar("T")
-
-_http_decoder = msgspec.json.Decoder(CreateRequest)
-_ws_decoder = msgspec.json.Decoder(WsCreateEvent | _NeverSent)
-_compact_decoder = msgspec.json.Decoder(CompactRequest)
-_loose_decoder = msgspec.json.Decoder()
+RAW_INPUT = str | list[msgspec.Raw] | None
 
 
-def _with_message_types(obj: Any) -> Any:
-    """Messages may omit `"type": "message"`; add it so the tagged union can decode them."""
-    if isinstance(obj, dict):
-        items = obj.get("input")
-        if isinstance(items, list):
-            for item in items:
-                if isinstance(item, dict) and "type" not in item and "role" in item:
-                    item["type"] = "message"
-    return obj
+def _wire(cls: type[msgspec.Struct], **config: Any) -> Any:
+    """`cls` with its `input` left as raw items: each is then decoded on its own, keeping the JSON it was
+    sent as (fields this server does not model survive), and a bad one is named by its index."""
+    fields: list[tuple[str, Any] | tuple[str, Any, Any]] = []
+    for field in msgspec.structs.fields(cls):
+        kind = RAW_INPUT if field.name == "input" else field.type
+        if field.default is not msgspec.NODEFAULT:
+            fields.append((field.name, kind, field.default))
+        elif field.default_factory is not msgspec.NODEFAULT:
+            fields.append((field.name, kind, msgspec.field(default_factory=field.default_factory)))
+        else:
+            fields.append((field.name, kind))
+    return msgspec.defstruct("Wire" + cls.__name__, fields, kw_only=True, **config)
+
+
+_WireCreate = _wire(CreateRequest)
+_WireWsCreate = _wire(WsCreateEvent, tag_field="type", tag="response.create")
+_WireCompact = _wire(CompactRequest)
+_http_decoder = msgspec.json.Decoder(_WireCreate)
+_ws_decoder = msgspec.json.Decoder(_WireWsCreate | _NeverSent)
+_compact_decoder = msgspec.json.Decoder(_WireCompact)
+_item_peek = msgspec.json.Decoder(dict[str, Any])
+
+
+def decode_input(raws: list[msgspec.Raw]) -> list[InputItem]:
+    """Each raw item typed; a message may omit `"type": "message"`. Raises ProtocolError naming the
+    item and field (`input[2].type` for a type no version of the API defines)."""
+    items: list[InputItem] = []
+    for index, raw in enumerate(raws):
+        try:
+            items.append(decode_item(raw))
+        except msgspec.ValidationError as error:
+            if "missing required field `type`" not in str(error):
+                raise validation_error(error, f"input[{index}]") from None
+            items.append(_untyped_message(raw, index))
+        except msgspec.DecodeError as error:
+            raise _invalid_json(error) from None
+    return items
+
+
+def _untyped_message(raw: msgspec.Raw, index: int) -> InputItem:
+    body = _item_peek.decode(raw)
+    if "role" not in body:
+        raise invalid_request(
+            f"Missing required parameter: 'input[{index}].type'.",
+            param=f"input[{index}].type",
+            code="missing_required_parameter",
+        )
+    try:
+        return decode_item(msgspec.json.encode({"type": "message", **body}))
+    except msgspec.ValidationError as error:
+        raise validation_error(error, f"input[{index}]") from None
 
 
 def _invalid_json(error: msgspec.DecodeError) -> ProtocolError:
@@ -86,31 +125,35 @@ def _invalid_json(error: msgspec.DecodeError) -> ProtocolError:
     )
 
 
-def _decode(decoder: msgspec.json.Decoder[T], data: bytes | str, kind: type[T]) -> T:
-    # ValidationError subclasses DecodeError, so it must be caught first, here and below.
+def _decode(decoder: msgspec.json.Decoder[Any], data: bytes | str) -> Any:
+    # ValidationError subclasses DecodeError, so it must be caught first.
     try:
         return decoder.decode(data)
-    except msgspec.ValidationError as first:
-        # The only lenient case: message items written without a type. Retry once on the loose shape.
-        if "missing required field `type`" not in str(first):
-            raise validation_error(first) from None
-        try:
-            loose = _with_message_types(_loose_decoder.decode(data))
-            return decoder.decode(msgspec.json.encode(loose))  # not convert(): tools stay msgspec.Raw
-        except msgspec.ValidationError as second:
-            raise validation_error(second) from None
-        except msgspec.DecodeError as error:
-            raise _invalid_json(error) from None
+    except msgspec.ValidationError as error:
+        try:  # a body that is not JSON at all says so, whatever msgspec met first
+            _item_peek.decode(data)
+        except msgspec.ValidationError:
+            pass
+        except msgspec.DecodeError as not_json:
+            raise _invalid_json(not_json) from None
+        raise validation_error(error) from None
     except msgspec.DecodeError as error:
         raise _invalid_json(error) from None
 
 
+def _typed(wire: Any, cls: type[T]) -> T:
+    fields = msgspec.structs.asdict(wire)
+    if isinstance(wire.input, list):
+        fields["input"] = decode_input(wire.input)
+    return cls(**fields)
+
+
 def decode_http_create(body: bytes) -> CreateRequest:
-    return _decode(_http_decoder, body, CreateRequest)
+    return _typed(_decode(_http_decoder, body), CreateRequest)
 
 
 def decode_compact(body: bytes) -> CompactRequest:
-    return _decode(_compact_decoder, body, CompactRequest)
+    return _typed(_decode(_compact_decoder, body), CompactRequest)
 
 
 class UnknownClientEvent(ProtocolError):
@@ -131,7 +174,7 @@ def decode_ws_event(frame: bytes | str) -> WsCreateEvent:
     """Decode one client frame. Raises ProtocolError (UnknownClientEvent for a well-formed event of
     another type) with the event's stream_id attached when it can be read."""
     try:
-        event = _decode(_ws_decoder, frame, WsCreateEvent | _NeverSent)  # type: ignore[arg-type]
+        wire = _decode(_ws_decoder, frame)
     except ProtocolError as error:
         if error.code == "invalid_json":
             raise
@@ -153,9 +196,9 @@ def decode_ws_event(frame: bytes | str) -> WsCreateEvent:
             if event_type != "response.create":
                 raise UnknownClientEvent(event_type) from None
         raise
-    if not isinstance(event, WsCreateEvent):
+    if not isinstance(wire, _WireWsCreate):
         raise UnknownClientEvent("loopwire.never_sent")
-    return event
+    return _typed(wire, WsCreateEvent)
 
 
 def _envelope(frame: bytes | str) -> dict[str, Any] | None:

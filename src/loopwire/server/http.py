@@ -204,7 +204,7 @@ async def input_items(state: ServerState, send: Send, response_id: str, owner: s
     items: list[Any] = []
     for index, record in enumerate(chain):
         inputs, outputs = decode_stored_items(record)
-        items.extend(as_listed(item) for item in inputs)
+        items.extend(inputs)
         if index < len(chain) - 1:
             items.extend(outputs)
     if order == "desc":
@@ -218,7 +218,8 @@ async def input_items(state: ServerState, send: Send, response_id: str, owner: s
     page = items[start : start + limit]
     first = getattr(page[0], "id", None) if page else None
     last = getattr(page[-1], "id", None) if page else None
-    body = ItemList(data=page, first_id=first, last_id=last, has_more=start + limit < len(items))
+    listed = [as_listed(item) for item in page]
+    body = ItemList(data=listed, first_id=first, last_id=last, has_more=start + limit < len(items))
     await send_json(send, 200, encode(body))
 
 

@@ -25,7 +25,7 @@ from ..protocol import ids
 from ..protocol.context import EMPTY_CONTEXT
 from ..protocol.errors import ProtocolError, previous_response_not_found, store_unavailable
 from ..protocol.events import Event, encode
-from ..protocol.items import InputItem, OutputItem, approx_size
+from ..protocol.items import InputItem, OutputItem, approx_size, decode_item, decode_items, encode_items
 from ..protocol.request import CreateRequest
 from ..protocol.response import Response
 from ..session.cache import CachedResponse
@@ -76,15 +76,15 @@ class EventSink(Protocol):
 
 
 class _StoredOutput(msgspec.Struct):
-    output: list[OutputItem]
+    output: list[msgspec.Raw]
 
 
-_items_decoder = msgspec.json.Decoder(list[InputItem])
 _output_decoder = msgspec.json.Decoder(_StoredOutput)
 
 
 def decode_stored_items(record: StoredResponse) -> tuple[list[InputItem], list[OutputItem]]:
-    return _items_decoder.decode(record.input_items), _output_decoder.decode(record.response).output
+    outputs = [decode_item(raw) for raw in _output_decoder.decode(record.response).output]
+    return decode_items(record.input_items), outputs
 
 
 def _record(plan: TurnPlan, response_id: str, created_at: int, encoded: bytes) -> StoredResponse:
@@ -93,8 +93,10 @@ def _record(plan: TurnPlan, response_id: str, created_at: int, encoded: bytes) -
     parent = plan.parent
     if parent is None or parent.stored:
         link = parent.id if parent is not None else None
-        return StoredResponse(response_id, plan.owner, link, created_at, encode(plan.new_items), encoded)
-    return StoredResponse(response_id, plan.owner, None, created_at, encode(list(plan.context)), encoded)
+        return StoredResponse(
+            response_id, plan.owner, link, created_at, encode_items(plan.new_items), encoded
+        )
+    return StoredResponse(response_id, plan.owner, None, created_at, encode_items(plan.context), encoded)
 
 
 def merge_ready(batch: list[EngineDelta]) -> list[EngineDelta]:

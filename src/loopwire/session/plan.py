@@ -13,21 +13,21 @@ from ..protocol import ids
 from ..protocol.context import EMPTY_CONTEXT, Context
 from ..protocol.errors import invalid_request, missing_parameter
 from ..protocol.items import (
-    Compaction,
-    FunctionCall,
     FunctionCallOutput,
     InputItem,
     ItemReference,
+    McpApprovalResponse,
     Message,
-    Reasoning,
+    answered_call_id,
+    call_id_of,
+    item_type,
+    set_id,
 )
 from ..protocol.request import CreateRequest
 from ..protocol.response import DEFAULT_REASONING, DEFAULT_TEXT, Response
 from ..protocol.tools import HOSTED_TOOLS, CustomTool, FunctionTool, NamespaceTool, ToolSet, parse_tools
 from .cache import CachedResponse, missing_call_ids
 from .limits import Limits
-
-_ID_PREFIX = {Message: "msg", FunctionCall: "fc", FunctionCallOutput: "fco", Compaction: "cmp"}
 
 
 @dataclass(slots=True)
@@ -167,14 +167,26 @@ def _input_items(request: CreateRequest) -> list[InputItem]:
 def _find_item(context: Context, item_id: str) -> InputItem | None:
     for segment in context.reversed_segments():
         for item in segment:
-            if not isinstance(item, ItemReference) and item.id == item_id:
+            if not isinstance(item, ItemReference) and getattr(item, "id", None) == item_id:
                 return item
     return None
 
 
+_ID_PREFIX = {
+    "message": "msg",
+    "function_call": "fc",
+    "function_call_output": "fco",
+    "custom_tool_call": "ctc",
+    "custom_tool_call_output": "ctco",
+    "reasoning": "rs",
+    "compaction": "cmp",
+}
+
+
 def _prepare_items(items: list[InputItem], base: Context) -> list[InputItem]:
-    """Resolve item references, give every item an id, and check that each function_call_output
-    answers a call issued earlier in the context or in this input."""
+    """Resolve item references, give every item an id, and check that each tool output (function,
+    custom, shell, patch, computer, ... and MCP approval responses) answers a call issued earlier in the
+    context or in this input."""
     prepared: list[InputItem] = []
     issued: set[str] = set()
     answered: dict[str, int] = {}
@@ -187,23 +199,29 @@ def _prepare_items(items: list[InputItem], base: Context) -> list[InputItem]:
                 )
             prepared.append(found)
             continue
-        if isinstance(item, Reasoning):
-            prepared.append(item)
-            continue
-        if item.id is None:
-            item.id = ids.new_id(_ID_PREFIX[type(item)])
-        if isinstance(item, FunctionCall):
-            issued.add(item.call_id)
-        elif isinstance(item, FunctionCallOutput) and item.call_id not in issued:
-            answered.setdefault(item.call_id, index)
+        if getattr(item, "id", "") is None:
+            kind = item_type(item)
+            set_id(item, ids.new_id(_ID_PREFIX.get(kind, "item")))
+        issues = call_id_of(item)
+        if issues is not None:
+            issued.add(issues)
+        answers = answered_call_id(item)
+        if answers is not None and answers not in issued:
+            answered.setdefault(answers, index)
         prepared.append(item)
     unknown = missing_call_ids(base, answered)
     if unknown:
         call_id = min(unknown, key=answered.__getitem__)
+        index = answered[call_id]
+        output = items[index]
+        if isinstance(output, FunctionCallOutput):
+            message, code = f"No tool call found for function call output with call_id {call_id}.", None
+        else:
+            message = f"No tool call found for {item_type(output)} with call_id {call_id}."
+            code = "invalid_tool_call_output"
+        field = "approval_request_id" if isinstance(output, McpApprovalResponse) else "call_id"
         raise invalid_request(
-            f"No tool call found for function call output with call_id {call_id}.",
-            param=f"input[{answered[call_id]}].call_id",
-            code="invalid_function_call_output",
+            message, param=f"input[{index}].{field}", code=code or "invalid_function_call_output"
         )
     return prepared
 

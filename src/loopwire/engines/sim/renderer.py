@@ -8,17 +8,20 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, assert_never
+from typing import Any
 
 from ...protocol.compaction import decode_summary
 from ...protocol.items import (
     Compaction,
+    CustomToolCall,
+    CustomToolCallOutput,
     FunctionCall,
     FunctionCallOutput,
     InputItem,
     ItemReference,
     Message,
     Reasoning,
+    item_type,
     text_of,
 )
 from ..base import ToolSpec
@@ -105,7 +108,17 @@ def item_pieces(item: InputItem) -> tuple[str, ...]:
         summary = decode_summary(item.encrypted_content)
         body = summary if summary is not None else "(an earlier part of the conversation was compacted)"
         return (IM_START + "system\n", "Summary of the conversation so far:\n", body, IM_END)
-    assert_never(item)
+    return _other_pieces(item)
+
+
+def _other_pieces(item: InputItem) -> tuple[str, ...]:
+    """Custom tool calls and outputs render like function calls; an item of a hosted tool (run by some
+    provider, not by this model) renders as its type and call id, so it costs a few tokens."""
+    if isinstance(item, CustomToolCall):
+        return function_call_pieces(item.name, item.input)
+    if isinstance(item, CustomToolCallOutput):
+        return (IM_START + "tool\n", "<tool_response>\n", text_of(item.output), "\n</tool_response>", IM_END)
+    return (f"<|{item_type(item)}|>", getattr(item, "call_id", None) or getattr(item, "id", None) or "", "\n")
 
 
 def _summary_text(summary: Sequence[Any]) -> str:
