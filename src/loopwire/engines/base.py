@@ -178,3 +178,14 @@ def runs_hosted_tools(engine: Engine) -> bool:
     """Whether the engine hands hosted tools (web_search, mcp, ...) to something that runs them (an
     engine sets `runs_hosted_tools = True`); other engines never offer them to the model."""
     return bool(getattr(engine, "runs_hosted_tools", False))
+
+
+def served_models(engine: Engine) -> tuple[str, ...]:
+    """The model names the engine lists on `GET /v1/models` (an engine sets `model_ids`)."""
+    return tuple(getattr(engine, "model_ids", ()))
+
+
+def accepts_any_model(engine: Engine) -> bool:
+    """Whether a request naming a model the engine does not list is still served (the sim engine, and a
+    gateway that sends the client's model name on), so `GET /v1/models/{id}` finds every id."""
+    return bool(getattr(engine, "accepts_any_model", False))

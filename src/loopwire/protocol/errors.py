@@ -41,7 +41,12 @@ class ProtocolError(Exception):
         return _encode({"error": self.error_object()})
 
     def ws_event(self, stream_id: str | None = None) -> bytes:
-        event: dict[str, Any] = {"type": "error", "status": self.status, "error": self.error_object()}
+        """The WebSocket `error` event: the HTTP status beside the error, whose `headers` carry what an
+        HTTP answer would have sent as headers (`retry-after`, ...)."""
+        error = self.error_object()
+        if self.headers:
+            error["headers"] = self.headers
+        event: dict[str, Any] = {"type": "error", "status": self.status, "error": error}
         if stream_id is not None:
             event["stream_id"] = stream_id
         return _encode(event)

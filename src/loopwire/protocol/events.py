@@ -9,7 +9,7 @@ from typing import Any
 
 import msgspec
 
-from .items import OutputItem, OutputText
+from .items import OutputItem, OutputText, ReasoningText, SummaryText
 from .response import Response
 
 
@@ -48,18 +48,24 @@ class OutputItemDone(Event, tag="response.output_item.done"):
     item: OutputItem
 
 
+class ResponseQueued(Event, tag="response.queued"):
+    """WebSocket mode: the turn waits behind the connection's in-flight cap (or its lane's FIFO)."""
+
+    response: Response | msgspec.Raw
+
+
 class ContentPartAdded(Event, tag="response.content_part.added"):
     item_id: str
     output_index: int
     content_index: int
-    part: OutputText
+    part: OutputText | ReasoningText
 
 
 class ContentPartDone(Event, tag="response.content_part.done"):
     item_id: str
     output_index: int
     content_index: int
-    part: OutputText
+    part: OutputText | ReasoningText
 
 
 class OutputTextDelta(Event, tag="response.output_text.delta"):
@@ -89,6 +95,60 @@ class FunctionCallArgumentsDone(Event, tag="response.function_call_arguments.don
     output_index: int
     name: str
     arguments: str
+
+
+class CustomToolCallInputDelta(Event, tag="response.custom_tool_call_input.delta"):
+    item_id: str
+    output_index: int
+    delta: str
+
+
+class CustomToolCallInputDone(Event, tag="response.custom_tool_call_input.done"):
+    item_id: str
+    output_index: int
+    input: str
+
+
+class ReasoningSummaryPartAdded(Event, tag="response.reasoning_summary_part.added"):
+    item_id: str
+    output_index: int
+    summary_index: int
+    part: SummaryText
+
+
+class ReasoningSummaryPartDone(Event, tag="response.reasoning_summary_part.done"):
+    item_id: str
+    output_index: int
+    summary_index: int
+    part: SummaryText
+
+
+class ReasoningSummaryTextDelta(Event, tag="response.reasoning_summary_text.delta"):
+    item_id: str
+    output_index: int
+    summary_index: int
+    delta: str
+
+
+class ReasoningSummaryTextDone(Event, tag="response.reasoning_summary_text.done"):
+    item_id: str
+    output_index: int
+    summary_index: int
+    text: str
+
+
+class ReasoningTextDelta(Event, tag="response.reasoning_text.delta"):
+    item_id: str
+    output_index: int
+    content_index: int
+    delta: str
+
+
+class ReasoningTextDone(Event, tag="response.reasoning_text.done"):
+    item_id: str
+    output_index: int
+    content_index: int
+    text: str
 
 
 class LoopwireTiming(Event, tag="loopwire.timing"):

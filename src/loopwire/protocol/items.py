@@ -40,6 +40,18 @@ class Refusal(msgspec.Struct, tag_field="type", tag="refusal"):
     refusal: str
 
 
+class SummaryText(msgspec.Struct, tag_field="type", tag="summary_text"):
+    """One part of a reasoning item's summary."""
+
+    text: str
+
+
+class ReasoningText(msgspec.Struct, tag_field="type", tag="reasoning_text"):
+    """A reasoning item's raw reasoning text."""
+
+    text: str
+
+
 ContentPart = InputText | InputImage | InputFile | OutputText | Refusal
 Role = Literal["user", "system", "developer", "assistant"]
 

@@ -108,6 +108,20 @@ class ItemList(msgspec.Struct):
     object: str = "list"
 
 
+class Model(msgspec.Struct):
+    """A model as `GET /v1/models` lists it (the SDK's `Model`)."""
+
+    id: str
+    created: int
+    owned_by: str = "loopwire"
+    object: str = "model"
+
+
+class ModelList(msgspec.Struct):
+    data: list[Model]
+    object: str = "list"
+
+
 class CompactedResponse(msgspec.Struct, kw_only=True):
     id: str
     object: str = "response.compaction"

@@ -15,12 +15,12 @@ from urllib.parse import parse_qs
 
 import msgspec
 
-from ..engines.base import UpstreamTokenCounter
+from ..engines.base import UpstreamTokenCounter, accepts_any_model, served_models
 from ..protocol.errors import ProtocolError, invalid_request, missing_parameter, response_not_found
 from ..protocol.events import Event, encode, event_type, sse_frame
 from ..protocol.items import as_listed
 from ..protocol.request import CreateRequest, decode_compact, decode_http_create
-from ..protocol.response import DeletedResponse, ItemList
+from ..protocol.response import DeletedResponse, ItemList, Model, ModelList
 from ..session.compact import compact_context
 from ..session.connection import DEFAULT_LANE, ConnectionState
 from ..session.plan import plan_turn, validate_fields
@@ -259,3 +259,19 @@ async def cancel(state: ServerState, send: Send, response_id: str, owner: str) -
         param="response_id",
         code="not_cancellable",
     )
+
+
+async def models(state: ServerState, send: Send, model_id: str | None) -> None:
+    """`GET /v1/models` (what the engine serves) and `GET /v1/models/{id}`."""
+    created = int(state.started_at)
+    names = served_models(state.engine)
+    if model_id is None:
+        await send_json(
+            send, 200, encode(ModelList(data=[Model(id=name, created=created) for name in names]))
+        )
+        return
+    if model_id not in names and not accepts_any_model(state.engine):
+        raise ProtocolError(
+            404, f"The model '{model_id}' does not exist.", code="model_not_found", param="model"
+        )
+    await send_json(send, 200, encode(Model(id=model_id, created=created)))

@@ -243,7 +243,7 @@ async def run_turn(
         return None
 
     clock.planned = time.perf_counter()
-    turn = Turn(plan.response, stream_id)
+    turn = Turn(plan.response, stream_id, include=plan.engine_request.include)
     await sink.events(turn.opening(generate=generate))
     finished, events, failure = await _stream(state, plan, turn, sink, clock)
 

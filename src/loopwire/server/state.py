@@ -52,6 +52,8 @@ class ServerState:
     budget: CacheBudget = field(init=False)
     rate_limiter: RateLimiter | None = None
     connections_by_owner: dict[str, int] = field(default_factory=dict)
+    started_at: float = field(default_factory=time.time)
+    """Unix time the state was built (the `created` of the models it lists)."""
 
     def __post_init__(self) -> None:
         self.budget = CacheBudget(self.limits.cache_budget_bytes)

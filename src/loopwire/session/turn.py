@@ -7,11 +7,21 @@ from __future__ import annotations
 
 import msgspec
 
-from ..engines.base import EngineDelta, Finished, TextDelta, ToolArgumentsDelta, ToolCallStart
+from ..engines.base import (
+    EngineDelta,
+    Finished,
+    ReasoningDelta,
+    TextDelta,
+    ToolArgumentsDelta,
+    ToolCallStart,
+)
 from ..protocol import ids
+from ..protocol.compaction import encode_summary
 from ..protocol.events import (
     ContentPartAdded,
     ContentPartDone,
+    CustomToolCallInputDelta,
+    CustomToolCallInputDone,
     Event,
     FunctionCallArgumentsDelta,
     FunctionCallArgumentsDone,
@@ -20,6 +30,12 @@ from ..protocol.events import (
     OutputItemDone,
     OutputTextDelta,
     OutputTextDone,
+    ReasoningSummaryPartAdded,
+    ReasoningSummaryPartDone,
+    ReasoningSummaryTextDelta,
+    ReasoningSummaryTextDone,
+    ReasoningTextDelta,
+    ReasoningTextDone,
     ResponseCompleted,
     ResponseCreated,
     ResponseFailed,
@@ -27,7 +43,16 @@ from ..protocol.events import (
     ResponseInProgress,
     encode,
 )
-from ..protocol.items import FunctionCall, Message, OutputItem, OutputText
+from ..protocol.items import (
+    CustomToolCall,
+    FunctionCall,
+    Message,
+    OutputItem,
+    OutputText,
+    Reasoning,
+    ReasoningText,
+    SummaryText,
+)
 from ..protocol.response import IncompleteDetails, Response, response_error, usage_of
 
 _NO_LOGPROBS: list[object] = []
@@ -36,17 +61,30 @@ _NO_LOGPROBS: list[object] = []
 class Turn:
     """Feed it the engine's deltas in order; it returns the events to send for each."""
 
-    __slots__ = ("_args", "_call", "_message", "_seq", "_texts", "output", "response", "stream_id")
+    __slots__ = (
+        "_args",
+        "_call",
+        "_message",
+        "_reasoning",
+        "_seal_reasoning",
+        "_seq",
+        "_texts",
+        "output",
+        "response",
+        "stream_id",
+    )
 
-    def __init__(self, response: Response, stream_id: str | None) -> None:
+    def __init__(self, response: Response, stream_id: str | None, *, include: tuple[str, ...] = ()) -> None:
         self.response = response
         self.stream_id = stream_id
         self.output: list[OutputItem] = []
         self._seq = 0
         self._message: Message | None = None
         self._texts: list[str] = []
-        self._call: FunctionCall | None = None
+        self._call: FunctionCall | CustomToolCall | None = None
         self._args: list[str] = []
+        self._reasoning: _OpenReasoning | None = None
+        self._seal_reasoning = "reasoning.encrypted_content" in include
 
     def _next(self) -> int:
         seq = self._seq
@@ -71,6 +109,8 @@ class Turn:
             return self._arguments(delta.delta)
         if isinstance(delta, ToolCallStart):
             return self._start_call(delta)
+        if isinstance(delta, ReasoningDelta):
+            return self._reason(delta)
         raise TypeError(f"Turn.feed does not take {type(delta).__name__}; pass Finished to finish()")
 
     def _text(self, text: str) -> list[Event]:
@@ -111,15 +151,171 @@ class Turn:
         )
         return events
 
+    def _reason(self, delta: ReasoningDelta) -> list[Event]:
+        events: list[Event] = []
+        open_item = self._reasoning
+        if open_item is None:
+            events.extend(self._close_item())
+            open_item = self._reasoning = _OpenReasoning(ids.new_id("rs"))
+            events.append(
+                OutputItemAdded(
+                    sequence_number=self._next(),
+                    stream_id=self.stream_id,
+                    output_index=len(self.output),
+                    item=Reasoning(id=open_item.id, summary=[], status="in_progress"),
+                )
+            )
+        if delta.encrypted_content is not None:
+            open_item.encrypted_content = delta.encrypted_content
+        if not delta.delta:
+            return events
+        index = len(self.output)
+        if delta.part == "text":
+            if not open_item.started_text:
+                open_item.started_text = True
+                events.append(
+                    ContentPartAdded(
+                        sequence_number=self._next(),
+                        stream_id=self.stream_id,
+                        item_id=open_item.id,
+                        output_index=index,
+                        content_index=0,
+                        part=ReasoningText(text=""),
+                    )
+                )
+            open_item.text.append(delta.delta)
+            events.append(
+                ReasoningTextDelta(
+                    sequence_number=self._next(),
+                    stream_id=self.stream_id,
+                    item_id=open_item.id,
+                    output_index=index,
+                    content_index=0,
+                    delta=delta.delta,
+                )
+            )
+            return events
+        summary_index = delta.summary_index
+        while len(open_item.summaries) <= summary_index:
+            events.extend(self._close_summary_part(open_item, index))
+            open_item.summaries.append([])
+            events.append(
+                ReasoningSummaryPartAdded(
+                    sequence_number=self._next(),
+                    stream_id=self.stream_id,
+                    item_id=open_item.id,
+                    output_index=index,
+                    summary_index=len(open_item.summaries) - 1,
+                    part=SummaryText(text=""),
+                )
+            )
+        open_item.summaries[summary_index].append(delta.delta)
+        events.append(
+            ReasoningSummaryTextDelta(
+                sequence_number=self._next(),
+                stream_id=self.stream_id,
+                item_id=open_item.id,
+                output_index=index,
+                summary_index=summary_index,
+                delta=delta.delta,
+            )
+        )
+        return events
+
+    def _close_summary_part(self, open_item: _OpenReasoning, index: int) -> list[Event]:
+        """Done events of the newest summary part, when there is one not yet closed."""
+        if len(open_item.summaries) == open_item.closed_summaries:
+            return []
+        summary_index = len(open_item.summaries) - 1
+        text = "".join(open_item.summaries[summary_index])
+        open_item.closed_summaries += 1
+        return [
+            ReasoningSummaryTextDone(
+                sequence_number=self._next(),
+                stream_id=self.stream_id,
+                item_id=open_item.id,
+                output_index=index,
+                summary_index=summary_index,
+                text=text,
+            ),
+            ReasoningSummaryPartDone(
+                sequence_number=self._next(),
+                stream_id=self.stream_id,
+                item_id=open_item.id,
+                output_index=index,
+                summary_index=summary_index,
+                part=SummaryText(text=text),
+            ),
+        ]
+
+    def _close_reasoning(self, open_item: _OpenReasoning) -> list[Event]:
+        index = len(self.output)
+        events = self._close_summary_part(open_item, index)
+        text = "".join(open_item.text)
+        if open_item.started_text:
+            part = ReasoningText(text=text)
+            events.append(
+                ReasoningTextDone(
+                    sequence_number=self._next(),
+                    stream_id=self.stream_id,
+                    item_id=open_item.id,
+                    output_index=index,
+                    content_index=0,
+                    text=text,
+                )
+            )
+            events.append(
+                ContentPartDone(
+                    sequence_number=self._next(),
+                    stream_id=self.stream_id,
+                    item_id=open_item.id,
+                    output_index=index,
+                    content_index=0,
+                    part=part,
+                )
+            )
+        summary = [SummaryText(text="".join(pieces)) for pieces in open_item.summaries]
+        encrypted = open_item.encrypted_content
+        if encrypted is None and self._seal_reasoning:
+            encrypted = seal_reasoning(summary, text)
+        done = Reasoning(
+            id=open_item.id,
+            summary=summary,
+            encrypted_content=encrypted,
+            content=[ReasoningText(text=text)] if open_item.started_text else None,
+            status="completed",
+        )
+        self._reasoning = None
+        self.output.append(done)
+        events.append(
+            OutputItemDone(
+                sequence_number=self._next(), stream_id=self.stream_id, output_index=index, item=done
+            )
+        )
+        return events
+
     def _start_call(self, start: ToolCallStart) -> list[Event]:
         events = self._close_item()
-        call = self._call = FunctionCall(
-            call_id=start.call_id,
-            name=start.name,
-            arguments="",
-            id=ids.function_call_id(),
-            status="in_progress",
-        )
+        call: FunctionCall | CustomToolCall
+        if start.kind == "custom":
+            call = CustomToolCall(
+                call_id=start.call_id,
+                name=start.name,
+                input="",
+                id=ids.new_id("ctc"),
+                status="in_progress",
+                namespace=start.namespace,
+            )
+        else:
+            call = FunctionCall(
+                call_id=start.call_id,
+                name=start.name,
+                arguments="",
+                id=ids.function_call_id(),
+                status="in_progress",
+                namespace=start.namespace,
+            )
+        self._call = call
         events.append(
             OutputItemAdded(
                 sequence_number=self._next(),
@@ -135,6 +331,16 @@ class Turn:
         if call is None:
             raise ValueError("engine sent tool-call arguments before starting a call")
         self._args.append(delta)
+        if isinstance(call, CustomToolCall):
+            return [
+                CustomToolCallInputDelta(
+                    sequence_number=self._next(),
+                    stream_id=self.stream_id,
+                    item_id=call.id or "",
+                    output_index=len(self.output),
+                    delta=delta,
+                )
+            ]
         return [
             FunctionCallArgumentsDelta(
                 sequence_number=self._next(),
@@ -147,6 +353,8 @@ class Turn:
 
     def _close_item(self) -> list[Event]:
         index = len(self.output)
+        if self._reasoning is not None:
+            return self._close_reasoning(self._reasoning)
         if self._message is not None:
             item_id = self._message.id or ""
             text = "".join(self._texts)
@@ -177,12 +385,12 @@ class Turn:
                     sequence_number=self._next(), stream_id=self.stream_id, output_index=index, item=done
                 ),
             ]
+        if isinstance(self._call, CustomToolCall):
+            return self._close_custom_call(self._call, index)
         if self._call is not None:
             call = self._call
             arguments = "".join(self._args)
-            finished = FunctionCall(
-                call_id=call.call_id, name=call.name, arguments=arguments, id=call.id, status="completed"
-            )
+            finished = msgspec.structs.replace(call, arguments=arguments, status="completed")
             self._call = None
             self._args = []
             self.output.append(finished)
@@ -200,6 +408,25 @@ class Turn:
                 ),
             ]
         return []
+
+    def _close_custom_call(self, call: CustomToolCall, index: int) -> list[Event]:
+        text = "".join(self._args)
+        done = msgspec.structs.replace(call, input=text, status="completed")
+        self._call = None
+        self._args = []
+        self.output.append(done)
+        return [
+            CustomToolCallInputDone(
+                sequence_number=self._next(),
+                stream_id=self.stream_id,
+                item_id=call.id or "",
+                output_index=index,
+                input=text,
+            ),
+            OutputItemDone(
+                sequence_number=self._next(), stream_id=self.stream_id, output_index=index, item=done
+            ),
+        ]
 
     def finish(self, finished: Finished, now: int) -> tuple[list[Event], Response]:
         """Close any open item and build the final Response. The terminal event comes from
@@ -223,6 +450,7 @@ class Turn:
         """End the turn as failed; open items are closed as incomplete and dropped from the output."""
         self._message = None
         self._call = None
+        self._reasoning = None
         self.response = msgspec.structs.replace(
             self.response,
             status="failed",
@@ -248,3 +476,23 @@ class Turn:
         if status == "incomplete":
             return ResponseIncomplete(sequence_number=self._next(), stream_id=self.stream_id, response=raw)
         return ResponseFailed(sequence_number=self._next(), stream_id=self.stream_id, response=raw)
+
+
+class _OpenReasoning:
+    """A reasoning item being streamed: its summary parts and raw text so far."""
+
+    __slots__ = ("closed_summaries", "encrypted_content", "id", "started_text", "summaries", "text")
+
+    def __init__(self, item_id: str) -> None:
+        self.id = item_id
+        self.summaries: list[list[str]] = []
+        self.closed_summaries = 0
+        self.text: list[str] = []
+        self.started_text = False
+        self.encrypted_content: str | None = None
+
+
+def seal_reasoning(summary: list[SummaryText], text: str) -> str:
+    """The reasoning as an opaque payload this deployment reads back (`include:
+    ["reasoning.encrypted_content"]`), so a store=false client can hand it back to the model."""
+    return encode_summary(text or "\n".join(part.text for part in summary))

@@ -74,7 +74,18 @@ def header_pieces(instructions: str | None, tools: Sequence[ToolSpec]) -> tuple[
 
 
 def _tool_line(tool: ToolSpec) -> str:
+    if tool.kind == "custom":
+        custom: dict[str, Any] = {"type": "custom", "name": tool.name}
+        if tool.namespace:
+            custom["namespace"] = tool.namespace
+        if tool.description:
+            custom["description"] = tool.description
+        if tool.format:
+            custom["format"] = tool.format
+        return json.dumps(custom, ensure_ascii=False) + "\n"
     function: dict[str, Any] = {"name": tool.name}
+    if tool.namespace:
+        function["namespace"] = tool.namespace
     if tool.description:
         function["description"] = tool.description
     function["parameters"] = tool.parameters if tool.parameters is not None else {}
@@ -101,7 +112,7 @@ def item_pieces(item: InputItem) -> tuple[str, ...]:
     if isinstance(item, FunctionCallOutput):
         return (IM_START + "tool\n", "<tool_response>\n", text_of(item.output), "\n</tool_response>", IM_END)
     if isinstance(item, Reasoning):
-        return (GENERATION_PROMPT, "<think>\n", _summary_text(item.summary), "\n</think>", IM_END)
+        return (GENERATION_PROMPT, "<think>\n", _reasoning_text(item), "\n</think>", IM_END)
     if isinstance(item, ItemReference):
         return ("<|item_ref|>", item.id, "\n")
     if isinstance(item, Compaction):
@@ -119,6 +130,18 @@ def _other_pieces(item: InputItem) -> tuple[str, ...]:
     if isinstance(item, CustomToolCallOutput):
         return (IM_START + "tool\n", "<tool_response>\n", text_of(item.output), "\n</tool_response>", IM_END)
     return (f"<|{item_type(item)}|>", getattr(item, "call_id", None) or getattr(item, "id", None) or "", "\n")
+
+
+def _reasoning_text(item: Reasoning) -> str:
+    """What the model reads of its earlier reasoning: the raw text, else the summary, else what this
+    deployment sealed into `encrypted_content` (a store=false client sends only that back)."""
+    if item.content:
+        return _summary_text(item.content)
+    if item.summary:
+        return _summary_text(item.summary)
+    if item.encrypted_content:
+        return decode_summary(item.encrypted_content) or ""
+    return ""
 
 
 def _summary_text(summary: Sequence[Any]) -> str:
