@@ -128,23 +128,35 @@ class ExecRun:
         ]
 
 
-def run_exec(binary: Path, base_url: str, tmp: Path, prompt: str) -> ExecRun:
-    """`codex exec --json` in a fresh working directory under `tmp`, read-only sandbox, never asking."""
+def run_exec(
+    binary: Path, base_url: str, tmp: Path, prompt: str, *options: str, resume: bool = False
+) -> ExecRun:
+    """`codex exec --json` in a working directory under `tmp` (the same one each call, like its CODEX_HOME),
+    read-only sandbox, never asking. `resume` continues the last session there (`codex exec resume --last`),
+    which only a session that was not `--ephemeral` allows: sessions are kept when `options` or `resume` say
+    so, and are ephemeral otherwise."""
     home = write_codex_home(tmp / "codex-home", base_url)
     work = tmp / "work"
     work.mkdir(exist_ok=True)
+    keep = resume or "--keep-session" in options
+    flags = [option for option in options if option != "--keep-session"]
+    command = [str(binary), "exec"]
+    if resume:
+        command += ["resume", "--last"]
+    else:
+        command += ["--sandbox", "read-only", "-C", str(work)]
+    command += ["--json", "--skip-git-repo-check", "--strict-config", *flags]
+    if not keep:
+        command.append("--ephemeral")
     done = subprocess.run(
-        [
-            str(binary), "exec", "--json", "--ephemeral", "--skip-git-repo-check", "--strict-config",
-            "--sandbox", "read-only", "-C", str(work), prompt,
-        ],
+        [*command, prompt],
         cwd=work,
         env=codex_environment(home),
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
         timeout=RUN_TIMEOUT_S,
-    )  # fmt: skip
+    )
     events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     return ExecRun(done.returncode, events, done.stderr)
 

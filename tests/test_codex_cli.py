@@ -178,3 +178,44 @@ def test_codex_thread_second_turn_is_a_delta_on_the_same_socket(
         item.get("role") == "user" and "why WebSocket mode" in json.dumps(item) for item in last_input
     ), last_input
     check_websocket_only(loopwire, recorder, len(requests))
+
+
+def test_codex_resumed_session_sends_its_reasoning_back(
+    codex: Path,
+    loopwire: ServerProcess,
+    recorder: WireRecorder,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> None:
+    """With `model_reasoning_effort` set, Codex asks for reasoning (`reasoning.effort`, `include:
+    ["reasoning.encrypted_content"]`) and the sim engine produces it; `codex exec resume --last` then replays
+    the session on a new socket, the reasoning item with loopwire's `encrypted_content` included, which
+    loopwire must take back."""
+    if request.node.callspec.params["loopwire"] == "responses":
+        request.applymarker(
+            pytest.mark.xfail(
+                strict=True, reason="the responses engine does not pass `reasoning` to its upstream yet"
+            )
+        )
+    effort = ("-c", 'model_reasoning_effort="low"')
+    first = run_exec(codex, recorder.base_url, tmp_path, PROMPT, "--keep-session", *effort)
+    assert first.returncode == 0, first.describe()
+    assert any(
+        event.get("type") == "item.completed" and event["item"]["type"] == "reasoning"
+        for event in first.events
+    ), first.describe()
+    second = run_exec(codex, recorder.base_url, tmp_path, "And one more sentence.", *effort, resume=True)
+    assert second.returncode == 0, second.describe()
+
+    assert len(recorder.sockets) == 2, "one socket per codex process"
+    _, answered = turns_on(recorder.sockets[0])[-1]
+    produced = [item for item in answered["response"]["output"] if item["type"] == "reasoning"]
+    assert produced and produced[0].get("encrypted_content"), answered["response"]["output"]
+    replayed, _ = turns_on(recorder.sockets[1])[-1]
+    sent_back = [item for item in replayed["input"] if item.get("type") == "reasoning"]
+    assert [item.get("encrypted_content") for item in sent_back] == [produced[0]["encrypted_content"]]
+    requests = 0
+    for socket in recorder.sockets:
+        requests += len(turns_on(socket))
+        check_deltas_only(socket)
+    check_websocket_only(loopwire, recorder, requests)
