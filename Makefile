@@ -11,7 +11,8 @@ CODEX_VERSION ?= 0.171.0
 NODE_TOOLS := .tools/node
 LATEST_VENV := .venv-latest
 LATEST_BIN := $(LATEST_VENV)/bin
-CLIENT_TESTS := tests/test_codex_cli.py tests/test_agents_sdk.py tests/test_sdk_websocket.py tests/test_sdk_http.py
+CLIENT_TESTS := tests/test_codex_cli.py tests/test_agents_sdk.py tests/test_sdk_websocket.py tests/test_sdk_http.py \
+	tests/test_sdk_vocab.py tests/test_compatibility_doc.py
 
 .PHONY: setup demo test test-latest codex lint bench bench-agent bench-quick bench-gateway bench-local fuzz soak \
 	serve clean
