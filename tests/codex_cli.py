@@ -111,6 +111,19 @@ def codex_environment(home: Path) -> dict[str, str]:
     }
 
 
+_OUTBOUND = re.compile(
+    r"error sending request for url \((\S+?)\)"
+    r"|unable to access '(\S+?)'"
+    r"|(\S*127\.0\.0\.1:9\b\S*|port 9 after)"
+)
+
+
+def outbound_urls(log: str) -> list[str]:
+    """What Codex's log says it tried to reach off loopback (each attempt fails at the dead proxy): a
+    feature the config does not turn off yet, as a new Codex release may add one."""
+    return sorted({next(group for group in found if group) for found in _OUTBOUND.findall(log)})
+
+
 @dataclass
 class ExecRun:
     returncode: int
@@ -119,6 +132,9 @@ class ExecRun:
 
     def describe(self) -> str:
         return f"codex exec exited {self.returncode}\nevents: {self.events}\nstderr:\n{self.stderr[-4000:]}"
+
+    def outbound(self) -> list[str]:
+        return outbound_urls(self.stderr)
 
     def agent_messages(self) -> list[str]:
         return [
@@ -258,7 +274,8 @@ class AppServer:
         return turn
 
     def stderr_text(self) -> str:
-        self._stderr.flush()
+        if not self._stderr.closed:
+            self._stderr.flush()
         return self.stderr_path.read_text(errors="replace")[-4000:]
 
     def stop(self) -> None:

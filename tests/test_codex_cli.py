@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from codex_cli import AppServer, codex_binary, run_exec
+from codex_cli import AppServer, codex_binary, outbound_urls, run_exec
 from conftest import ServerProcess
 from wire_recorder import SocketRecord, WireRecorder
 
@@ -132,6 +132,7 @@ def test_codex_exec_finishes_over_websocket_mode_with_deltas_only(
 ) -> None:
     run = run_exec(codex, recorder.base_url, tmp_path, PROMPT)
     assert run.returncode == 0, run.describe()
+    assert not run.outbound(), f"Codex tried to leave loopback: {run.outbound()}"
     assert [event["type"] for event in run.events if event["type"].startswith("turn.")] == [
         "turn.started",
         "turn.completed",
@@ -165,6 +166,7 @@ def test_codex_thread_second_turn_is_a_delta_on_the_same_socket(
         second = app.run_turn(thread_id, "And in one more sentence: why WebSocket mode?")
     finally:
         app.stop()
+    assert not outbound_urls(app.stderr_text()), f"Codex tried to leave loopback: {app.stderr_text()}"
     assert first["status"] == "completed", (first, app.stderr_text())
     assert second["status"] == "completed", (second, app.stderr_text())
 
@@ -206,6 +208,7 @@ def test_codex_resumed_session_sends_its_reasoning_back(
     ), first.describe()
     second = run_exec(codex, recorder.base_url, tmp_path, "And one more sentence.", *effort, resume=True)
     assert second.returncode == 0, second.describe()
+    assert not first.outbound() and not second.outbound(), first.outbound() + second.outbound()
 
     assert len(recorder.sockets) == 2, "one socket per codex process"
     _, answered = turns_on(recorder.sockets[0])[-1]
