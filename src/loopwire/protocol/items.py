@@ -103,7 +103,9 @@ class CustomToolCallOutput(Item, tag="custom_tool_call_output"):
     status: str | None = None
 
 
-class Reasoning(Item, tag="reasoning"):
+class Reasoning(Item, tag="reasoning", omit_defaults=False):
+    """`summary` is always sent (the SDK requires it, even empty)."""
+
     id: str | None = None
     summary: list[Any] = msgspec.field(default_factory=list)
     encrypted_content: str | None = None
@@ -234,10 +236,15 @@ def set_id(item: Item, item_id: str) -> None:
     """Give an item without an id its id, in the typed view and in the JSON it keeps."""
     item.id = item_id  # type: ignore[attr-defined]
     sent = sent_json(item)
-    if sent is not None:
-        body = _dict_decoder.decode(sent)
-        body["id"] = item_id
-        keep_sent(item, msgspec.Raw(_encode(body)))
+    if sent is None:
+        return
+    data = bytes(sent)
+    if b'"id"' not in data:  # the common case: prepend the key, no re-encoding of the item
+        keep_sent(item, msgspec.Raw(b'{"id":' + _encode(item_id) + b"," + data[1:]))
+        return
+    body = _dict_decoder.decode(data)  # an explicit "id": null, or "id" inside some value
+    body["id"] = item_id
+    keep_sent(item, msgspec.Raw(_encode(body)))
 
 
 def call_id_of(item: Item) -> str | None:

@@ -7,6 +7,7 @@ are merely new to us (an unknown type: accepted and echoed). Knows nothing of en
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,12 +116,15 @@ _presence_decoder = msgspec.json.Decoder(_FunctionPresence)
 _echo_encoder = msgspec.json.Encoder()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class ToolSet:
-    """The request's tools: `echo` for the Response (as sent), `tools` the typed view, index for index."""
+    """The request's tools: `echo` for the Response (as sent), `tools` the typed view, index for index.
+    Shared between requests that sent the same tools (so it hashes by identity): never mutate it."""
 
     echo: list[msgspec.Raw]
     tools: tuple[Tool, ...]
+    sent: tuple[bytes, ...] = ()
+    """Each tool's JSON exactly as the client sent it (what an upstream Responses server is given)."""
 
     def types(self) -> set[str]:
         return {tool.type if isinstance(tool, UnknownTool) else tool_type(tool) for tool in self.tools}
@@ -139,16 +143,23 @@ def tool_type(tool: KnownTool) -> str:
 
 def parse_tools(raws: list[msgspec.Raw] | None) -> ToolSet:
     """Type each tool. Raises ProtocolError naming the field (`tools[4].name`) for a malformed known
-    tool, and `tools[i].type` for a tool without a string type; an unknown type is kept as it is."""
+    tool, and `tools[i].type` for a tool without a string type; an unknown type is kept as it is.
+    Clients resend the same tools every turn, so the last few tool lists are remembered by their bytes."""
     if not raws:
         return EMPTY_TOOLS
+    return _parse_cached(tuple(bytes(raw) for raw in raws))
+
+
+@functools.lru_cache(maxsize=64)
+def _parse_cached(raws: tuple[bytes, ...]) -> ToolSet:
     echo: list[msgspec.Raw] = []
     typed: list[Tool] = []
-    for index, raw in enumerate(raws):
+    for index, data in enumerate(raws):
+        raw = msgspec.Raw(data)
         tool = _parse_one(raw, index)
         typed.append(tool)
         echo.append(_echo_of(raw, tool))
-    return ToolSet(echo, tuple(typed))
+    return ToolSet(echo, tuple(typed), raws)
 
 
 def _parse_one(raw: msgspec.Raw, index: int) -> Tool:

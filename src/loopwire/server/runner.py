@@ -215,9 +215,11 @@ async def run_turn(
     generate: bool = True,
     stream_id: str | None = None,
     received: float | None = None,
+    queued_as: str | None = None,
 ) -> Response | None:
     """One turn from request to terminal event. Returns the final Response, or None when refused.
-    `received` is the perf_counter time the request arrived, before it was decoded."""
+    `received` is the perf_counter time the request arrived, before it was decoded; `queued_as` the
+    response id a `response.queued` event already announced (its events then continue from number 1)."""
     clock = TurnClock(received)
     transport = WS if websocket else HTTP
     metrics = state.metrics
@@ -230,7 +232,7 @@ async def run_turn(
             parent=parent,
             lane=lane,
             owner=conn.owner,
-            response_id=ids.response_id(),
+            response_id=queued_as or ids.response_id(),
             now=int(time.time()),
             generate=generate,
             runs_hosted_tools=runs_hosted_tools(state.engine),
@@ -243,7 +245,8 @@ async def run_turn(
         return None
 
     clock.planned = time.perf_counter()
-    turn = Turn(plan.response, stream_id, include=plan.engine_request.include)
+    first_sequence = 0 if queued_as is None else 1
+    turn = Turn(plan.response, stream_id, include=plan.engine_request.include, first_sequence=first_sequence)
     await sink.events(turn.opening(generate=generate))
     finished, events, failure = await _stream(state, plan, turn, sink, clock)
 

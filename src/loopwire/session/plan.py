@@ -5,13 +5,16 @@ Owns field validation, item ids, item references and call-id checks; resolves no
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
+
+import msgspec
 
 from ..engines.base import EngineRequest, NamedToolChoice, ToolChoice, ToolSpec
 from ..protocol import ids
 from ..protocol.context import EMPTY_CONTEXT, Context
-from ..protocol.errors import invalid_request, missing_parameter
+from ..protocol.errors import ProtocolError, invalid_request, missing_parameter
 from ..protocol.items import (
     FunctionCallOutput,
     InputItem,
@@ -226,9 +229,11 @@ def _prepare_items(items: list[InputItem], base: Context) -> list[InputItem]:
     return prepared
 
 
+@functools.lru_cache(maxsize=64)
 def specs_of(tools: ToolSet) -> tuple[ToolSpec, ...]:
     """What a model can run: function and custom tools, and those inside namespaces, in the order sent.
-    Hosted and unknown tools are not among them."""
+    Hosted and unknown tools are not among them. Remembered per (shared) ToolSet, so a lane that resends
+    its tools hands the engine the very same specs every turn."""
     specs: list[ToolSpec] = []
     for tool in tools.tools:
         if isinstance(tool, FunctionTool | CustomTool):
@@ -279,25 +284,33 @@ def plan_turn(
         cache_key=request.prompt_cache_key or f"{owner}/{lane}",
         store=store,
         metadata=request.metadata or {},
-        sent_tools=tuple(bytes(raw) for raw in sent.echo),
+        sent_tools=sent.sent,
         reasoning=request.reasoning,
         include=tuple(request.include or ()),
         text_format=_structured_format(request.text),
     )
-    response = Response(
+    response = response_of(request, response_id, now, sent.echo, status="in_progress")
+    return TurnPlan(response, lane, owner, parent, new_items, context, engine_request, store, generate)
+
+
+def response_of(
+    request: CreateRequest, response_id: str, now: int, tools: list[msgspec.Raw], *, status: str
+) -> Response:
+    """The Response a create starts as: every request field echoed, defaults where the client sent none."""
+    return Response(
         id=response_id,
         created_at=now,
-        status="in_progress",
+        status=status,
         instructions=request.instructions,
         metadata=request.metadata or {},
         model=request.model or "",
-        parallel_tool_calls=engine_request.parallel_tool_calls,
+        parallel_tool_calls=True if request.parallel_tool_calls is None else request.parallel_tool_calls,
         temperature=1.0 if request.temperature is None else request.temperature,
         tool_choice=_echo_choice(request.tool_choice),
-        tools=sent.echo,
+        tools=list(tools),
         top_p=1.0 if request.top_p is None else request.top_p,
         previous_response_id=request.previous_response_id,
-        store=store,
+        store=True if request.store is None else request.store,
         text=request.text or dict(DEFAULT_TEXT),
         truncation=request.truncation or "disabled",
         reasoning=request.reasoning or dict(DEFAULT_REASONING),
@@ -311,7 +324,16 @@ def plan_turn(
         prompt_cache_key=request.prompt_cache_key,
         user=request.user,
     )
-    return TurnPlan(response, lane, owner, parent, new_items, context, engine_request, store, generate)
+
+
+def queued_response(request: CreateRequest, response_id: str, now: int) -> Response | None:
+    """The Response of a `response.queued` event (WebSocket mode), or None when the request's tools are
+    malformed: the turn then fails with that error when it starts, and is not announced as queued."""
+    try:
+        tools = parse_tools(request.tools).echo
+    except ProtocolError:
+        return None
+    return response_of(request, response_id, now, tools, status="queued")
 
 
 def _structured_format(text: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -74,11 +74,19 @@ class Turn:
         "stream_id",
     )
 
-    def __init__(self, response: Response, stream_id: str | None, *, include: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        response: Response,
+        stream_id: str | None,
+        *,
+        include: tuple[str, ...] = (),
+        first_sequence: int = 0,
+    ) -> None:
+        """`first_sequence` is 1 when a `response.queued` event (number 0) announced the turn."""
         self.response = response
         self.stream_id = stream_id
         self.output: list[OutputItem] = []
-        self._seq = 0
+        self._seq = first_sequence
         self._message: Message | None = None
         self._texts: list[str] = []
         self._call: FunctionCall | CustomToolCall | None = None
