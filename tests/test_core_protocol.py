@@ -522,3 +522,16 @@ def test_context_from_empty_has_no_parent() -> None:
     ctx = EMPTY_CONTEXT.extend(_msgs("a"))
     assert ctx.parent is None
     assert isinstance(ctx, Context)
+
+
+def test_ws_error_event_carries_status_and_headers_as_the_sdk_types_them() -> None:
+    from openai.types.responses.responses_server_event import ResponseWsError
+
+    from loopwire.protocol.errors import rate_limited
+
+    event = json.loads(rate_limited(2.5).ws_event("lane-1"))
+    typed = ResponseWsError.model_validate(event)
+    assert typed.status == 429 and typed.stream_id == "lane-1"
+    assert typed.error.headers is not None and "retry-after" in {k.lower() for k in typed.error.headers}
+    plain = json.loads(previous_response_not_found("resp_x").ws_event())
+    assert "headers" not in plain["error"] and ResponseWsError.model_validate(plain).status == 400

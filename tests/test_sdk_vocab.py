@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,6 +20,8 @@ from sdk_types import classes_by_type
 from test_sdk_http import check_typed_stream, collapse, raw_request
 
 MODEL = "sim-model"
+GATEWAY = os.environ.get("LOOPWIRE_TEST_ENGINE") == "responses"
+"""The server under test is the responses engine in front of a second loopwire (tests/conftest.py)."""
 RECV_TIMEOUT_S = 10.0
 WS_EVENT_CLASSES = classes_by_type(ResponsesServerEvent)
 
@@ -276,13 +279,21 @@ async def test_malformed_known_tool_over_ws_is_an_error_event(ws: Connection) ->
 
 
 def test_hosted_tool_choice_is_refused_where_the_engine_cannot_run_it(client: openai.OpenAI) -> None:
+    """The sim engine runs no hosted tool: a choice forcing one is a 400 naming the field. The responses
+    engine passes it on, so the upstream decides (here a loopwire on the sim engine, which refuses it)."""
+    fields: dict[str, Any] = {
+        "model": MODEL,
+        "input": "search",
+        "tools": [{"type": "web_search_preview"}],
+        "tool_choice": {"type": "web_search_preview"},
+    }
+    if GATEWAY:
+        response = client.responses.create(**fields)
+        assert response.status == "failed" and response.error is not None
+        assert "web_search_preview" in response.error.message
+        return
     with pytest.raises(openai.BadRequestError) as caught:
-        client.responses.create(
-            model=MODEL,
-            input="search",
-            tools=[{"type": "web_search_preview"}],
-            tool_choice={"type": "web_search_preview"},
-        )
+        client.responses.create(**fields)
     assert caught.value.body["param"] == "tool_choice.type"  # type: ignore[index]
     assert "web_search_preview" in caught.value.body["message"]  # type: ignore[index]
 
@@ -737,3 +748,17 @@ async def test_response_queued_when_the_in_flight_cap_is_reached(capped_server: 
     assert queued.response.status == "queued" and queued.sequence_number == 0
     assert [event.sequence_number for event in second] == list(range(len(second)))
     assert {event.response.id for event in second if hasattr(event, "response")} == {queued.response.id}
+
+
+def test_item_reference_without_type(client: openai.OpenAI) -> None:
+    """The SDK's ItemReference may omit `type`: `{"id": ...}` alone refers to an earlier item."""
+    first = client.responses.create(model=MODEL, input="Referenced turn.")
+    second = client.responses.create(
+        model=MODEL,
+        previous_response_id=first.id,
+        input=[{"id": first.output[0].id}, {"role": "user", "content": "Again?"}],  # type: ignore[list-item]
+    )
+    assert second.status == "completed"
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(model=MODEL, input=[{"id": "msg_not_anywhere"}])  # type: ignore[list-item]
+    assert caught.value.body["param"] == "input[0].id"  # type: ignore[index]

@@ -40,12 +40,12 @@ class ResponseIncomplete(Event, tag="response.incomplete"):
 
 class OutputItemAdded(Event, tag="response.output_item.added"):
     output_index: int
-    item: OutputItem
+    item: OutputItem | msgspec.Raw  # Raw: an item passed on whole, every field kept
 
 
 class OutputItemDone(Event, tag="response.output_item.done"):
     output_index: int
-    item: OutputItem
+    item: OutputItem | msgspec.Raw
 
 
 class ResponseQueued(Event, tag="response.queued"):
@@ -151,6 +151,14 @@ class ReasoningTextDone(Event, tag="response.reasoning_text.done"):
     text: str
 
 
+class ForwardedEvent(Event, tag="loopwire.forwarded"):
+    """An event passed on from an upstream as a whole (`body`, its JSON, already numbered for this
+    stream); it goes out as `name` with that body, never as this struct."""
+
+    name: str
+    body: msgspec.Raw
+
+
 class LoopwireTiming(Event, tag="loopwire.timing"):
     """Vendor event (prefixed, opt-in): where the server spent this turn's time, in milliseconds."""
 
@@ -164,7 +172,14 @@ _encoder = msgspec.json.Encoder()
 encode = _encoder.encode
 
 
+def event_bytes(event: Event) -> bytes:
+    """The event's JSON as sent (a forwarded event's own body)."""
+    return bytes(event.body) if isinstance(event, ForwardedEvent) else _encoder.encode(event)
+
+
 def event_type(event: Event) -> str:
+    if isinstance(event, ForwardedEvent):
+        return event.name
     tag = type(event).__struct_config__.tag
     assert isinstance(tag, str)
     return tag

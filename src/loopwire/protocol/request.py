@@ -37,6 +37,9 @@ class CreateRequest(msgspec.Struct, kw_only=True):
     text: dict[str, Any] | None = None
     include: list[str] | None = None
     prompt_cache_key: str | None = None
+    client_metadata: dict[str, Any] | None = None
+    """Codex CLI's per-turn metadata: not the SDK's, passed on only by an engine in front of a Responses
+    server."""
     user: str | None = None
     safety_identifier: str | None = None
     service_tier: str | None = None
@@ -106,7 +109,10 @@ def decode_input(raws: list[msgspec.Raw]) -> list[InputItem]:
 
 
 def _untyped_message(raw: msgspec.Raw, index: int) -> InputItem:
+    """An item without `type`: a message (it has a `role`), or an item reference (only an `id`)."""
     body = _item_peek.decode(raw)
+    if "role" not in body and set(body) == {"id"}:
+        return decode_item(msgspec.json.encode({"type": "item_reference", **body}))
     if "role" not in body:
         raise invalid_request(
             f"Missing required parameter: 'input[{index}].type'.",
@@ -125,7 +131,22 @@ def _invalid_json(error: msgspec.DecodeError) -> ProtocolError:
     )
 
 
+def too_deep(param: str | None = None, limit: int | None = None) -> ProtocolError:
+    """JSON nested past what the decoder goes (anywhere, even in an unknown field), or a kept value past
+    `limit` levels."""
+    where = f"'{param}'" if param is not None else "The request body"
+    most = f"; at most {limit} levels are accepted" if limit is not None else ""
+    return invalid_request(f"{where} nests JSON too deeply{most}.", param=param, code="json_too_deep")
+
+
 def _decode(decoder: msgspec.json.Decoder[Any], data: bytes | str) -> Any:
+    try:
+        return _decode_once(decoder, data)
+    except RecursionError:  # msgspec's guard, at ~1,000 levels (also while skipping unknown fields)
+        raise too_deep() from None
+
+
+def _decode_once(decoder: msgspec.json.Decoder[Any], data: bytes | str) -> Any:
     # ValidationError subclasses DecodeError, so it must be caught first.
     try:
         return decoder.decode(data)
@@ -171,12 +192,13 @@ _ws_peek = msgspec.json.Decoder(dict[str, Any])
 
 
 def decode_ws_event(frame: bytes | str) -> WsCreateEvent:
-    """Decode one client frame. Raises ProtocolError (UnknownClientEvent for a well-formed event of
-    another type) with the event's stream_id attached when it can be read."""
+    """Decode one client frame. Raises ProtocolError: UnknownClientEvent for a well-formed event of another
+    type, else the error naming what is wrong (the caller reads the frame's stream_id with
+    `peek_stream_id` to route it)."""
     try:
         wire = _decode(_ws_decoder, frame)
     except ProtocolError as error:
-        if error.code == "invalid_json":
+        if error.code in ("invalid_json", "json_too_deep"):
             raise
         envelope = _envelope(frame) if error.param in ("type", None) else None
         if envelope is None and error.param is None:
@@ -204,7 +226,7 @@ def decode_ws_event(frame: bytes | str) -> WsCreateEvent:
 def _envelope(frame: bytes | str) -> dict[str, Any] | None:
     try:
         return _ws_peek.decode(frame)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
         return None
 
 

@@ -70,7 +70,8 @@ class Response(msgspec.Struct, kw_only=True):
     instructions: str | None = None
     metadata: dict[str, str] = msgspec.field(default_factory=dict)
     model: str
-    output: list[OutputItem] = msgspec.field(default_factory=list)
+    output: list[OutputItem | msgspec.Raw] = msgspec.field(default_factory=list)
+    """Items this server made, and items passed on whole as their JSON."""
     parallel_tool_calls: bool = True
     temperature: float | None = 1.0
     tool_choice: str | dict[str, Any] = "auto"

@@ -17,10 +17,11 @@ import msgspec
 
 from ..engines.base import UpstreamTokenCounter, accepts_any_model, served_models
 from ..protocol.errors import ProtocolError, invalid_request, missing_parameter, response_not_found
-from ..protocol.events import Event, encode, event_type, sse_frame
+from ..protocol.events import Event, encode, event_bytes, event_type, sse_frame
 from ..protocol.items import as_listed
 from ..protocol.request import CreateRequest, decode_compact, decode_http_create
 from ..protocol.response import DeletedResponse, ItemList, Model, ModelList
+from ..session.bounds import check_compact
 from ..session.compact import compact_context
 from ..session.connection import DEFAULT_LANE, ConnectionState
 from ..session.plan import plan_turn, validate_fields
@@ -87,7 +88,7 @@ class _SseSink:
         if not self._started:
             self._started = True
             await self._send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
-        body = b"".join([sse_frame(event_type(event), encode(event)) for event in events])
+        body = b"".join([sse_frame(event_type(event), event_bytes(event)) for event in events])
         self._bytes_out.inc(HTTP, len(body))
         await self._send({"type": "http.response.body", "more_body": True, "body": body})
 
@@ -228,6 +229,7 @@ async def compact(state: ServerState, receive: Receive, send: Send, owner: str) 
     request = decode_compact(body)
     if not request.model:
         raise missing_parameter("model")
+    check_compact(request, state.limits)
     conn = _connection(state, owner)
     parent = await resolve_parent(state, conn, DEFAULT_LANE, request.previous_response_id)
     result = compact_context(request, parent, now=int(time.time()))
@@ -264,7 +266,7 @@ async def cancel(state: ServerState, send: Send, response_id: str, owner: str) -
 async def models(state: ServerState, send: Send, model_id: str | None) -> None:
     """`GET /v1/models` (what the engine serves) and `GET /v1/models/{id}`."""
     created = int(state.started_at)
-    names = served_models(state.engine)
+    names = await served_models(state.engine)
     if model_id is None:
         await send_json(
             send, 200, encode(ModelList(data=[Model(id=name, created=created) for name in names]))

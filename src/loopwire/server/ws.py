@@ -15,7 +15,7 @@ from uvicorn.protocols.utils import ClientDisconnected
 
 from ..protocol import ids
 from ..protocol.errors import ProtocolError, server_error
-from ..protocol.events import Event, ResponseQueued, encode
+from ..protocol.events import Event, ResponseQueued, event_bytes
 from ..protocol.request import UnknownClientEvent, WsCreateEvent, decode_ws_event, peek_stream_id
 from ..session.connection import DEFAULT_LANE, ConnectionState, validate_stream_id
 from ..session.plan import queued_response
@@ -91,7 +91,7 @@ class _SocketSink:
         await send_error(self._send, error, self._stream_id)
 
     async def events(self, events: list[Event]) -> None:
-        payloads = [encode(event) for event in events]
+        payloads = [event_bytes(event) for event in events]
         self._bytes_out.inc(WS, sum(map(len, payloads)))
         if self._batched:
             await self._send({"type": TEXT_FRAMES, "payloads": payloads})
@@ -106,7 +106,7 @@ class WebSocketSession:
         self.send = send
         self.batched = batched
         self.conn: ConnectionState[Job] = ConnectionState(
-            state.limits, opened_at=time.monotonic(), owner=owner
+            state.limits, opened_at=time.monotonic(), owner=owner, account=state.budget
         )
         self.tasks: set[asyncio.Task[None]] = set()
         self.retiring: Retirement | None = None
@@ -145,7 +145,7 @@ class WebSocketSession:
                 validate_stream_id(event.stream_id, self.state.limits)
             lane_busy = self.conn.is_running(lane)
             job = Job(event, received)
-            ready = self.conn.submit(lane, job)
+            ready = self.conn.submit(lane, job, len(frame))
         except ProtocolError as error:
             await self.send_error(error, event.stream_id)
             return True
@@ -305,5 +305,4 @@ async def _serve_accepted(state: ServerState, scope: Scope, receive: Receive, se
         if draining is not None:
             draining.cancel()
         state.sessions.discard(session.conn)
-        await session.close()
-        state.budget.forget(session.conn)
+        await session.close()  # its cached lanes leave the budget with it

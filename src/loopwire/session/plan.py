@@ -29,6 +29,7 @@ from ..protocol.items import (
 from ..protocol.request import CreateRequest
 from ..protocol.response import DEFAULT_REASONING, DEFAULT_TEXT, Response
 from ..protocol.tools import HOSTED_TOOLS, CustomTool, FunctionTool, NamespaceTool, ToolSet, parse_tools
+from .bounds import check_bounds
 from .cache import CachedResponse, missing_call_ids
 from .limits import Limits
 
@@ -73,12 +74,7 @@ def validate_fields(request: CreateRequest, limits: Limits, *, websocket: bool) 
     if request.truncation not in (None, "auto", "disabled"):
         raise invalid_request("'truncation' must be 'auto' or 'disabled'.", param="truncation")
     _validate_metadata(request.metadata, limits)
-    if isinstance(request.input, list) and len(request.input) > limits.max_input_items:
-        raise invalid_request(
-            f"'input' has {len(request.input)} items; at most {limits.max_input_items} are accepted.",
-            param="input",
-            code="array_above_max_length",
-        )
+    check_bounds(request, limits)
 
 
 def _validate_metadata(metadata: dict[str, str] | None, limits: Limits) -> None:
@@ -130,13 +126,17 @@ def tool_choice_of(
         return _allowed_tools(choice, tools)
     if runs_hosted:
         return "auto", tools  # the engine passes the client's own tool_choice on
-    if kind in sent.types() or kind in HOSTED_TOOLS or kind in ("mcp", "shell", "apply_patch"):
-        raise invalid_request(
-            f"tool_choice forces the hosted tool '{kind}', which this server's engine cannot run.",
-            param="tool_choice.type",
-            code="unsupported_parameter",
-        )
-    raise invalid_request(_CHOICE_HELP, param="tool_choice.type")
+    if kind in HOSTED_TOOLS:
+        what = f"the hosted tool '{kind}'"
+    elif kind in sent.types():
+        what = f"a tool of type '{kind}', which this server does not know,"
+    else:
+        raise invalid_request(_CHOICE_HELP, param="tool_choice.type")
+    raise invalid_request(
+        f"tool_choice forces {what} and this server's engine cannot run it.",
+        param="tool_choice.type",
+        code="unsupported_parameter",
+    )
 
 
 def _allowed_tools(
@@ -184,6 +184,20 @@ _ID_PREFIX = {
     "reasoning": "rs",
     "compaction": "cmp",
 }
+_SCANNED_REFERENCES = 8
+"""References resolved by scanning the context (newest segment first: cheap for recent items); past these,
+one index of the context resolves the rest, so n references cost O(history + n), not O(history x n)."""
+
+
+def _index_by_id(context: Context) -> dict[str, InputItem]:
+    index: dict[str, InputItem] = {}
+    # The item _find_item would return: the newest segment wins, and the first such item within a segment.
+    for segment in context.segments():
+        for item in reversed(segment):
+            item_id = getattr(item, "id", None)
+            if not isinstance(item, ItemReference) and item_id is not None:
+                index[item_id] = item
+    return index
 
 
 def _prepare_items(items: list[InputItem], base: Context) -> list[InputItem]:
@@ -193,9 +207,14 @@ def _prepare_items(items: list[InputItem], base: Context) -> list[InputItem]:
     prepared: list[InputItem] = []
     issued: set[str] = set()
     answered: dict[str, int] = {}
+    scanned = 0
+    by_id: dict[str, InputItem] | None = None
     for index, item in enumerate(items):
         if isinstance(item, ItemReference):
-            found = _find_item(base, item.id)
+            scanned += 1
+            if scanned > _SCANNED_REFERENCES and by_id is None:
+                by_id = _index_by_id(base)
+            found = by_id.get(item.id) if by_id is not None else _find_item(base, item.id)
             if found is None:
                 raise invalid_request(
                     f"Item with id '{item.id}' not found.", param=f"input[{index}].id", code="item_not_found"
@@ -285,6 +304,8 @@ def plan_turn(
         store=store,
         metadata=request.metadata or {},
         sent_tools=sent.sent,
+        sent_tool_choice=request.tool_choice,
+        client_metadata=request.client_metadata,
         reasoning=request.reasoning,
         include=tuple(request.include or ()),
         text_format=_structured_format(request.text),

@@ -14,6 +14,8 @@ from ..engines.base import (
     TextDelta,
     ToolArgumentsDelta,
     ToolCallStart,
+    UpstreamEvent,
+    UpstreamItem,
 )
 from ..protocol import ids
 from ..protocol.compaction import encode_summary
@@ -23,6 +25,7 @@ from ..protocol.events import (
     CustomToolCallInputDelta,
     CustomToolCallInputDone,
     Event,
+    ForwardedEvent,
     FunctionCallArgumentsDelta,
     FunctionCallArgumentsDone,
     LoopwireTiming,
@@ -52,10 +55,13 @@ from ..protocol.items import (
     Reasoning,
     ReasoningText,
     SummaryText,
+    decode_item,
+    wire,
 )
 from ..protocol.response import IncompleteDetails, Response, response_error, usage_of
 
 _NO_LOGPROBS: list[object] = []
+_decode_fields = msgspec.json.Decoder(dict[str, object]).decode
 
 
 class Turn:
@@ -69,6 +75,7 @@ class Turn:
         "_seal_reasoning",
         "_seq",
         "_texts",
+        "_upstream_open",
         "output",
         "response",
         "stream_id",
@@ -92,6 +99,7 @@ class Turn:
         self._call: FunctionCall | CustomToolCall | None = None
         self._args: list[str] = []
         self._reasoning: _OpenReasoning | None = None
+        self._upstream_open: str | None = None  # the id of an upstream item announced, not yet done
         self._seal_reasoning = "reasoning.encrypted_content" in include
 
     def _next(self) -> int:
@@ -119,6 +127,10 @@ class Turn:
             return self._start_call(delta)
         if isinstance(delta, ReasoningDelta):
             return self._reason(delta)
+        if isinstance(delta, UpstreamItem):
+            return self._upstream_item(delta)
+        if isinstance(delta, UpstreamEvent):
+            return self._forward(delta)
         raise TypeError(f"Turn.feed does not take {type(delta).__name__}; pass Finished to finish()")
 
     def _text(self, text: str) -> list[Event]:
@@ -159,12 +171,65 @@ class Turn:
         )
         return events
 
+    def _upstream_item(self, delta: UpstreamItem) -> list[Event]:
+        """An item an upstream runs itself, kept as sent: announced when it starts (its progress events
+        then carry its index), finished when it is done (announced then, if it never was)."""
+        try:
+            item = decode_item(delta.item_json)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            return []  # not an item of any known shape: nothing a client could use
+        item_id = getattr(item, "id", None)
+        events: list[Event] = []
+        if not (delta.done and self._upstream_open is not None and self._upstream_open == item_id):
+            events.extend(self._close_item())
+            events.append(
+                OutputItemAdded(
+                    sequence_number=self._next(),
+                    stream_id=self.stream_id,
+                    output_index=len(self.output),
+                    item=wire(item),
+                )
+            )
+        if not delta.done:
+            self._upstream_open = item_id or ""
+            return events
+        self._upstream_open = None
+        index = len(self.output)
+        self.output.append(item)
+        events.append(
+            OutputItemDone(
+                sequence_number=self._next(), stream_id=self.stream_id, output_index=index, item=wire(item)
+            )
+        )
+        return events
+
+    def _forward(self, delta: UpstreamEvent) -> list[Event]:
+        """An upstream's progress event, renumbered: its item is the one open at `len(self.output)`."""
+        try:
+            body = _decode_fields(delta.event_json)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            return []
+        name = body.get("type")
+        if not isinstance(name, str):
+            return []
+        sequence = self._next()
+        body["sequence_number"] = sequence
+        if "output_index" in body:
+            body["output_index"] = len(self.output)
+        if self.stream_id is not None:
+            body["stream_id"] = self.stream_id
+        raw = msgspec.Raw(encode(body))
+        return [ForwardedEvent(sequence_number=sequence, stream_id=self.stream_id, name=name, body=raw)]
+
     def _reason(self, delta: ReasoningDelta) -> list[Event]:
         events: list[Event] = []
         open_item = self._reasoning
+        if open_item is not None and delta.item_id is not None and delta.item_id != open_item.id:
+            events.extend(self._close_item())  # an upstream's next reasoning item
+            open_item = None
         if open_item is None:
             events.extend(self._close_item())
-            open_item = self._reasoning = _OpenReasoning(ids.new_id("rs"))
+            open_item = self._reasoning = _OpenReasoning(delta.item_id or ids.new_id("rs"))
             events.append(
                 OutputItemAdded(
                     sequence_number=self._next(),
@@ -361,6 +426,7 @@ class Turn:
 
     def _close_item(self) -> list[Event]:
         index = len(self.output)
+        self._upstream_open = None  # an upstream item announced but never finished is left out
         if self._reasoning is not None:
             return self._close_reasoning(self._reasoning)
         if self._message is not None:
@@ -393,44 +459,37 @@ class Turn:
                     sequence_number=self._next(), stream_id=self.stream_id, output_index=index, item=done
                 ),
             ]
-        if isinstance(self._call, CustomToolCall):
-            return self._close_custom_call(self._call, index)
         if self._call is not None:
-            call = self._call
-            arguments = "".join(self._args)
-            finished = msgspec.structs.replace(call, arguments=arguments, status="completed")
-            self._call = None
-            self._args = []
-            self.output.append(finished)
-            return [
-                FunctionCallArgumentsDone(
-                    sequence_number=self._next(),
-                    stream_id=self.stream_id,
-                    item_id=call.id or "",
-                    output_index=index,
-                    name=call.name,
-                    arguments=arguments,
-                ),
-                OutputItemDone(
-                    sequence_number=self._next(), stream_id=self.stream_id, output_index=index, item=finished
-                ),
-            ]
+            return self._close_call(self._call, index)
         return []
 
-    def _close_custom_call(self, call: CustomToolCall, index: int) -> list[Event]:
+    def _close_call(self, call: FunctionCall | CustomToolCall, index: int) -> list[Event]:
         text = "".join(self._args)
-        done = msgspec.structs.replace(call, input=text, status="completed")
         self._call = None
         self._args = []
-        self.output.append(done)
-        return [
-            CustomToolCallInputDone(
+        closing: Event
+        if isinstance(call, CustomToolCall):
+            done: OutputItem = msgspec.structs.replace(call, input=text, status="completed")
+            closing = CustomToolCallInputDone(
                 sequence_number=self._next(),
                 stream_id=self.stream_id,
                 item_id=call.id or "",
                 output_index=index,
                 input=text,
-            ),
+            )
+        else:
+            done = msgspec.structs.replace(call, arguments=text, status="completed")
+            closing = FunctionCallArgumentsDone(
+                sequence_number=self._next(),
+                stream_id=self.stream_id,
+                item_id=call.id or "",
+                output_index=index,
+                name=call.name,
+                arguments=text,
+            )
+        self.output.append(done)
+        return [
+            closing,
             OutputItemDone(
                 sequence_number=self._next(), stream_id=self.stream_id, output_index=index, item=done
             ),
@@ -447,15 +506,17 @@ class Turn:
             status="incomplete" if incomplete else "completed",
             completed_at=None if incomplete else now,
             incomplete_details=IncompleteDetails(reason="max_output_tokens") if incomplete else None,
-            output=self.output,
+            output=[wire(item) for item in self.output],
             usage=usage_of(
                 usage.input_tokens, usage.cached_tokens, usage.output_tokens, usage.reasoning_tokens
             ),
         )
         return events, self.response
 
-    def fail(self, code: str, message: str) -> tuple[list[Event], Response]:
-        """End the turn as failed; open items are closed as incomplete and dropped from the output."""
+    def fail(self, code: str, message: str) -> Response:
+        """End the turn as failed and return the failed Response: an item still open is dropped from the
+        output with no done events (the items already done stay). The terminal event comes from
+        `terminal()`."""
         self._message = None
         self._call = None
         self._reasoning = None
@@ -463,9 +524,9 @@ class Turn:
             self.response,
             status="failed",
             error=response_error(code, message),
-            output=self.output,
+            output=[wire(item) for item in self.output],
         )
-        return [], self.response
+        return self.response
 
     def timing(self, timings: dict[str, float]) -> Event:
         """The opt-in vendor event with the server's time breakdown of this turn (numbered like the rest)."""

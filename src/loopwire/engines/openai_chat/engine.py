@@ -3,7 +3,7 @@
 Owns the order of a turn (translate, pick a replica, stream, retry only before output, finish); must not
 keep conversation or render state: the upstream's prefix cache, reached through replica stickiness, is what
 makes a long history cheap there. The one thing kept across turns is a bounded cache of encoded messages
-by item identity (translate.MessageCache), so a turn translates and encodes only its new items.
+by item identity (common/chat_messages.MessageCache), so a turn translates and encodes only its new items.
 """
 
 from __future__ import annotations
@@ -14,10 +14,12 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 from ..base import EngineDelta, EngineError, EngineRequest, Finished, Usage
+from ..common.chat_messages import MessageCache
+from ..common.estimate import estimate_input_tokens, plain_messages
+from ..common.tool_names import CallRestorer, ChatToolNames
 from .chunks import ChunkParser
-from .estimate import estimate_input_tokens, plain_messages
 from .settings import OpenAIChatSettings
-from .translate import MessageCache, build_body, build_headers, build_messages, build_tools, encode_body
+from .translate import build_body, build_headers, build_messages, build_tools, encode_body
 from .upstream import UpstreamFailure, UpstreamPool
 
 log = logging.getLogger("loopwire.engine.openai_chat")
@@ -38,10 +40,10 @@ class OpenAIChatEngine:
     streaming `/v1/chat/completions`. Every turn sends the whole history (the chat API has no other way);
     the per-lane cache key keeps a lane on one replica so that replica's prefix cache serves it."""
 
-    name = "openai-chat"
-
     def __init__(self, settings: OpenAIChatSettings) -> None:
         self.settings = settings
+        self.model_ids = (settings.model,) if settings.model else ()
+        self.accepts_any_model = settings.model is None  # the client's model name is sent on
         self.pool = UpstreamPool(settings)
         self.stats = OpenAIChatStats()
         self.message_cache: MessageCache | None = (
@@ -51,8 +53,14 @@ class OpenAIChatEngine:
     async def aclose(self) -> None:
         await self.pool.aclose()
 
+    async def list_models(self) -> list[str]:
+        """`--upstream-model` when set (every request goes to it), else what the upstream lists."""
+        if self.model_ids:
+            return list(self.model_ids)
+        return await self.pool.models() or []
+
     def count_tokens(self, request: EngineRequest) -> int:
-        """An estimate (see estimate.py), not the upstream's count: the Engine protocol asks for the number
+        """An estimate (common/estimate.py), not the upstream's count: the Engine protocol asks for it
         synchronously, and the upstreams offer no common way to tokenize a chat (vLLM and llama.cpp
         tokenize differently, Ollama not at all). Raising instead would fail `/input_tokens` outright, so
         content the upstream could not take (the turn itself would fail on it) is counted as plain text."""
@@ -92,15 +100,16 @@ class OpenAIChatEngine:
                 last_failure = failure
                 continue
             produced = False
+            restorer = CallRestorer(ChatToolNames(request.tools))
             try:
                 parser = ChunkParser()
                 first_delta_at: float | None = None
                 if not upstream.streaming:  # a server that ignored `stream: true`
-                    batch = parser.feed_completion(await upstream.read_all())
+                    batch = restorer.restore(parser.feed_completion(await upstream.read_all()))
                 while upstream.streaming:
                     data = await upstream.read()
                     if not data:
-                        batch = parser.close()
+                        batch = restorer.restore(parser.close())
                         if not parser.complete:
                             raise UpstreamFailure(
                                 f"{replica.label} closed the stream before the turn finished",
@@ -109,7 +118,7 @@ class OpenAIChatEngine:
                                 replica_down=True,
                             )
                         break
-                    batch = parser.feed(data)  # what one network read completed leaves as one batch
+                    batch = restorer.restore(parser.feed(data))  # what one network read completed
                     if parser.done:
                         await upstream.drain()  # so the connection is reused by the next turn
                         break
@@ -118,6 +127,7 @@ class OpenAIChatEngine:
                             first_delta_at = time.perf_counter()
                         produced = True
                         yield batch
+                batch += restorer.flush()
                 finished = parser.finish(estimate)
                 self.pool.report_success(replica)
                 if parser.usage_estimated:

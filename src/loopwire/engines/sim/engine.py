@@ -146,7 +146,6 @@ class SimEngine:
     """A deterministic simulated model: renders like a chat template, caches prefixes like automatic prefix
     caching (per item), and sleeps only as long as its latency model says."""
 
-    name = "sim"
     model_ids = ("loopwire-sim",)
     accepts_any_model = True
 

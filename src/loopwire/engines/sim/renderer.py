@@ -6,11 +6,10 @@ Owns how an item looks to the model and what it costs in tokens; must not hash, 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ...protocol.compaction import decode_summary
 from ...protocol.items import (
     Compaction,
     CustomToolCall,
@@ -25,6 +24,7 @@ from ...protocol.items import (
     text_of,
 )
 from ..base import ToolSpec
+from ..common.history_text import COMPACTION_PREFIX, compaction_summary, reasoning_text
 from .tokenizer import count_tokens
 
 IM_START = "<|im_start|>"
@@ -112,13 +112,11 @@ def item_pieces(item: InputItem) -> tuple[str, ...]:
     if isinstance(item, FunctionCallOutput):
         return (IM_START + "tool\n", "<tool_response>\n", text_of(item.output), "\n</tool_response>", IM_END)
     if isinstance(item, Reasoning):
-        return (GENERATION_PROMPT, "<think>\n", _reasoning_text(item), "\n</think>", IM_END)
+        return (GENERATION_PROMPT, "<think>\n", reasoning_text(item), "\n</think>", IM_END)
     if isinstance(item, ItemReference):
         return ("<|item_ref|>", item.id, "\n")
     if isinstance(item, Compaction):
-        summary = decode_summary(item.encrypted_content)
-        body = summary if summary is not None else "(an earlier part of the conversation was compacted)"
-        return (IM_START + "system\n", "Summary of the conversation so far:\n", body, IM_END)
+        return (IM_START + "system\n", COMPACTION_PREFIX, compaction_summary(item), IM_END)
     return _other_pieces(item)
 
 
@@ -130,27 +128,6 @@ def _other_pieces(item: InputItem) -> tuple[str, ...]:
     if isinstance(item, CustomToolCallOutput):
         return (IM_START + "tool\n", "<tool_response>\n", text_of(item.output), "\n</tool_response>", IM_END)
     return (f"<|{item_type(item)}|>", getattr(item, "call_id", None) or getattr(item, "id", None) or "", "\n")
-
-
-def _reasoning_text(item: Reasoning) -> str:
-    """What the model reads of its earlier reasoning: the raw text, else the summary, else what this
-    deployment sealed into `encrypted_content` (a store=false client sends only that back)."""
-    if item.content:
-        return _summary_text(item.content)
-    if item.summary:
-        return _summary_text(item.summary)
-    if item.encrypted_content:
-        return decode_summary(item.encrypted_content) or ""
-    return ""
-
-
-def _summary_text(summary: Sequence[Any]) -> str:
-    parts: list[str] = []
-    for entry in summary:
-        text = entry.get("text") if isinstance(entry, Mapping) else getattr(entry, "text", entry)
-        if isinstance(text, str):
-            parts.append(text)
-    return "\n".join(parts)
 
 
 class ChatRenderer:
