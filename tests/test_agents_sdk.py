@@ -2,31 +2,30 @@
 tool runs to completion (the model calls the tool, the SDK runs it and sends its output back, the model
 answers), every request on the socket, the continuation chained by `previous_response_id`.
 
-The sim engine calls a tool when `tool_choice` forces one; the SDK resets `tool_choice` after the call
-(`reset_tool_choice`), so the second turn is answered with text. Tracing export is off: nothing leaves
-loopback.
+The agent is tests/agents_client.py, run by the SDK's own venv (`.venv-agents`, pinned by the Makefile;
+`make test-latest` points LOOPWIRE_AGENTS_PYTHON at one with the newest release).
 """
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
 import urllib.request
-from collections.abc import AsyncIterator
+from pathlib import Path
 
-import agents
-import openai
 import pytest
-from agents import Agent, ModelSettings, Runner, function_tool
-from conftest import ServerProcess, make_async_client
+from conftest import API_KEY, ROOT, ServerProcess
 
-CITY_CALLS: list[str] = []
+CLIENT = Path(__file__).with_name("agents_client.py")
 
 
-@function_tool
-def get_weather(city: str) -> str:
-    """The weather in a city."""
-    CITY_CALLS.append(city)
-    return f"It is sunny in {city}."
+def agents_python() -> Path:
+    python = Path(os.environ.get("LOOPWIRE_AGENTS_PYTHON", ROOT / ".venv-agents" / "bin" / "python"))
+    if not python.exists():
+        pytest.skip(f"the openai-agents SDK's venv ({python}) is not installed: run `make test`")
+    return python
 
 
 def counter(server: ServerProcess, name: str, labels: str) -> float:
@@ -36,45 +35,30 @@ def counter(server: ServerProcess, name: str, labels: str) -> float:
     return float(found.group(1)) if found else 0.0
 
 
-@pytest.fixture
-async def websocket_agents_sdk(base_url: str) -> AsyncIterator[openai.AsyncOpenAI]:
-    """The Agents SDK's process-wide defaults pointed at loopwire over WebSocket mode, restored afterwards."""
-    client = make_async_client(base_url)
-    agents.set_tracing_disabled(True)
-    agents.set_default_openai_client(client, use_for_tracing=False)
-    agents.set_default_openai_api("responses")
-    agents.set_default_openai_responses_transport("websocket")
-    try:
-        yield client
-    finally:
-        agents.set_default_openai_responses_transport("http")
-        await client.close()
-
-
-async def test_agent_with_one_function_tool_runs_to_completion_over_websocket(
-    websocket_agents_sdk: openai.AsyncOpenAI, server: ServerProcess
-) -> None:
+def test_agent_with_one_function_tool_runs_to_completion_over_websocket(server: ServerProcess) -> None:
+    python = agents_python()
     ws_turns = 'transport="ws",outcome="completed"'
+    http_turns = 'transport="http",outcome="completed"'
     before_ws = counter(server, "loopwire_turns_total", ws_turns)
-    before_http = counter(server, "loopwire_turns_total", 'transport="http",outcome="completed"')
+    before_http = counter(server, "loopwire_turns_total", http_turns)
     before_hits = counter(server, "loopwire_parent_lookups_total", 'result="cache"')
-    CITY_CALLS.clear()
-    agent = Agent(
-        name="weather",
-        instructions="Answer with the weather tool.",
-        model="loopwire-sim",
-        tools=[get_weather],
-        model_settings=ModelSettings(tool_choice="required"),
+
+    done = subprocess.run(
+        [str(python), str(CLIENT), server.base_url, API_KEY],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": os.environ.get("PATH", ""), "OPENAI_AGENTS_DISABLE_TRACING": "1"},
     )
+    assert done.returncode == 0, done.stderr[-4000:]
+    run = json.loads(done.stdout.strip().splitlines()[-1])
 
-    result = await Runner.run(agent, "What is the weather in Paris?", auto_previous_response_id=True)
-
-    assert len(CITY_CALLS) == 1 and CITY_CALLS[0], "the model's call ran the tool once, with a city"
-    assert isinstance(result.final_output, str) and result.final_output
-    calls = [item for item in result.new_items if item.type == "tool_call_item"]
-    outputs = [item for item in result.new_items if item.type == "tool_call_output_item"]
-    assert len(calls) == 1 and len(outputs) == 1
-    assert len(result.raw_responses) == 2
+    assert len(run["city_calls"]) == 1 and run["city_calls"][0], (
+        "the model's call ran the tool once, with a city"
+    )
+    assert isinstance(run["final_output"], str) and run["final_output"]
+    assert run["items"].count("tool_call_item") == 1 and run["items"].count("tool_call_output_item") == 1
+    assert run["responses"] == 2
     assert counter(server, "loopwire_turns_total", ws_turns) - before_ws == 2
-    assert counter(server, "loopwire_turns_total", 'transport="http",outcome="completed"') == before_http
+    assert counter(server, "loopwire_turns_total", http_turns) == before_http
     assert counter(server, "loopwire_parent_lookups_total", 'result="cache"') - before_hits == 1

@@ -187,18 +187,11 @@ def test_codex_resumed_session_sends_its_reasoning_back(
     loopwire: ServerProcess,
     recorder: WireRecorder,
     tmp_path: Path,
-    request: pytest.FixtureRequest,
 ) -> None:
     """With `model_reasoning_effort` set, Codex asks for reasoning (`reasoning.effort`, `include:
     ["reasoning.encrypted_content"]`) and the sim engine produces it; `codex exec resume --last` then replays
     the session on a new socket, the reasoning item with loopwire's `encrypted_content` included, which
     loopwire must take back."""
-    if request.node.callspec.params["loopwire"] == "responses":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True, reason="the responses engine does not pass `reasoning` to its upstream yet"
-            )
-        )
     effort = ("-c", 'model_reasoning_effort="low"')
     first = run_exec(codex, recorder.base_url, tmp_path, PROMPT, "--keep-session", *effort)
     assert first.returncode == 0, first.describe()
