@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
-import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import API_KEY, ROOT, ServerProcess
+from conftest import API_KEY, ROOT, ServerProcess, metric
 
 CLIENT = Path(__file__).with_name("agents_client.py")
 
@@ -28,20 +26,11 @@ def agents_python() -> Path:
     return python
 
 
-def counter(server: ServerProcess, name: str, labels: str) -> float:
-    with urllib.request.urlopen(f"{server.origin}/metrics", timeout=10) as reply:
-        text = reply.read().decode()
-    found = re.search(rf"^{name}\{{{re.escape(labels)}\}} (\S+)$", text, re.MULTILINE)
-    return float(found.group(1)) if found else 0.0
-
-
 def test_agent_with_one_function_tool_runs_to_completion_over_websocket(server: ServerProcess) -> None:
     python = agents_python()
-    ws_turns = 'transport="ws",outcome="completed"'
-    http_turns = 'transport="http",outcome="completed"'
-    before_ws = counter(server, "loopwire_turns_total", ws_turns)
-    before_http = counter(server, "loopwire_turns_total", http_turns)
-    before_hits = counter(server, "loopwire_parent_lookups_total", 'result="cache"')
+    before_ws = metric(server, "loopwire_turns_total", transport="ws", outcome="completed")
+    before_http = metric(server, "loopwire_turns_total", transport="http")
+    before_hits = metric(server, "loopwire_parent_lookups_total", result="cache")
 
     done = subprocess.run(
         [str(python), str(CLIENT), server.base_url, API_KEY],
@@ -59,6 +48,6 @@ def test_agent_with_one_function_tool_runs_to_completion_over_websocket(server: 
     assert isinstance(run["final_output"], str) and run["final_output"]
     assert run["items"].count("tool_call_item") == 1 and run["items"].count("tool_call_output_item") == 1
     assert run["responses"] == 2
-    assert counter(server, "loopwire_turns_total", ws_turns) - before_ws == 2
-    assert counter(server, "loopwire_turns_total", http_turns) == before_http
-    assert counter(server, "loopwire_parent_lookups_total", 'result="cache"') - before_hits == 1
+    assert metric(server, "loopwire_turns_total", transport="ws", outcome="completed") - before_ws == 2
+    assert metric(server, "loopwire_turns_total", transport="http") == before_http
+    assert metric(server, "loopwire_parent_lookups_total", result="cache") - before_hits == 1

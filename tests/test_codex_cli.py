@@ -10,33 +10,16 @@ Codex never runs a generated command (and its sandbox is read-only in an empty t
 from __future__ import annotations
 
 import json
-import re
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from codex_cli import AppServer, codex_binary, outbound_urls, run_exec
-from conftest import ServerProcess
+from conftest import ServerProcess, metric
 from wire_recorder import SocketRecord, WireRecorder
 
 PROMPT = "Reply with one short sentence: what is loopwire?"
-
-
-def metric(server: ServerProcess, name: str, **labels: str) -> float:
-    """Sum of a metric's samples whose labels include `labels`."""
-    with urllib.request.urlopen(f"{server.origin}/metrics", timeout=10) as reply:
-        text = reply.read().decode()
-    total = 0.0
-    for line in text.splitlines():
-        found = re.fullmatch(rf"{name}(?:\{{(.*)\}})? (\S+)", line)
-        if found is None:
-            continue
-        have = dict(re.findall(r'(\w+)="([^"]*)"', found.group(1) or ""))
-        if all(have.get(key) == value for key, value in labels.items()):
-            total += float(found.group(2))
-    return total
 
 
 @pytest.fixture
