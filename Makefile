@@ -21,8 +21,11 @@ CLIENT_TESTS := tests/test_codex_cli.py tests/test_agents_sdk.py tests/test_sdk_
 # The demo's lighter install: loopwire, the openai SDK and matplotlib; no torch, no test tools.
 DEMO_STAMP := $(VENV)/.installed-demo
 
-.PHONY: setup demo test test-latest codex lint bench bench-agent bench-quick bench-gateway bench-local fuzz soak \
-	serve clean
+# Real servers the tests start themselves (COMMAND=Debian package), installed by `make test` when missing.
+SYSTEM_PACKAGES := redis-server=redis-server haproxy=haproxy openssl=openssl
+
+.PHONY: system-packages setup demo test test-latest codex lint bench bench-agent bench-quick bench-gateway \
+	bench-local bench-redis fuzz soak serve clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "loopwire needs Python 3.11+")'
@@ -35,7 +38,7 @@ $(DEMO_STAMP): pyproject.toml | $(BIN)/python
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e ".[dev,local]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,local,redis]"
 	@touch $(STAMP)
 
 setup: $(STAMP)
@@ -43,6 +46,9 @@ setup: $(STAMP)
 demo: $(DEMO_STAMP)
 	$(BIN)/python examples/run_demo.py
 	$(BIN)/loopwire bench --quick --out bench/results/quick
+
+system-packages:
+	@bash scripts/system-packages.sh $(SYSTEM_PACKAGES)
 
 # Codex CLI $(1) from npm into $(NODE_TOOLS)/codex-$(1), once (a stamp marks a complete install); without npm
 # nothing is installed and the Codex tests skip, saying so.
@@ -68,7 +74,7 @@ $(AGENTS_STAMP):
 	$(AGENTS_VENV)/bin/python -m pip install --quiet $(AGENTS_PINS)
 	@touch $@
 
-test: $(STAMP) codex $(AGENTS_STAMP)
+test: $(STAMP) system-packages codex $(AGENTS_STAMP)
 	LOOPWIRE_CODEX_VERSION=$(CODEX_VERSION) LOOPWIRE_AGENTS_PYTHON=$(CURDIR)/$(AGENTS_VENV)/bin/python $(BIN)/python -m pytest
 
 # The client tests against the newest openai, openai-agents and Codex releases, in a venv of their own so the
@@ -109,6 +115,10 @@ bench-gateway: $(STAMP)
 
 bench-local: $(STAMP)
 	$(BIN)/loopwire bench local --turns 1,10,30 --conversations 3
+
+# Redis vs SQLite as the store: chain resolution (N = 1..200) and put + get (needs redis-server).
+bench-redis: $(STAMP) system-packages
+	$(BIN)/loopwire bench redis --lengths 1,10,50,200 --reps 200 --puts 1000
 
 bench-quick: $(STAMP)
 	$(BIN)/loopwire bench turns --turns 50 --conversations 4 --output-bytes 6000

@@ -200,10 +200,12 @@ def item_type(item: Item) -> str:
 
 
 def decode_item(raw: msgspec.Raw | bytes) -> Item:
-    """One item, keeping the JSON it came as. Raises msgspec.ValidationError (an unknown `type` names
-    `$.type`) or msgspec.DecodeError."""
-    item = _item_decoder.decode(raw)
-    keep_sent(item, raw if isinstance(raw, msgspec.Raw) else msgspec.Raw(raw))
+    """One item, keeping the JSON it came as: a copy of its own bytes, since a Raw slice would keep the
+    whole request it was cut from alive for as long as the item is cached. Raises
+    msgspec.ValidationError (an unknown `type` names `$.type`) or msgspec.DecodeError."""
+    data = bytes(raw)
+    item = _item_decoder.decode(data)
+    keep_sent(item, msgspec.Raw(data))
     return item
 
 
@@ -247,25 +249,32 @@ def set_id(item: Item, item_id: str) -> None:
     keep_sent(item, msgspec.Raw(_encode(body)))
 
 
+_ISSUES: dict[type[Item], str] = {
+    cls: "id" if tag == "mcp_approval_request" else "call_id"
+    for cls in _TYPED
+    if (tag := cls.__struct_config__.tag) in CALL_TYPES or tag == "mcp_approval_request"
+}
+"""Per item class, the field holding the call id it issues."""
+_ANSWERS: dict[type[Item], str] = {
+    cls: "approval_request_id" if cls is McpApprovalResponse else "call_id"
+    for cls in _TYPED
+    if cls.__struct_config__.tag in OUTPUT_TYPES or cls is McpApprovalResponse
+}
+"""Per item class, the field holding the call id it answers."""
+
+
 def call_id_of(item: Item) -> str | None:
     """The call id an item issues (a call a client may answer), else None."""
-    if item_type(item) in CALL_TYPES:
-        call_id: str | None = getattr(item, "call_id", None)
-        return call_id
-    if item_type(item) == "mcp_approval_request":
-        request_id: str | None = getattr(item, "id", None)
-        return request_id
-    return None
+    field = _ISSUES.get(type(item))
+    call_id: str | None = getattr(item, field, None) if field is not None else None
+    return call_id
 
 
 def answered_call_id(item: Item) -> str | None:
     """The call id an output item answers, else None."""
-    if isinstance(item, McpApprovalResponse):
-        return item.approval_request_id
-    if item_type(item) in OUTPUT_TYPES:
-        call_id: str | None = getattr(item, "call_id", None)
-        return call_id
-    return None
+    field = _ANSWERS.get(type(item))
+    call_id: str | None = getattr(item, field, None) if field is not None else None
+    return call_id
 
 
 def as_listed(item: Item) -> msgspec.Raw | Item:

@@ -117,7 +117,7 @@ def _connection(state: ServerState, owner: str) -> ConnectionState[Any]:
 
 
 async def create(state: ServerState, receive: Receive, send: Send, owner: str) -> None:
-    state.check_rate(owner)
+    await state.check_rate(owner)
     body = await read_body(receive, state.limits.max_message_bytes)
     received = time.perf_counter()
     state.metrics.bytes_in.inc(HTTP, len(body))

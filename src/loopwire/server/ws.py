@@ -140,7 +140,7 @@ class WebSocketSession:
             return True
         lane = event.stream_id if event.stream_id is not None else DEFAULT_LANE
         try:
-            self.state.check_rate(self.conn.owner)
+            await self.state.check_rate(self.conn.owner)
             if event.stream_id is not None:
                 validate_stream_id(event.stream_id, self.state.limits)
             lane_busy = self.conn.is_running(lane)
@@ -267,14 +267,14 @@ async def serve_websocket(state: ServerState, scope: Scope, receive: Receive, se
     if message["type"] != "websocket.connect":
         return
     try:
-        state.open_connection(owner)
+        ticket = await state.open_connection(owner)
     except ProtocolError as error:
         await refuse_upgrade(send, error)
         return
     try:
         await _serve_accepted(state, scope, receive, send, owner)
     finally:
-        state.close_connection(owner)
+        state.close_connection(ticket)
 
 
 async def _serve_accepted(state: ServerState, scope: Scope, receive: Receive, send: Send, owner: str) -> None:
