@@ -413,6 +413,11 @@ async def test_a_json_schema_text_format_constrains_the_text(engine: LocalEngine
     schema = FORECAST.parameters
     assert schema is not None
     history = EMPTY_CONTEXT.extend([user("Answer in JSON.")])
-    result = await run(engine, history, text_schema=schema, max_output_tokens=200)
+    result = await run(
+        engine,
+        history,
+        text_format={"type": "json_schema", "name": "f", "schema": schema},
+        max_output_tokens=200,
+    )
     assert result.finished.stop_reason == "stop"
     jsonschema.validate(json.loads(result.text), schema)

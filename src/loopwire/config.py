@@ -12,11 +12,16 @@ from .engines.factory import build_engine, check_options
 from .engines.sim.engine import SimEngine, SimSettings
 from .protocol import compaction
 from .server import compaction_secret
+from .server.admission import Admission
 from .server.auth import ApiKeys
 from .server.compaction_secret import CompactionSecret
 from .server.state import ServerSettings, ServerState
 from .session.limits import Limits
-from .store.factory import DEFAULT_SPEC, WRITE_MODES, open_store
+from .store.base import Store
+from .store.factory import DEFAULT_SPEC, WRITE_MODES, check_spec, open_store, redis_store_of
+from .store.redis.store import DEFAULT_TTL_S
+
+DEFAULT_LEASE_S = 15.0
 
 
 @dataclass(slots=True)
@@ -26,6 +31,10 @@ class ServerConfig:
     engine: str = "sim"
     store: str = DEFAULT_SPEC
     store_write: str = "inline"
+    store_ttl_s: int = DEFAULT_TTL_S
+    """Redis: how long a stored response stays retrievable (0 = forever)."""
+    connection_lease_s: float = DEFAULT_LEASE_S
+    """Redis: how long a dead node's WebSocket connections still count against their key's cap."""
     sim: SimSettings = field(default_factory=SimSettings)
     engine_options: dict[str, str] = field(default_factory=dict)
     """Options of engines other than sim (see engines/factory.py), e.g. {"upstream": "http://h:8000/v1"}."""
@@ -57,7 +66,7 @@ class ServerConfig:
                 limits.max_compaction_summary_bytes,
             )
         )
-        store = open_store(self.store, write=self.store_write)
+        store = open_store(self.store, write=self.store_write, ttl_s=self.store_ttl_s)
         engine = (
             SimEngine(self.sim) if self.engine == "sim" else build_engine(self.engine, **self.engine_options)
         )
@@ -67,7 +76,17 @@ class ServerConfig:
             limits=self.limits,
             settings=self.settings,
             api_keys=self.api_keys(),
+            shared_admission=self._shared_admission(store),
         )
+
+    def _shared_admission(self, store: Store) -> Admission | None:
+        """With a Redis store, the rate and connection limits hold across every node using it."""
+        redis_store = redis_store_of(store)
+        if redis_store is None:
+            return None
+        from .server.shared_admission import RedisAdmission
+
+        return RedisAdmission(redis_store, self.limits, lease_s=self.connection_lease_s)
 
     def api_keys(self) -> ApiKeys:
         if self.api_keys_file is None:
@@ -94,5 +113,8 @@ class ServerConfig:
             raise ValueError(f"store_write must be one of {', '.join(WRITE_MODES)}")
         self.api_keys()
         self.compaction_secret()
-        if not (self.store == "memory" or self.store.startswith("sqlite:")):
-            raise ValueError(f"unknown store spec {self.store!r}: expected 'memory' or 'sqlite:PATH'")
+        check_spec(self.store)
+        if self.store_ttl_s < 0:
+            raise ValueError("the store TTL must be >= 0 seconds (0 keeps responses forever)")
+        if self.connection_lease_s <= 0:
+            raise ValueError("the connection lease must be > 0 seconds")

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..base import EngineError, EngineRequest, NamedToolChoice, ToolSpec
+from ..common.tool_names import ChatToolNames
 from .tool_parser import CLOSE, OPEN
 
 CALL_OPEN = OPEN + "\n"
@@ -34,14 +35,30 @@ def _xgrammar() -> Any:
     return xgrammar
 
 
-def call_schema(tool: ToolSpec) -> dict[str, Any]:
-    """The JSON a Hermes tool call carries for this tool."""
+def call_schema(function: dict[str, Any]) -> dict[str, Any]:
+    """The JSON a Hermes tool call carries for a tool, given its chat `function` (flat name, parameters)."""
     return {
         "type": "object",
-        "properties": {"name": {"const": tool.name}, "arguments": tool.parameters or EMPTY_PARAMETERS},
+        "properties": {
+            "name": {"const": function["name"]},
+            "arguments": function.get("parameters") or EMPTY_PARAMETERS,
+        },
         "required": ["name", "arguments"],
         "additionalProperties": False,
     }
+
+
+def text_schema(request: EngineRequest) -> dict[str, Any] | None:
+    """The schema of a `json_schema` text format; `json_object` is any JSON object; else None."""
+    fmt = request.text_format
+    if not fmt:
+        return None
+    if fmt.get("type") == "json_schema" and isinstance(fmt.get("schema"), dict):
+        schema: dict[str, Any] = fmt["schema"]
+        return schema
+    if fmt.get("type") == "json_object":
+        return {"type": "object"}
+    return None
 
 
 def _literal(xgr: Any, text: str) -> Any:
@@ -88,7 +105,7 @@ class Grammars:
 
     def needed(self, request: EngineRequest) -> bool:
         forced = bool(request.tools) and request.tool_choice not in ("auto", "none")
-        return forced or request.text_schema is not None
+        return forced or text_schema(request) is not None
 
     def for_request(self, request: EngineRequest) -> Constraint | None:
         if not request.generate or not self.needed(request):
@@ -114,27 +131,30 @@ class Grammars:
     def _grammar(self, xgr: Any, request: EngineRequest) -> Any:
         tools = request.tools
         choice = request.tool_choice
+        names = ChatToolNames(tools)
         if isinstance(choice, NamedToolChoice):
-            named = [tool for tool in tools if tool.name == choice.name]
+            named = [tool for tool in tools if tool.name == choice.name and tool.kind == choice.kind]
             if not named:
                 raise EngineError(f"tool_choice names {choice.name!r}, which is not among the tools")
-            return self._call(xgr, named)
+            return self._call(xgr, named, names)
         if choice == "required":
-            return self._call(xgr, list(tools))
-        assert request.text_schema is not None
-        text = xgr.Grammar.from_json_schema(json.dumps(request.text_schema), any_whitespace=False)
+            return self._call(xgr, list(tools), names)
+        schema = text_schema(request)
+        assert schema is not None
+        text = self._json(xgr, schema, "the text format's schema")
         if tools and choice == "auto":  # the model may answer in the schema or call a tool
-            return xgr.Grammar.union(text, self._call(xgr, list(tools)))
+            return xgr.Grammar.union(text, self._call(xgr, list(tools), names))
         return text
 
-    def _call(self, xgr: Any, tools: list[ToolSpec]) -> Any:
-        schema: dict[str, Any] = (
-            call_schema(tools[0]) if len(tools) == 1 else {"anyOf": [call_schema(tool) for tool in tools]}
-        )
-        try:
-            body = xgr.Grammar.from_json_schema(json.dumps(schema), any_whitespace=False)
-        except (RuntimeError, ValueError) as error:
-            raise EngineError(
-                f"cannot build a grammar from the tool parameters: {error}", code="invalid_request"
-            ) from None
+    def _call(self, xgr: Any, tools: list[ToolSpec], names: ChatToolNames) -> Any:
+        schemas = [call_schema(names.function(tool)) for tool in tools]
+        body = self._json(xgr, schemas[0] if len(schemas) == 1 else {"anyOf": schemas}, "the tool parameters")
         return xgr.Grammar.concat(_literal(xgr, CALL_OPEN), body, _literal(xgr, CALL_CLOSE))
+
+    def _json(self, xgr: Any, schema: dict[str, Any], what: str) -> Any:
+        try:
+            return xgr.Grammar.from_json_schema(json.dumps(schema), any_whitespace=False)
+        except (RuntimeError, ValueError, TypeError) as error:
+            raise EngineError(
+                f"cannot build a grammar from {what}: {error}", code="invalid_request"
+            ) from None

@@ -13,6 +13,7 @@ from collections.abc import AsyncGenerator
 from concurrent.futures import ThreadPoolExecutor
 
 from ..base import EngineCount, EngineDelta, EngineError, EngineRequest, Finished
+from ..common.tool_names import CallRestorer, ChatToolNames
 from .constrain import Grammars
 from .generation import Emit, GenerationStats, Generator, TurnJob
 from .kv_pool import KvPool, LocalRenderState
@@ -122,11 +123,13 @@ class LocalEngine:
             self._executor.submit(work)
         except RuntimeError:
             raise EngineError("the local engine is closed") from None
+        restorer = CallRestorer(ChatToolNames(request.tools))
         try:
             while True:
                 batch = await _gather(queue)
                 if isinstance(batch, EngineError):
                     raise batch
+                batch = restorer.restore(batch)  # Finished, last, flushes a custom tool's input first
                 yield batch
                 if batch and isinstance(batch[-1], Finished):
                     return
@@ -138,11 +141,10 @@ class LocalEngine:
         parent = request.prefix if isinstance(request.prefix, LocalRenderState) else None
         temperature = settings.temperature if request.temperature is None else request.temperature
         rendered = self.rendered(request)
-        constraint = self.grammars.for_request(request)
         return TurnJob(
-            constraint=constraint,
             prompt=rendered.prompt,
             rendered=rendered.prefix,
+            constraint=self.grammars.for_request(request),
             parent=parent,
             generate=request.generate,
             max_new_tokens=request.max_output_tokens or settings.max_output_tokens,

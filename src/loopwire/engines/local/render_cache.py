@@ -17,9 +17,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...protocol.context import Context
-from ...protocol.items import FunctionCall, FunctionCallOutput, InputItem, Message, Reasoning
+from ...protocol.items import (
+    CustomToolCall,
+    FunctionCall,
+    FunctionCallOutput,
+    InputItem,
+    Message,
+    Reasoning,
+)
 from ..base import ToolSpec
 from ..common.chat_messages import ChatMessage
+from ..common.tool_names import ChatToolNames
 from .messages import build_messages, build_tools
 from .template import Template
 
@@ -111,7 +119,8 @@ class IncrementalRenderer:
         parent_ids: Sequence[int] = (),
         count: bool = True,
     ) -> Rendered:
-        built_tools = build_tools(tools)
+        names = ChatToolNames(tools)
+        built_tools = build_tools(tools, names)
         key = (instructions or "", json.dumps(built_tools, sort_keys=True))
         if self.enabled and parent is not None and len(parent_ids) >= parent.length:
             try:
@@ -119,7 +128,7 @@ class IncrementalRenderer:
                     raise Fallback("instructions_or_tools")
                 if not self.append_only(built_tools):
                     raise Fallback("template_not_append_only")
-                rendered = self._extend(history, built_tools, key, generate, parent, parent_ids)
+                rendered = self._extend(history, built_tools, names, key, generate, parent, parent_ids)
             except Fallback as why:
                 path, reason = "fallback", why.reason
             else:
@@ -131,18 +140,19 @@ class IncrementalRenderer:
             reason = "disabled" if not self.enabled else "no_render_state" if parent is None else "evicted"
         if count:
             self.counts[path, reason] += 1
-        return self.full(history, instructions, built_tools, key, generate)
+        return self.full(history, instructions, built_tools, names, key, generate)
 
     def full(
         self,
         history: History,
         instructions: str | None,
         built_tools: list[dict[str, Any]],
+        names: ChatToolNames,
         key: tuple[str, str],
         generate: bool,
     ) -> Rendered:
         template = self.template
-        messages = build_messages(history, instructions)
+        messages = build_messages(history, instructions, names)
         text = template.text(messages, built_tools, generate=False)
         if not generate:
             ids = template.encode(text)
@@ -163,7 +173,7 @@ class IncrementalRenderer:
         on a busy 2-core CPU, better spent at startup than on a first turn."""
         if self.enabled:
             self.append_only([])
-            self.append_only(build_tools([PROBE_TOOL]))
+            self.append_only(build_tools([PROBE_TOOL], ChatToolNames([PROBE_TOOL])))
 
     def append_only(self, tools: list[dict[str, Any]]) -> bool:
         """Whether window renders of the probe conversation, turn by turn, equal its full renders: a
@@ -176,12 +186,16 @@ class IncrementalRenderer:
 
     def _probe(self, tools: list[dict[str, Any]]) -> bool:
         items = _probe_items()
+        names = ChatToolNames([PROBE_TOOL])
         for instructions in ("You are a coding agent.", None):
             key = (instructions or "", json.dumps(tools, sort_keys=True))
             try:  # renders[n] is the first n items (a template refuses an empty conversation)
                 renders = [
                     None,
-                    *(self.full(items[:n], instructions, tools, key, True) for n in range(1, len(items) + 1)),
+                    *(
+                        self.full(items[:n], instructions, tools, names, key, True)
+                        for n in range(1, len(items) + 1)
+                    ),
                 ]
             except Exception:  # a template that refuses part of the script: never extend its renders
                 return False
@@ -191,7 +205,7 @@ class IncrementalRenderer:
                     continue
                 for end in range(cut + 1, min(cut + PROBE_SPAN, len(items)) + 1):
                     try:
-                        step = self._extend(items[:end], tools, key, True, base.prefix, base.prompt)
+                        step = self._extend(items[:end], tools, names, key, True, base.prefix, base.prompt)
                     except Exception:  # Fallback included: the checks caught it, as they would live
                         continue
                     whole = renders[end]
@@ -203,6 +217,7 @@ class IncrementalRenderer:
         self,
         history: History,
         tools: list[dict[str, Any]],
+        names: ChatToolNames,
         key: tuple[str, str],
         generate: bool,
         parent: RenderedPrefix,
@@ -212,7 +227,7 @@ class IncrementalRenderer:
         new_items = _items_from(history, parent.items)
         if parent.open_assistant and _first_is_call(new_items):
             raise Fallback("joins_last_message")
-        delta_messages = build_messages(new_items, None)
+        delta_messages = build_messages(new_items, None, names)
         window = [m for m in (parent.first, parent.last) if m is not None]
         if parent.messages == 1:
             window = window[:1]
@@ -278,7 +293,7 @@ def _items_from(history: History, start: int) -> list[InputItem]:
 def _first_is_call(items: Sequence[InputItem]) -> bool:
     for item in items:
         if not isinstance(item, Reasoning):
-            return isinstance(item, FunctionCall)
+            return isinstance(item, FunctionCall | CustomToolCall)
     return False
 
 
@@ -294,5 +309,7 @@ def _open_assistant(items: History, parent: RenderedPrefix | None) -> bool:
     for item in _newest_first(items):
         if isinstance(item, Reasoning):
             continue
-        return isinstance(item, FunctionCall) or (isinstance(item, Message) and item.role == "assistant")
+        return isinstance(item, FunctionCall | CustomToolCall) or (
+            isinstance(item, Message) and item.role == "assistant"
+        )
     return parent.open_assistant if parent is not None else False
