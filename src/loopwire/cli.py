@@ -138,6 +138,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="on SIGTERM, how long running turns may take to finish (default: %(default)s)",
     )
     serve.add_argument(
+        "--drain-s",
+        type=float,
+        default=0.0,
+        help="on SIGTERM, first answer GET /readyz with 503 for this long while still serving, so a load "
+        "balancer's health check takes the node out of rotation before it stops (default: %(default)s)",
+    )
+    serve.add_argument(
         "--api-keys",
         metavar="FILE",
         help="accept only these bearer keys (one per line); without it the server is open for local use",
@@ -221,6 +228,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         settings=ServerSettings(
             ws_per_message_deflate=args.ws_deflate,
             graceful_shutdown_s=args.graceful_shutdown_s,
+            drain_s=args.drain_s,
             timing_events=args.timing_events,
         ),
         limits=parse_limits(args.limit),
@@ -235,6 +243,7 @@ def serve(config: ServerConfig) -> None:
 
     from .server.app import LoopwireApp
     from .server.coalesce import CoalescingHttpToolsProtocol, CoalescingWebSocketProtocol
+    from .server.lifecycle import DrainingServer
     from .server.logs import configure as configure_logging
 
     config.check()
@@ -253,7 +262,7 @@ def serve(config: ServerConfig) -> None:
             file=sys.stderr,
             flush=True,
         )
-    uvicorn.run(
+    uvicorn_config = uvicorn.Config(
         app,
         host=config.host,
         port=config.port,
@@ -268,6 +277,11 @@ def serve(config: ServerConfig) -> None:
         access_log=False,
         timeout_graceful_shutdown=config.settings.graceful_shutdown_s,
     )
+
+    def on_drain() -> None:
+        app.draining = True
+
+    DrainingServer(uvicorn_config, drain_s=config.settings.drain_s, on_drain=on_drain).run()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -91,5 +91,7 @@ class ServerConfig:
         check_spec(self.store)
         if self.store_ttl_s < 0:
             raise ValueError("the store TTL must be >= 0 seconds (0 keeps responses forever)")
+        if self.settings.drain_s < 0:
+            raise ValueError("--drain-s must be >= 0 seconds")
         if self.connection_lease_s <= 0:
             raise ValueError("the connection lease must be > 0 seconds")

@@ -18,7 +18,7 @@ from typing import Any
 from .delta import InputPlan, Item, LastResponse, full_input, plan_input
 from .errors import ConnectionLost, RequestError, TurnInterrupted
 from .events import (
-    CONNECTION_RETIRED,
+    RETIRING_CODES,
     TERMINAL_TYPES,
     TIMING_EVENT,
     decode,
@@ -364,7 +364,7 @@ class Session:
                     return
                 if kind == "error":
                     error = RequestError.from_event(decode(payload))
-                    if route.conn is None or error.code != CONNECTION_RETIRED:
+                    if route.conn is None or error.code not in RETIRING_CODES:
                         raise error
                     route.conn.mark_retiring()
                     if not attempt.output_seen:  # refused, never run: like a drop before any output

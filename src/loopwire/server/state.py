@@ -29,6 +29,8 @@ class ServerSettings:
     """permessage-deflate costs ~80-160 us of CPU per small turn on loopback, so it is opt-in."""
     graceful_shutdown_s: int = 30
     """On SIGTERM, how long running turns may take to finish before they are cancelled."""
+    drain_s: float = 0.0
+    """On SIGTERM, how long /readyz answers 503 (everything else still served) before the shutdown starts."""
     timing_events: bool = False
     """Send a `loopwire.timing` event before each terminal event with the server's time breakdown."""
     merge_ready_deltas: bool = True
