@@ -23,7 +23,7 @@ from ..protocol.items import (
 )
 from ..protocol.request import CreateRequest
 from ..protocol.response import DEFAULT_REASONING, DEFAULT_TEXT, Response
-from .cache import CachedResponse, missing_call_ids
+from .cache import CachedResponse, conversation_root, missing_call_ids
 from .limits import Limits
 
 _ID_PREFIX = {Message: "msg", FunctionCall: "fc", FunctionCallOutput: "fco", Compaction: "cmp"}
@@ -42,6 +42,8 @@ class TurnPlan:
     engine_request: EngineRequest
     store: bool
     generate: bool
+    root: str
+    """The conversation's root response id (see session.cache.conversation_root)."""
 
 
 def validate_fields(request: CreateRequest, limits: Limits, *, websocket: bool) -> None:
@@ -191,6 +193,7 @@ def plan_turn(
     choice = tool_choice_of(request, tools)
     store = True if request.store is None else request.store
     prefix = parent.render if parent is not None else None
+    root = conversation_root(parent, response_id, store)
     engine_request = EngineRequest(
         model=request.model or "",
         history=context,
@@ -204,7 +207,8 @@ def plan_turn(
         generate=generate,
         prefix=prefix,
         prefix_items=base.length if prefix is not None else 0,
-        cache_key=request.prompt_cache_key or f"{owner}/{lane}",
+        # Every node derives the same key for a conversation, so they all pick the same engine replica.
+        cache_key=request.prompt_cache_key or f"{owner}/{root}",
         store=store,
         metadata=request.metadata or {},
     )
@@ -235,7 +239,7 @@ def plan_turn(
         prompt_cache_key=request.prompt_cache_key,
         user=request.user,
     )
-    return TurnPlan(response, lane, owner, parent, new_items, context, engine_request, store, generate)
+    return TurnPlan(response, lane, owner, parent, new_items, context, engine_request, store, generate, root)
 
 
 def _echo_choice(choice: str | dict[str, Any] | None) -> str | dict[str, Any]:
