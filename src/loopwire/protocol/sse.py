@@ -8,6 +8,9 @@ streams) and the client (a loopwire server's stream); the write side is `events.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 import msgspec
 
 MAX_EVENT_BYTES = 16 * 1024 * 1024
@@ -15,6 +18,9 @@ MAX_EVENT_BYTES = 16 * 1024 * 1024
 end counted as one byte). A longer event is refused with SseError, at the latest when its bytes still
 waiting for their blank line pass the bound: a stream that never ends its event costs at most this much
 memory (plus one read)."""
+
+
+T = TypeVar("T")
 
 
 class SseEvent(msgspec.Struct, frozen=True, gc=False):
@@ -50,11 +56,19 @@ class SseDecoder:
         return self._buffer
 
     def feed(self, chunk: bytes) -> list[SseEvent]:
-        return [event for block in self._blocks(chunk) if (event := _event_of(block)) is not None]
+        return self._read(chunk, _event_of)
 
     def feed_data(self, chunk: bytes) -> list[bytes]:
         """`feed` for a caller that reads only each event's data (the client): no names are built."""
-        return [data for block in self._blocks(chunk) if (data := _data_of(block)) is not None]
+        return self._read(chunk, _data_of)
+
+    def _read(self, chunk: bytes, read: Callable[[bytes], T | None]) -> list[T]:
+        out: list[T] = []
+        for block in self._blocks(chunk):
+            value = read(block)
+            if value is not None:
+                out.append(value)
+        return out
 
     def _blocks(self, chunk: bytes) -> list[bytes]:
         """The blocks of lines this read completes, each one event's lines without its blank line."""
@@ -95,30 +109,38 @@ _NAMES: dict[bytes, str] = {}
 
 def _data_of(block: bytes) -> bytes | None:
     """The data of the event in `block`, or None (see `_event_of`)."""
-    first, newline, rest = block.partition(b"\n")
-    if not newline:
-        if first.startswith(b"data: "):
-            return first[6:]
-    elif rest.startswith(b"data: ") and first.startswith(b"event:") and b"\n" not in rest:
-        return rest[6:]
+    newline = block.find(b"\n")
+    if newline < 0:
+        if block.startswith(b"data: "):
+            return block[6:]
+    elif (
+        block.startswith(b"data: ", newline + 1)
+        and block.startswith(b"event:")
+        and block.find(b"\n", newline + 1) < 0
+    ):
+        return block[newline + 7 :]
     event = _event_of(block)
     return None if event is None else event.data
 
 
 def _event_of(block: bytes) -> SseEvent | None:
     """One event from the lines between two blank lines (an empty line in it can only lead or trail)."""
-    first, newline, rest = block.partition(b"\n")
-    if not newline:
-        if first.startswith(b"data: "):  # a chat chunk: one data line
-            return SseEvent("message", first[6:])
-    elif rest.startswith(b"data: ") and first.startswith(b"event: ") and b"\n" not in rest:
-        # a Responses event: one event line, one data line
-        name = _NAMES.get(first)
+    newline = block.find(b"\n")
+    if newline < 0:
+        if block.startswith(b"data: "):  # a chat chunk: one data line
+            return SseEvent("message", block[6:])
+    elif (
+        block.startswith(b"data: ", newline + 1)
+        and block.startswith(b"event: ")
+        and block.find(b"\n", newline + 1) < 0
+    ):  # a Responses event: one event line, one data line
+        line = block[:newline]
+        name = _NAMES.get(line)
         if name is None:
-            name = first[7:].decode("utf-8", "replace") or "message"
+            name = line[7:].decode("utf-8", "replace") or "message"
             if len(_NAMES) < MAX_NAMES:
-                _NAMES[first] = name
-        return SseEvent(name, rest[6:])
+                _NAMES[line] = name
+        return SseEvent(name, block[newline + 7 :])
     name = ""
     data: list[bytes] = []
     for line in block.split(b"\n"):

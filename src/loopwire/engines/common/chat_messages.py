@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 
@@ -35,29 +36,20 @@ CachedItem = StandaloneItem | FunctionCall
 _encode = msgspec.json.Encoder().encode
 
 
-class ChatForm(Protocol):
-    """How one engine writes each kind of item as chat."""
+@dataclass(frozen=True, slots=True)
+class ChatForm:
+    """How one engine writes each kind of item as chat (plain functions: the walk calls them per item)."""
 
-    @property
-    def reasoning_field(self) -> str:
-        """The assistant message's field that takes the reasoning before it."""
-        ...
-
-    def standalone(self, item: StandaloneItem) -> ChatMessage:
-        """A user, system or developer message, a tool output or a compaction (never role `assistant`)."""
-        ...
-
-    def assistant(self, item: Message) -> ChatMessage:
-        """An assistant message, before reasoning or function calls join it."""
-        ...
-
-    def tool_call(self, item: FunctionCall) -> dict[str, Any]:
-        """A function call's entry in its assistant message's `tool_calls`."""
-        ...
-
-    def reasoning(self, item: Reasoning) -> str:
-        """The text a reasoning item carries to its assistant message; empty to drop it."""
-        ...
+    standalone: Callable[[StandaloneItem], ChatMessage]
+    """A user, system or developer message, a tool output or a compaction (never role `assistant`)."""
+    assistant: Callable[[Message], ChatMessage]
+    """An assistant message, before reasoning or function calls join it."""
+    tool_call: Callable[[FunctionCall], dict[str, Any]]
+    """A function call's entry in its assistant message's `tool_calls`."""
+    reasoning: Callable[[Reasoning], str] | None
+    """The text a reasoning item carries to the assistant message after it; None drops reasoning items."""
+    reasoning_field: str = "reasoning_content"
+    """The assistant message's field that takes that text."""
 
 
 class MessageCache:
@@ -121,7 +113,7 @@ class MessageCache:
 
 
 _NO_ENTRIES: OrderedDict[int, tuple[CachedItem, msgspec.Raw, bool]] = OrderedDict()
-"""The memo of a walk without a cache: always empty, never written."""
+"""What a walk without a cache binds its lookups to: always empty, never written nor consulted."""
 
 
 def _as_is(item: CachedItem, message: dict[str, Any]) -> dict[str, Any]:
@@ -142,6 +134,7 @@ def chat_messages(
     open_assistant: ChatMessage | None = None  # the assistant message later calls are merged into
     reasoning: list[str] = []  # reasoning text waiting for the assistant message it precedes
     field = form.reasoning_field
+    memo = cache is not None
     entries = _NO_ENTRIES if cache is None else cache._entries
     keep: Callable[[CachedItem, dict[str, Any]], ChatMessage | msgspec.Raw] = (
         _as_is if cache is None else cache.keep
@@ -155,24 +148,25 @@ def chat_messages(
     )
     hits = 0
     for item in history:
-        key = id(item)
-        entry = lookup(key)
-        if entry is not None and entry[0] is item:  # the fast path of every turn after the first
-            touch(key)
-            hits += 1
-            if not entry[2]:
-                open_assistant = None
-                append(entry[1])
-            elif open_assistant is None and not reasoning:  # the same keys in the same order
-                open_assistant = {"role": "assistant", "content": "", "tool_calls": [entry[1]]}
-                append(open_assistant)
-            else:
-                if open_assistant is None:
-                    open_assistant = {"role": "assistant", "content": ""}
+        if memo:
+            key = id(item)
+            entry = lookup(key)
+            if entry is not None and entry[0] is item:  # the fast path of every turn after the first
+                touch(key)
+                hits += 1
+                if not entry[2]:
+                    open_assistant = None
+                    append(entry[1])
+                elif open_assistant is None and not reasoning:  # the same keys in the same order
+                    open_assistant = {"role": "assistant", "content": "", "tool_calls": [entry[1]]}
                     append(open_assistant)
-                _attach_reasoning(open_assistant, reasoning, field)
-                open_assistant.setdefault("tool_calls", []).append(entry[1])
-            continue
+                else:
+                    if open_assistant is None:
+                        open_assistant = {"role": "assistant", "content": ""}
+                        append(open_assistant)
+                    _attach_reasoning(open_assistant, reasoning, field)
+                    open_assistant.setdefault("tool_calls", []).append(entry[1])
+                continue
         if isinstance(item, FunctionCall):
             if open_assistant is None:
                 open_assistant = {"role": "assistant", "content": ""}
@@ -181,9 +175,10 @@ def chat_messages(
             open_assistant.setdefault("tool_calls", []).append(keep(item, tool_call(item)))
             continue
         if isinstance(item, Reasoning):
-            text = reasoning_of(item)
-            if text:
-                reasoning.append(text)
+            if reasoning_of is not None:
+                text = reasoning_of(item)
+                if text:
+                    reasoning.append(text)
             continue  # does not break a merge: reasoning sits between a message and its calls
         open_assistant = None
         if isinstance(item, Message) and item.role == "assistant":

@@ -10,38 +10,22 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any, cast
 
-from ...protocol.items import FunctionCall, FunctionCallOutput, InputItem, Message, Reasoning, text_of
+from ...protocol.items import FunctionCall, FunctionCallOutput, InputItem, Message, text_of
 from ..base import ToolSpec
-from ..common.chat_messages import ChatMessage, StandaloneItem, chat_messages
+from ..common.chat_messages import ChatForm, ChatMessage, StandaloneItem, chat_messages
 from ..common.history_text import compaction_text
 
 
-class _TemplateForm:
-    """Items as Hugging Face chat templates read them (the ChatForm of common/chat_messages.py)."""
-
-    reasoning_field = "reasoning_content"  # never written: reasoning is dropped
-
-    def standalone(self, item: StandaloneItem) -> ChatMessage:
-        if isinstance(item, Message):
-            return {
-                "role": "system" if item.role == "developer" else item.role,
-                "content": text_of(item.content),
-            }
-        if isinstance(item, FunctionCallOutput):
-            return {"role": "tool", "tool_call_id": item.call_id, "content": text_of(item.output)}
-        return {"role": "system", "content": compaction_text(item)}
-
-    def assistant(self, item: Message) -> ChatMessage:
-        return {"role": "assistant", "content": text_of(item.content)}
-
-    def tool_call(self, item: FunctionCall) -> dict[str, Any]:
-        return _tool_call(item)
-
-    def reasoning(self, item: Reasoning) -> str:
-        return ""
+def _standalone(item: StandaloneItem) -> ChatMessage:
+    if isinstance(item, Message):
+        return {"role": "system" if item.role == "developer" else item.role, "content": text_of(item.content)}
+    if isinstance(item, FunctionCallOutput):
+        return {"role": "tool", "tool_call_id": item.call_id, "content": text_of(item.output)}
+    return {"role": "system", "content": compaction_text(item)}
 
 
-_FORM = _TemplateForm()
+def _assistant(item: Message) -> ChatMessage:
+    return {"role": "assistant", "content": text_of(item.content)}
 
 
 def build_messages(history: Iterable[InputItem], instructions: str | None) -> list[ChatMessage]:
@@ -61,6 +45,10 @@ def _tool_call(item: FunctionCall) -> dict[str, Any]:
     if not isinstance(arguments, dict):
         arguments = item.arguments
     return {"id": item.call_id, "type": "function", "function": {"name": item.name, "arguments": arguments}}
+
+
+_FORM = ChatForm(standalone=_standalone, assistant=_assistant, tool_call=_tool_call, reasoning=None)
+"""Items as Hugging Face chat templates read them; reasoning items are dropped."""
 
 
 def build_tools(tools: Sequence[ToolSpec]) -> list[dict[str, Any]]:

@@ -6,6 +6,7 @@ Owns the mapping from the Responses shapes to the chat shapes; must not do I/O o
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from functools import partial
 from typing import Any, cast
 
 import msgspec
@@ -20,12 +21,11 @@ from ...protocol.items import (
     InputText,
     Message,
     OutputText,
-    Reasoning,
     Refusal,
 )
 from ..base import EngineError, EngineRequest, NamedToolChoice, ToolChoice, ToolSpec
 from ..common.affinity import affinity_token
-from ..common.chat_messages import ChatMessage, MessageCache, StandaloneItem, chat_messages
+from ..common.chat_messages import ChatForm, ChatMessage, MessageCache, StandaloneItem, chat_messages
 from ..common.history_text import compaction_text, reasoning_text
 from ..common.sampling import sampling_fields
 from .settings import OpenAIChatSettings
@@ -40,44 +40,23 @@ _encode = msgspec.json.Encoder().encode
 # -- messages ------------------------------------------------------------------------------------------
 
 
-class _ChatCompletionsForm:
-    """Items as the chat-completions API takes them (the ChatForm of common/chat_messages.py)."""
-
-    __slots__ = ("settings",)
-
-    def __init__(self, settings: OpenAIChatSettings) -> None:
-        self.settings = settings
-
-    @property
-    def reasoning_field(self) -> str:
-        return self.settings.reasoning
-
-    def standalone(self, item: StandaloneItem) -> ChatMessage:
-        if isinstance(item, Message):
-            return _message(item, self.settings)
-        if isinstance(item, FunctionCallOutput):
-            return {"role": "tool", "tool_call_id": item.call_id, "content": _tool_output(item)}
-        return {"role": "system", "content": compaction_text(item)}
-
-    def assistant(self, item: Message) -> ChatMessage:
-        return _message(item, self.settings)
-
-    def tool_call(self, item: FunctionCall) -> dict[str, Any]:
-        return {
-            "id": item.call_id,
-            "type": "function",
-            "function": {"name": item.name, "arguments": item.arguments},
-        }
-
-    def reasoning(self, item: Reasoning) -> str:
-        return "" if self.settings.reasoning == "drop" else reasoning_text(item)
+def chat_completions_form(settings: OpenAIChatSettings) -> ChatForm:
+    """Items as the chat-completions API takes them, with these settings' roles and reasoning field."""
+    drop = settings.reasoning == "drop"
+    return ChatForm(
+        standalone=partial(_standalone, settings),  # positional: the fastest call through a partial
+        assistant=_assistant,
+        tool_call=_tool_call,
+        reasoning=None if drop else reasoning_text,
+        reasoning_field=settings.reasoning,
+    )
 
 
 def build_messages(
     history: Iterable[InputItem], instructions: str | None, settings: OpenAIChatSettings
 ) -> list[ChatMessage]:
     """The chat `messages` for a turn (see common/chat_messages.py for the grouping), as dicts."""
-    return cast(list[ChatMessage], chat_messages(history, instructions, _ChatCompletionsForm(settings)))
+    return cast(list[ChatMessage], chat_messages(history, instructions, chat_completions_form(settings)))
 
 
 def build_wire_messages(
@@ -86,15 +65,35 @@ def build_wire_messages(
     """build_messages for the wire, from `cache`: what stands for one item alone is its encoded JSON,
     translated and encoded only the first time the item is seen. Encoding the result gives exactly the
     bytes that encoding build_messages' result gives."""
-    return chat_messages(history, instructions, _ChatCompletionsForm(settings), cache)
+    return chat_messages(history, instructions, chat_completions_form(settings), cache)
 
 
-def _message(item: Message, settings: OpenAIChatSettings) -> ChatMessage:
+def _standalone(settings: OpenAIChatSettings, item: StandaloneItem) -> ChatMessage:
+    if isinstance(item, Message):
+        return _message(settings, item)
+    if isinstance(item, FunctionCallOutput):
+        return {"role": "tool", "tool_call_id": item.call_id, "content": _tool_output(item)}
+    return {"role": "system", "content": compaction_text(item)}
+
+
+def _tool_call(item: FunctionCall) -> dict[str, Any]:
+    return {
+        "id": item.call_id,
+        "type": "function",
+        "function": {"name": item.name, "arguments": item.arguments},
+    }
+
+
+def _assistant(item: Message) -> ChatMessage:
+    content = item.content
+    text = content if isinstance(content, str) else "".join(_part_text(part) for part in content)
+    return {"role": "assistant", "content": text}
+
+
+def _message(settings: OpenAIChatSettings, item: Message) -> ChatMessage:
+    """A user, system or developer message (the assistant's are `_assistant`'s)."""
     role = item.role
     content = item.content
-    if role == "assistant":
-        text = content if isinstance(content, str) else "".join(_part_text(part) for part in content)
-        return {"role": "assistant", "content": text}
     if role == "developer":
         role = settings.developer_role
     if isinstance(content, str):

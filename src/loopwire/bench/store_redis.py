@@ -7,7 +7,7 @@ starts on a free loopback port (AOF on, appendfsync everysec, then always). Reco
 hits them alike; medians and p90 in microseconds, ratios against SQLite, and the CPU time each resolution
 costs this process and (from INFO commandstats) Redis's single thread.
 
-    .venv/bin/python bench/store_redis.py [--lengths 1,10,50,200] [--reps 200] [--puts 1000]
+    loopwire bench store-redis [--lengths 1,10,50,200] [--reps 200] [--puts 1000]
 """
 
 from __future__ import annotations
@@ -18,16 +18,16 @@ import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from pathlib import Path
 
-from store_put_latency import payloads
-
-from loopwire.bench.redis_processes import RedisServer
-from loopwire.store.base import Store, StoredResponse
-from loopwire.store.redis.link import open_link
-from loopwire.store.redis.store import RedisStore
-from loopwire.store.sqlite import SqliteStore
+from ..store.base import Store, StoredResponse
+from ..store.redis.link import open_link
+from ..store.redis.store import RedisStore
+from ..store.sqlite import SqliteStore
+from .redis_processes import RedisServer
+from .store_put import payloads
 
 
 def p90(samples: list[float]) -> float:
@@ -104,16 +104,14 @@ async def run(lengths: list[int], reps: int, puts: int, root: Path) -> None:
             for _ in range(rounds):
                 for name, store in stores.items():
                     before = round_trips(store)
-                    server = servers.get(name)
-                    usec_before = redis_usec(server) if server else 0.0
+                    watched = servers.get(name)
+                    usec_before = redis_usec(watched) if watched else 0.0
                     for _ in range(max(1, reps // rounds)):
-                        await timed(
-                            samples[name], lambda s=store, h=heads[name]: s.chain(h, "bench"), cpu[name]
-                        )
+                        await timed(samples[name], partial(store.chain, heads[name], "bench"), cpu[name])
                     trips[name] = (round_trips(store) - before) // max(1, reps // rounds)
-                    if server:
+                    if watched:
                         server_usec[name] += (
-                            (redis_usec(server) - usec_before) / max(1, reps // rounds) / rounds
+                            (redis_usec(watched) - usec_before) / max(1, reps // rounds) / rounds
                         )
             base = statistics.median(samples["sqlite (inline)"])
             for name in stores:
@@ -138,8 +136,8 @@ async def run(lengths: list[int], reps: int, puts: int, root: Path) -> None:
                 for index in range(puts // rounds):
                     rid = f"resp_put_{round_index}_{index}_{uuid.uuid4().hex[:6]}"
                     record = StoredResponse(rid, "bench", previous[name], int(time.time()), items, response)
-                    await timed(put_samples[name], lambda s=store, r=record: s.put(r))
-                    await timed(get_samples[name], lambda s=store, r=rid: s.get(r, "bench"))
+                    await timed(put_samples[name], partial(store.put, record))
+                    await timed(get_samples[name], partial(store.get, rid, "bench"))
                     previous[name] = rid
         put_base = statistics.median(put_samples["sqlite (inline)"])
         get_base = statistics.median(get_samples["sqlite (inline)"])
@@ -158,19 +156,18 @@ async def run(lengths: list[int], reps: int, puts: int, root: Path) -> None:
             server.stop()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="loopwire bench store-redis", description=__doc__.splitlines()[0] if __doc__ else None
+    )
     parser.add_argument("--lengths", default="1,10,50,200", help="chain lengths N, comma-separated")
     parser.add_argument("--reps", type=int, default=200, help="resolutions per length and store")
     parser.add_argument("--puts", type=int, default=1000, help="puts (and gets) per store")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     import uvloop
 
     uvloop.install()  # as `loopwire serve` runs
     with tempfile.TemporaryDirectory(prefix="loopwire-bench-") as tmp:
         lengths = [int(n) for n in args.lengths.split(",")]
         asyncio.run(run(lengths, args.reps, args.puts, Path(tmp)))
-
-
-if __name__ == "__main__":
-    main()
+    return 0
