@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "local": ("local_kv", "the local engine's TTFT with the lane's KV cache reused vs a full prefill"),
     "soak": ("soak", "hundreds of concurrent WebSocket tool loops plus HTTP: nothing lost, RSS flat"),
     "store": ("store_put", "how long a durable write takes as the turn sees it, per store and write mode"),
+    "scale": ("scale", "Redis vs SQLite per turn; turns/s and CPU per turn for 1-3 nodes behind HAProxy"),
     "store-redis": ("store_redis", "Redis vs SQLite: chain resolution and put+get, round trips, CPU"),
 }
 

@@ -1,0 +1,238 @@
+"""`loopwire bench scale`: what the shared Redis store and more nodes cost and give, in one run.
+
+1. Store latency: one node on SQLite (inline writes) and one on Redis (AOF everysec), side by side, the
+   same synthetic agent conversation (`workload`) over WebSocket mode with store=true and over HTTP chained
+   with previous_response_id; p50 at turn 1 and at the last turn, the Redis / SQLite ratio, and the Redis
+   round trips per turn (INFO commandstats, the whole server: the node's lease heartbeats included).
+2. Nodes: 1, 2 and 3 `loopwire serve` nodes on the same Redis behind a real HAProxy (leastconn, health
+   checks on /readyz); a fixed client load of C concurrent WebSocket conversations of T turns each
+   (store=true) through the balancer; turns/s, every node's CPU per turn and the client's.
+
+Everything runs on this machine: the client competes with the nodes, Redis and HAProxy for the same cores,
+so the node table says how the work spreads and what a turn costs, not what a larger machine would do.
+Owns this benchmark's phases and tables; servers, clients and the workload are the package's own.
+
+    loopwire bench scale [--turns 50] [--conversations 6] [--load 12] [--load-turns 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import aiohttp
+import uvloop
+
+from .cpu import process_cpu_ns
+from .haproxy import Backend, HaproxyProcess
+from .processes import ServerProcess
+from .redis_processes import RedisServer
+from .table import Results, alternate, p50, write_summary
+from .turns import Bench
+from .wire import COMPLETED, LeanSocket
+from .workload import Conversation, base_body
+
+STORE_TRANSPORTS = ("ws-stored", "http-chained")
+
+
+ROUND_TRIP_COMMANDS = ("evalsha", "eval", "mget")
+"""What loopwire sends Redis as whole requests (the commands its scripts run inside count apart)."""
+
+
+def redis_round_trips(redis: RedisServer) -> int:
+    return sum(redis.calls(command) for command in ROUND_TRIP_COMMANDS)
+
+
+def start_nodes(count: int, store: str, directory: Path, extra: Sequence[str] = ()) -> list[ServerProcess]:
+    directory.mkdir(parents=True, exist_ok=True)
+    nodes = [ServerProcess(store, directory / f"node-{index}.log", extra) for index in range(count)]
+    try:
+        for node in nodes:
+            node.start()
+    except BaseException:
+        for node in nodes:
+            node.stop()
+        raise
+    return nodes
+
+
+# -- 1. Redis vs SQLite per turn -----------------------------------------------------------------------
+
+
+async def store_latency(
+    args: argparse.Namespace, sqlite: ServerProcess, redis_node: ServerProcess, redis: RedisServer
+) -> dict[str, Any]:
+    options = SimpleNamespace(
+        turns=args.turns, output_bytes=args.output_bytes, transports=list(STORE_TRANSPORTS)
+    )
+    benches = {
+        "sqlite": Bench(options, {"server": sqlite.pid}, sqlite.origin, ""),  # type: ignore[arg-type]
+        "redis": Bench(options, {"server": redis_node.pid}, redis_node.origin, ""),  # type: ignore[arg-type]
+    }
+    names = [f"{transport}/{store}" for transport in STORE_TRANSPORTS for store in benches]
+    results = {name: Results() for name in names}
+    trips: dict[str, list[int]] = {transport: [0, 0] for transport in STORE_TRANSPORTS}  # round trips, turns
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=4)) as session:
+
+        async def conversation(name: str, seed: int, record: bool) -> int:
+            transport, store = name.split("/")
+            bench = benches[store]
+            conv = Conversation(seed=seed, output_bytes=args.output_bytes)
+            before = redis_round_trips(redis) if store == "redis" else 0
+            if transport == "http-chained":
+                await bench.http_conversation(session, transport, conv, record)
+            else:
+                await bench.ws_conversation(transport, conv, record)
+            if store == "redis" and record:
+                trips[transport][0] += redis_round_trips(redis) - before
+                trips[transport][1] += args.turns
+            results[name].turns = bench.results[transport].turns
+            return len(json.dumps(conv.history))
+
+        await alternate(names, args.conversations, args.warmup, results, conversation)
+
+    last = args.turns
+    print(
+        f"\n1. Redis vs SQLite: {args.conversations} conversations x {last} turns per row, tool output "
+        f"{args.output_bytes} B per turn, sim engine at zero latency, one node per store\n"
+    )
+    print(
+        "| transport | SQLite p50 turn 1 (ms) | Redis p50 turn 1 (ms) | Redis / SQLite turn 1 "
+        f"| SQLite p50 turn {last} (ms) | Redis p50 turn {last} (ms) | Redis / SQLite turn {last} |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    summary: dict[str, Any] = {}
+    for transport in STORE_TRANSPORTS:
+        row: dict[str, float] = {}
+        for store in benches:
+            turns = benches[store].results[transport].turns
+            row[f"{store}_turn1_ms"] = p50([s.latency_s for s in turns.get(1, [])]) * 1000
+            row[f"{store}_last_ms"] = p50([s.latency_s for s in turns.get(last, [])]) * 1000
+        row["ratio_turn1"] = row["redis_turn1_ms"] / row["sqlite_turn1_ms"]
+        row["ratio_last"] = row["redis_last_ms"] / row["sqlite_last_ms"]
+        summary[transport] = row
+        print(
+            f"| {transport} | {row['sqlite_turn1_ms']:.2f} | {row['redis_turn1_ms']:.2f} | "
+            f"{row['ratio_turn1']:.2f}x | {row['sqlite_last_ms']:.2f} | {row['redis_last_ms']:.2f} | "
+            f"{row['ratio_last']:.2f}x |"
+        )
+    print("\nRedis round trips per turn (EVALSHA, EVAL and MGET; the lease heartbeats included):")
+    for transport, (count, turned) in trips.items():
+        summary[transport]["redis_round_trips_per_turn"] = count / max(1, turned)
+        print(f"  {transport}: {count / max(1, turned):.2f}")
+    return summary
+
+
+# -- 2. 1, 2 and 3 nodes behind HAProxy ----------------------------------------------------------------
+
+
+async def load(url: str, conversations: int, turns: int, output_bytes: int) -> int:
+    """`conversations` concurrent WebSocket-mode conversations of `turns` stored turns; turns run."""
+
+    async def one(seed: int) -> int:
+        conv = Conversation(seed=seed, output_bytes=output_bytes)
+        socket = await LeanSocket.connect(url)
+        try:
+            for _ in range(turns):
+                data = await socket.turn(json.dumps(conv.create_event(base_body(store=True))).encode())
+                if not data.startswith(COMPLETED):
+                    raise RuntimeError(data[:300].decode(errors="replace"))
+                conv.absorb(json.loads(data)["response"])
+        finally:
+            socket.close()
+        return turns
+
+    return sum(await asyncio.gather(*(one(1000 + seed) for seed in range(conversations))))
+
+
+def node_scaling(args: argparse.Namespace, redis: RedisServer, directory: Path) -> dict[str, Any]:
+    print(
+        f"\n2. Nodes behind HAProxy on one Redis: client load {args.load} concurrent WebSocket conversations "
+        f"x {args.load_turns} stored turns (tool output {args.output_bytes} B), one client process, "
+        f"sim engine at zero latency\n"
+    )
+    print("| nodes | turns/s | node CPU per turn (ms) | client CPU per turn (ms) | node CPU share |")
+    print("|---:|---:|---:|---:|---|")
+    summary: dict[str, Any] = {}
+    for count in args.nodes:
+        nodes = start_nodes(count, redis.url, directory / f"nodes-{count}")
+        balancer = HaproxyProcess(directory / f"haproxy-{count}", [
+            Backend(f"n{index}", node.port) for index, node in enumerate(nodes)
+        ])  # fmt: skip
+        try:
+            balancer.start()
+            url = balancer.base_url.replace("http://", "ws://") + "/responses"
+            uvloop.run(load(url, 2, 3, args.output_bytes))  # warm up every node's first turns
+            before = [process_cpu_ns(node.pid) or 0 for node in nodes]
+            client_before = time.process_time()
+            started = time.perf_counter()
+            done = uvloop.run(load(url, args.load, args.load_turns, args.output_bytes))
+            elapsed = time.perf_counter() - started
+            client_cpu = time.process_time() - client_before
+            after = [process_cpu_ns(node.pid) or 0 for node in nodes]
+            spent = [end - start for start, end in zip(before, after, strict=True)]
+            share = [round(100 * cpu / max(1, sum(spent))) for cpu in spent]
+            row = {
+                "turns_per_s": done / elapsed,
+                "node_cpu_ms_per_turn": sum(spent) / 1e6 / done,
+                "client_cpu_ms_per_turn": client_cpu * 1000 / done,
+                "cpu_share_percent": share,
+            }
+            summary[str(count)] = row
+            print(
+                f"| {count} | {row['turns_per_s']:.0f} | {row['node_cpu_ms_per_turn']:.2f} | "
+                f"{row['client_cpu_ms_per_turn']:.2f} | {' / '.join(f'{s}%' for s in share)} |"
+            )
+        finally:
+            balancer.stop()
+            for node in nodes:
+                node.stop()
+    return summary
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="loopwire bench scale", description=__doc__.split("\n\n")[0] if __doc__ else None
+    )
+    parser.add_argument("--turns", type=int, default=50, help="turns per conversation in the store phase")
+    parser.add_argument("--conversations", type=int, default=6, help="recorded conversations per row")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--output-bytes", type=int, default=6000)
+    parser.add_argument("--load", type=int, default=12, help="concurrent conversations in the node phase")
+    parser.add_argument("--load-turns", type=int, default=20, help="turns per conversation in the node phase")
+    parser.add_argument("--nodes", type=lambda text: [int(n) for n in text.split(",")], default=[1, 2, 3])
+    parser.add_argument("--skip-store", action="store_true", help="only the node phase")
+    parser.add_argument("--json", type=Path, help="also write the summary here as JSON")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    summary: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="loopwire-bench-scale-") as tmp:
+        directory = Path(tmp)
+        redis = RedisServer(directory / "redis", appendfsync="everysec").start()
+        try:
+            if not args.skip_store:
+                (sqlite,) = start_nodes(1, f"sqlite:{directory / 'bench.db'}", directory / "sqlite")
+                (redis_node,) = start_nodes(1, redis.url, directory / "redis-node")
+                try:
+                    summary["store"] = uvloop.run(store_latency(args, sqlite, redis_node, redis))
+                finally:
+                    sqlite.stop()
+                    redis_node.stop()
+            summary["nodes"] = node_scaling(args, redis, directory)
+        finally:
+            redis.stop()
+    print(file=sys.stderr)
+    write_summary(args.json, args, summary)
+    return 0
