@@ -149,6 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="accept only these bearer keys (one per line); without it the server is open for local use",
     )
+    serve.add_argument(
+        "--compaction-secret-file",
+        metavar="FILE",
+        help="the secret compaction items are signed with; every node of a deployment must share it (else "
+        "$LOOPWIRE_COMPACTION_SECRET, else one generated beside the SQLite store, or in memory)",
+    )
     serve.add_argument("--log-level", default="warning")
     serve.add_argument("--log-format", default="text", choices=["text", "json"])
     return parser
@@ -233,6 +239,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         ),
         limits=parse_limits(args.limit),
         api_keys_file=args.api_keys,
+        compaction_secret_file=args.compaction_secret_file,
         log_level=args.log_level,
         log_format=args.log_format,
     )
@@ -259,6 +266,15 @@ def serve(config: ServerConfig) -> None:
         print(
             "loopwire: OPEN MODE, no --api-keys given: any bearer token is accepted (each token sees only "
             "its own responses). Do not expose this server beyond your machine.",
+            file=sys.stderr,
+            flush=True,
+        )
+    secret = config.compaction_secret()
+    if not secret.shared:
+        print(
+            f"loopwire: compaction items are signed with a secret from {secret.source}; a deployment of "
+            "several servers must share one (--compaction-secret-file or LOOPWIRE_COMPACTION_SECRET), or "
+            "each reads back only its own.",
             file=sys.stderr,
             flush=True,
         )

@@ -5,12 +5,16 @@ Owns option names, defaults and turning them into a ServerState; starts nothing 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from .engines.factory import build_engine, check_options
 from .engines.sim.engine import SimEngine, SimSettings
+from .protocol import compaction
+from .server import compaction_secret
 from .server.admission import Admission
 from .server.auth import ApiKeys
+from .server.compaction_secret import CompactionSecret
 from .server.state import ServerSettings, ServerState
 from .session.limits import Limits
 from .store.base import Store
@@ -39,9 +43,29 @@ class ServerConfig:
     log_level: str = "warning"
     log_format: str = "text"
     api_keys_file: str | None = None
+    compaction_secret_file: str | None = None
+    """Signs compaction payloads; every node of a deployment needs the same one (else the environment's
+    LOOPWIRE_COMPACTION_SECRET, else one generated beside the SQLite store, or in memory)."""
+    _secret: CompactionSecret | None = field(default=None, init=False, repr=False)
+
+    def compaction_secret(self) -> CompactionSecret:
+        """Resolved once, so the startup log and the running server name the same secret."""
+        if self._secret is None:
+            self._secret = compaction_secret.resolve(
+                self.compaction_secret_file, self.store, dict(os.environ)
+            )
+        return self._secret
 
     def build_state(self) -> ServerState:
         self.check()
+        limits = self.limits
+        compaction.configure(
+            compaction.SummaryCodec(
+                self.compaction_secret().secret,
+                limits.max_compaction_payload_chars,
+                limits.max_compaction_summary_bytes,
+            )
+        )
         store = open_store(self.store, write=self.store_write, ttl_s=self.store_ttl_s)
         engine = (
             SimEngine(self.sim) if self.engine == "sim" else build_engine(self.engine, **self.engine_options)
@@ -88,6 +112,7 @@ class ServerConfig:
         if self.store_write not in WRITE_MODES:
             raise ValueError(f"store_write must be one of {', '.join(WRITE_MODES)}")
         self.api_keys()
+        self.compaction_secret()
         check_spec(self.store)
         if self.store_ttl_s < 0:
             raise ValueError("the store TTL must be >= 0 seconds (0 keeps responses forever)")

@@ -33,8 +33,26 @@ ToolChoice = Literal["auto", "none", "required"] | NamedToolChoice
 class RenderState:
     """What an engine remembers of a rendered conversation so the next turn renders only its delta.
 
-    Engines subclass this with their own fields; the session core stores it per lane and never looks inside
-    beyond `token_count`.
+    The contract between the core and the engines:
+
+    - **Made by the engine, owned by the core.** An engine returns it in `Finished.render`; the core keeps
+      it in the lane's cached response (`session.cache.CachedResponse.render`) and passes it back as
+      `EngineRequest.prefix` to the lane's next turn (or a fork's). It never looks inside beyond
+      `token_count`, never copies it and never calls into it.
+    - **Dropped when the cached response leaves the cache**, all through `ConnectionState._drop`: the
+      lane's next response replaces it, a failed continuation evicts its parent, the memory budget evicts
+      an idle lane (`CacheBudget`), the connection closes, or the store write after a commit fails. A
+      response resolved from the store has no render state. The core drops its reference and nothing
+      else: there is no release call.
+    - **An engine may hang resources on it** (the responses engine's upstream socket lease, the local
+      engine's KV slot, the sim engine's hashes) and release them with `weakref.finalize(state, ...)`
+      on the state or on an object only its states hold: release happens when the *last* reference goes,
+      which may be later than the drop (a running turn's request still holds its prefix) and, through the
+      cycle collector, on another thread or inside unrelated code. So a finalizer must be cheap,
+      thread-safe and must not await: schedule the work (`loop.call_soon_threadsafe`) or take a lock.
+      A subclass that is finalized needs `__weakref__` in its `__slots__`.
+    - The engine must not rely on a drop happening at all: a state may live as long as its connection, so
+      anything scarce it pins must also be bounded by the engine (an idle set, an LRU budget).
     """
 
     __slots__ = ("token_count",)

@@ -111,7 +111,22 @@ def _invalid_json(error: msgspec.DecodeError) -> ProtocolError:
     )
 
 
+def too_deep(param: str | None = None, limit: int | None = None) -> ProtocolError:
+    """JSON nested past what the decoder goes (anywhere, even in an unknown field), or a kept value past
+    `limit` levels."""
+    where = f"'{param}'" if param is not None else "The request body"
+    most = f"; at most {limit} levels are accepted" if limit is not None else ""
+    return invalid_request(f"{where} nests JSON too deeply{most}.", param=param, code="json_too_deep")
+
+
 def _decode(decoder: msgspec.json.Decoder[T], data: bytes | str, kind: type[T]) -> T:
+    try:
+        return _decode_once(decoder, data, kind)
+    except RecursionError:  # msgspec's guard, at ~1,000 levels (also while skipping unknown fields)
+        raise too_deep() from None
+
+
+def _decode_once(decoder: msgspec.json.Decoder[T], data: bytes | str, kind: type[T]) -> T:
     # ValidationError subclasses DecodeError, so it must be caught first, here and below.
     try:
         return decoder.decode(data)
@@ -153,12 +168,13 @@ _ws_peek = msgspec.json.Decoder(dict[str, Any])
 
 
 def decode_ws_event(frame: bytes | str) -> WsCreateEvent:
-    """Decode one client frame. Raises ProtocolError (UnknownClientEvent for a well-formed event of
-    another type) with the event's stream_id attached when it can be read."""
+    """Decode one client frame. Raises ProtocolError: UnknownClientEvent for a well-formed event of another
+    type, else the error naming what is wrong (the caller reads the frame's stream_id with
+    `peek_stream_id` to route it)."""
     try:
         event = _decode(_ws_decoder, frame, WsCreateEvent | _NeverSent)  # type: ignore[arg-type]
     except ProtocolError as error:
-        if error.code == "invalid_json":
+        if error.code in ("invalid_json", "json_too_deep"):
             raise
         envelope = _envelope(frame) if error.param in ("type", None) else None
         if envelope is None and error.param is None:
@@ -186,7 +202,7 @@ def decode_ws_event(frame: bytes | str) -> WsCreateEvent:
 def _envelope(frame: bytes | str) -> dict[str, Any] | None:
     try:
         return _ws_peek.decode(frame)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
         return None
 
 

@@ -21,6 +21,7 @@ from ..protocol.events import Event, encode, event_type, sse_frame
 from ..protocol.items import as_listed
 from ..protocol.request import CreateRequest, decode_compact, decode_http_create
 from ..protocol.response import DeletedResponse, ItemList
+from ..session.bounds import check_compact
 from ..session.compact import compact_context
 from ..session.connection import DEFAULT_LANE, ConnectionState
 from ..session.plan import plan_turn, validate_fields
@@ -227,6 +228,7 @@ async def compact(state: ServerState, receive: Receive, send: Send, owner: str) 
     request = decode_compact(body)
     if not request.model:
         raise missing_parameter("model")
+    check_compact(request, state.limits)
     conn = _connection(state, owner)
     parent = await resolve_parent(state, conn, DEFAULT_LANE, request.previous_response_id)
     result = compact_context(request, parent, now=int(time.time()))

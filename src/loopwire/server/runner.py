@@ -249,7 +249,7 @@ async def run_turn(
     finished, events, failure = await _stream(state, plan, turn, sink, clock)
 
     if failure is not None:
-        _, response = turn.fail(*failure)
+        response = turn.fail(*failure)
         if conn.evict_after_failure(previous_id, lane):
             metrics.evictions.inc(FAILURE)
         await _announce(state, sink, turn, encode(response), clock, {}, transport)
@@ -285,7 +285,7 @@ async def run_turn(
             await state.store.put(record)
         except StoreUnavailable:
             conn.evict(response.id)  # the parent went with the commit: the lane starts afresh
-            _, response = turn.fail("store_unavailable", "The response could not be stored.")
+            response = turn.fail("store_unavailable", "The response could not be stored.")
             encoded = encode(response)
     await _announce(state, sink, turn, encoded, clock, finished.timings, transport)
     return response

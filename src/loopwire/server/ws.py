@@ -102,7 +102,7 @@ class WebSocketSession:
         self.send = send
         self.batched = batched
         self.conn: ConnectionState[Job] = ConnectionState(
-            state.limits, opened_at=time.monotonic(), owner=owner
+            state.limits, opened_at=time.monotonic(), owner=owner, account=state.budget
         )
         self.tasks: set[asyncio.Task[None]] = set()
         self.retiring: Retirement | None = None
@@ -139,7 +139,7 @@ class WebSocketSession:
             await self.state.check_rate(self.conn.owner)
             if event.stream_id is not None:
                 validate_stream_id(event.stream_id, self.state.limits)
-            ready = self.conn.submit(lane, Job(event, received))
+            ready = self.conn.submit(lane, Job(event, received), len(frame))
         except ProtocolError as error:
             await self.send_error(error, event.stream_id)
             return True
@@ -282,5 +282,4 @@ async def _serve_accepted(state: ServerState, scope: Scope, receive: Receive, se
         if draining is not None:
             draining.cancel()
         state.sessions.discard(session.conn)
-        await session.close()
-        state.budget.forget(session.conn)
+        await session.close()  # its cached lanes leave the budget with it

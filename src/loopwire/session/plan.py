@@ -23,6 +23,7 @@ from ..protocol.items import (
 )
 from ..protocol.request import CreateRequest
 from ..protocol.response import DEFAULT_REASONING, DEFAULT_TEXT, Response
+from .bounds import check_bounds
 from .cache import CachedResponse, conversation_root, missing_call_ids
 from .limits import Limits
 
@@ -71,12 +72,7 @@ def validate_fields(request: CreateRequest, limits: Limits, *, websocket: bool) 
     if request.truncation not in (None, "auto", "disabled"):
         raise invalid_request("'truncation' must be 'auto' or 'disabled'.", param="truncation")
     _validate_metadata(request.metadata, limits)
-    if isinstance(request.input, list) and len(request.input) > limits.max_input_items:
-        raise invalid_request(
-            f"'input' has {len(request.input)} items; at most {limits.max_input_items} are accepted.",
-            param="input",
-            code="array_above_max_length",
-        )
+    check_bounds(request, limits)
 
 
 def _validate_metadata(metadata: dict[str, str] | None, limits: Limits) -> None:
@@ -133,15 +129,35 @@ def _find_item(context: Context, item_id: str) -> InputItem | None:
     return None
 
 
+_SCANNED_REFERENCES = 8
+"""References resolved by scanning the context (newest segment first: cheap for recent items); past these,
+one index of the context resolves the rest, so n references cost O(history + n), not O(history x n)."""
+
+
+def _index_by_id(context: Context) -> dict[str, InputItem]:
+    index: dict[str, InputItem] = {}
+    # The item _find_item would return: the newest segment wins, and the first such item within a segment.
+    for segment in context.segments():
+        for item in reversed(segment):
+            if not isinstance(item, ItemReference) and item.id is not None:
+                index[item.id] = item
+    return index
+
+
 def _prepare_items(items: list[InputItem], base: Context) -> list[InputItem]:
     """Resolve item references, give every item an id, and check that each function_call_output
     answers a call issued earlier in the context or in this input."""
     prepared: list[InputItem] = []
     issued: set[str] = set()
     answered: dict[str, int] = {}
+    scanned = 0
+    by_id: dict[str, InputItem] | None = None
     for index, item in enumerate(items):
         if isinstance(item, ItemReference):
-            found = _find_item(base, item.id)
+            scanned += 1
+            if scanned > _SCANNED_REFERENCES and by_id is None:
+                by_id = _index_by_id(base)
+            found = by_id.get(item.id) if by_id is not None else _find_item(base, item.id)
             if found is None:
                 raise invalid_request(
                     f"Item with id '{item.id}' not found.", param=f"input[{index}].id", code="item_not_found"

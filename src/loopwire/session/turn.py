@@ -219,8 +219,10 @@ class Turn:
         )
         return events, self.response
 
-    def fail(self, code: str, message: str) -> tuple[list[Event], Response]:
-        """End the turn as failed; open items are closed as incomplete and dropped from the output."""
+    def fail(self, code: str, message: str) -> Response:
+        """End the turn as failed and return the failed Response: an item still open is dropped from the
+        output with no done events (the items already done stay). The terminal event comes from
+        `terminal()`."""
         self._message = None
         self._call = None
         self.response = msgspec.structs.replace(
@@ -229,7 +231,7 @@ class Turn:
             error=response_error(code, message),
             output=self.output,
         )
-        return [], self.response
+        return self.response
 
     def timing(self, timings: dict[str, float]) -> Event:
         """The opt-in vendor event with the server's time breakdown of this turn (numbered like the rest)."""
