@@ -138,6 +138,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="on SIGTERM, how long running turns may take to finish (default: %(default)s)",
     )
     serve.add_argument(
+        "--resume-grace-s",
+        type=float,
+        default=0.0,
+        help="reconnect grace: keep the lane caches of a WebSocket that dropped uncleanly this long for a "
+        "new socket presenting its resume token (x-loopwire-resume); in the cache budget (default: off)",
+    )
+    serve.add_argument(
+        "--node-id",
+        default="",
+        help="this node's name in resume tokens, what a load balancer routes a token on (default: random)",
+    )
+    serve.add_argument(
         "--drain-s",
         type=float,
         default=0.0,
@@ -235,6 +247,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
             ws_per_message_deflate=args.ws_deflate,
             graceful_shutdown_s=args.graceful_shutdown_s,
             drain_s=args.drain_s,
+            resume_grace_s=args.resume_grace_s,
+            node_id=args.node_id,
             timing_events=args.timing_events,
         ),
         limits=parse_limits(args.limit),

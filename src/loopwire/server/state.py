@@ -7,6 +7,7 @@ Owns their lifetime (open at startup, close at shutdown); holds no single connec
 from __future__ import annotations
 
 import logging
+import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +20,7 @@ from ..store.base import Store, StoreUnavailable
 from .admission import Admission, LocalAdmission, Ticket
 from .auth import ApiKeys
 from .metrics import Metrics
+from .resume import ResumeRegistry
 
 log = logging.getLogger("loopwire.server")
 
@@ -29,6 +31,11 @@ class ServerSettings:
     """permessage-deflate costs ~80-160 us of CPU per small turn on loopback, so it is opt-in."""
     graceful_shutdown_s: int = 30
     """On SIGTERM, how long running turns may take to finish before they are cancelled."""
+    resume_grace_s: float = 0.0
+    """Reconnect grace: how long the lane caches of a WebSocket that dropped uncleanly are kept for a new
+    socket presenting its resume token (0: off)."""
+    node_id: str = ""
+    """This node's name in resume tokens (what a balancer routes a token on); empty: a random one."""
     drain_s: float = 0.0
     """On SIGTERM, how long /readyz answers 503 (everything else still served) before the shutdown starts."""
     timing_events: bool = False
@@ -51,6 +58,8 @@ class ServerState:
     """Open WebSocket connections, for /metrics (connections, cached lanes)."""
 
     budget: CacheBudget = field(init=False)
+    resume: ResumeRegistry = field(init=False)
+    """Parked lane caches of dropped sockets (reconnect grace)."""
     shared_admission: Admission | None = None
     """Limits shared by all nodes (RedisAdmission); without it each node keeps its own."""
     admission: Admission = field(init=False)
@@ -58,6 +67,8 @@ class ServerState:
 
     def __post_init__(self) -> None:
         self.budget = CacheBudget(self.limits.cache_budget_bytes)
+        node_id = self.settings.node_id or secrets.token_hex(4)
+        self.resume = ResumeRegistry(node_id, self.settings.resume_grace_s)
         self.admission = self.shared_admission or LocalAdmission(self.limits)
 
     async def check_rate(self, owner: str) -> None:
@@ -80,9 +91,12 @@ class ServerState:
         self.metrics.connections.set((), len(self.sessions))
         self.metrics.lanes.set((), sum(conn.cached_count for conn in self.sessions))
         self.metrics.cached_bytes.set((), self.budget.total)
+        self.metrics.parked.set((), self.resume.parked)
+        self.metrics.resumed.set((), self.resume.resumed)
         return self.metrics.render()
 
     async def aclose(self) -> None:
+        self.resume.close()
         await self.admission.aclose()
         await self.engine.aclose()
         try:
