@@ -15,6 +15,10 @@ from typing import Any
 import pytest
 import websockets
 from conftest import API_KEY, ServerProcess
+from link_cutter import LinkCutter
+
+from loopwire.client import Session, SessionOptions, TurnMetrics
+from loopwire.client.backoff import Backoff
 
 GRACE_S = 30.0
 
@@ -159,3 +163,48 @@ async def test_without_grace_the_header_changes_nothing(base_url: str, server: S
     first = await turn(socket, "hello")  # the first frame is the turn's own: no token event
     assert first["type"] == "response.completed"
     await socket.close()
+
+
+# -- loopwire.client with `resume=True` ----------------------------------------------------------------------
+
+
+async def cut_conversation(node: ServerProcess) -> list[TurnMetrics]:
+    """A store=false session through a link cutter: 3 turns, a cut between turns, 2 turns, a cut during a
+    request (the server never saw it), 2 turns; each turn's metrics."""
+    cutter = await LinkCutter(node.port).start()
+    options = SessionOptions(resume=True, backoff=Backoff(base_s=0.01, max_s=0.05))
+    conversation: list[dict[str, Any]] = []
+    metrics: list[TurnMetrics] = []
+    try:
+        async with Session(
+            node.base_url, "ws", api_key=API_KEY, store=False, ws_url=cutter.url, options=options
+        ) as session:
+            for index in range(7):
+                if index == 3:
+                    cutter.cut()
+                if index == 5:
+                    cutter.cut_on_next_request()
+                conversation.append({"type": "message", "role": "user", "content": f"turn {index} " * 200})
+                result = await session.run_turn(conversation, model="sim")
+                assert result.status == "completed"
+                conversation += result.output
+                metrics.append(result.metrics)
+    finally:
+        await cutter.close()
+    return metrics
+
+
+async def test_the_client_takes_its_lanes_back_after_a_cut(grace_server: ServerProcess) -> None:
+    turns = await cut_conversation(grace_server)
+    cut_turns = [turns[3], turns[5]]
+    assert all(turn.reconnects == 1 and turn.resumed for turn in cut_turns)
+    assert all(turn.sent_delta and not turn.replayed for turn in turns[1:])  # by id, never the history
+    one_turn = max(turn.bytes_up for turn in turns[1:3])
+    assert all(turn.bytes_up <= turn.attempts * (one_turn + 16) for turn in cut_turns)  # the new turn only
+
+
+async def test_without_grace_the_client_replays_once_per_cut(server: ServerProcess) -> None:
+    turns = await cut_conversation(server)
+    for turn in (turns[3], turns[5]):
+        assert turn.reconnects == 1 and not turn.resumed and not turn.sent_delta
+        assert turn.bytes_up > 3 * turns[2].bytes_up  # the whole history again
