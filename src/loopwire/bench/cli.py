@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "soak": ("soak", "hundreds of concurrent WebSocket tool loops plus HTTP: nothing lost, RSS flat"),
     "store": ("store_put", "how long a durable write takes as the turn sees it, per store and write mode"),
     "scale": ("scale", "Redis vs SQLite per turn; turns/s and CPU per turn for 1-3 nodes behind HAProxy"),
+    "grace": ("grace", "reconnect grace on a mobile link with cuts: bytes re-sent and time lost per cut"),
     "store-redis": ("store_redis", "Redis vs SQLite: chain resolution and put+get, round trips, CPU"),
 }
 
