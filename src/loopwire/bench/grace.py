@@ -130,7 +130,8 @@ def report(args: argparse.Namespace, summary: dict[str, Any]) -> None:
     base = summary["baseline"]
     print(
         f"\n{args.seeds} seeds x (baseline, grace, no grace), store=false coding-agent rollouts of "
-        f"~{base['turns']:.0f} turns (fixture padding {args.padding_bytes} B), link profile {args.profile}, cuts {CUT_DELAY_S * 1000:.0f} ms into "
+        f"~{base['turns']:.0f} turns (fixture padding {args.padding_bytes} B), link profile {args.profile}, "
+        f"cuts {CUT_DELAY_S * 1000:.0f} ms into "
         f"turns {','.join(map(str, args.cuts))}; baseline: {base['bytes_up'] / 1024:.0f} KiB up, "
         f"{base['model_s']:.2f} s of model turns per rollout\n"
     )
