@@ -24,13 +24,15 @@ import pytest
 import redis
 from conftest import API_KEY, ServerProcess, make_async_client
 from haproxy_process import Backend, HaproxyProcess
+from link_cutter import LinkCutter
 from redis_server import RedisServer
 from test_redis_nodes import metric_sum, start_nodes
 
 from loopwire.agent.fixture import read_fix, write_fixture
 from loopwire.agent.loop import AgentConfig, AgentRun, TurnRecord, run_agent
 from loopwire.agent.tools import repo_digest
-from loopwire.client import SessionOptions
+from loopwire.client import Session, SessionOptions
+from loopwire.client.backoff import Backoff
 
 NODE_ARGS = (
     "--sim-ttft-ms", "15",
@@ -298,3 +300,47 @@ def http_status(url: str) -> int:
             return int(reply.status)
     except urllib.error.HTTPError as error:
         return int(error.code)
+
+
+async def test_haproxy_routes_a_resume_token_to_the_node_that_issued_it(tmp_path: Path) -> None:
+    """Three nodes with reconnect grace behind HAProxy, a client link that is cut four times: each new socket
+    presents the dropped one's token, HAProxy sends it to the node named in it, and the lanes come back."""
+    nodes = [
+        ServerProcess(
+            "memory", tmp_path / f"node-{index}.log", ("--resume-grace-s", "60", "--node-id", f"n{index}")
+        )
+        for index in range(3)
+    ]
+    balancer: HaproxyProcess | None = None
+    cutter: LinkCutter | None = None
+    try:
+        for node in nodes:
+            node.start()
+        balancer = HaproxyProcess(
+            tmp_path / "haproxy", [Backend(f"n{i}", n.port) for i, n in enumerate(nodes)]
+        )
+        balancer.start()
+        cutter = await LinkCutter(balancer.port).start()
+        options = SessionOptions(resume=True, backoff=Backoff(base_s=0.01, max_s=0.05))
+        conversation: list[dict[str, Any]] = []
+        resumed = 0
+        async with Session(
+            balancer.base_url, "ws", api_key=API_KEY, store=False, ws_url=cutter.url, options=options
+        ) as session:
+            for index in range(9):
+                if index in (2, 4, 6, 8):
+                    cutter.cut()
+                conversation.append({"type": "message", "role": "user", "content": f"turn {index}"})
+                result = await session.run_turn(conversation, model="sim")
+                assert result.status == "completed"
+                conversation += result.output
+                assert index == 0 or (result.metrics.sent_delta and not result.metrics.replayed), index
+                resumed += result.metrics.resumed
+        assert resumed == 4
+    finally:
+        if cutter is not None:
+            await cutter.close()
+        if balancer is not None:
+            balancer.stop()
+        for node in nodes:
+            node.stop()
