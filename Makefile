@@ -63,7 +63,7 @@ bench-local: $(STAMP)
 
 # Redis vs SQLite per turn, and 1/2/3 nodes behind HAProxy on one Redis (needs redis-server and haproxy).
 bench-scale: $(STAMP) system-packages
-	$(BIN)/loopwire bench scale --turns 50 --conversations 6 --load 12 --load-turns 20
+	$(BIN)/loopwire bench scale --turns 50 --conversations 6 --load 16 --load-turns 60
 
 bench-quick: $(STAMP)
 	$(BIN)/loopwire bench turns --turns 50 --conversations 4 --output-bytes 6000

@@ -12,7 +12,7 @@ Everything runs on this machine: the client competes with the nodes, Redis and H
 so the node table says how the work spreads and what a turn costs, not what a larger machine would do.
 Owns this benchmark's phases and tables; servers, clients and the workload are the package's own.
 
-    loopwire bench scale [--turns 50] [--conversations 6] [--load 12] [--load-turns 20]
+    loopwire bench scale [--turns 50] [--conversations 6] [--load 16] [--load-turns 60]
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -154,48 +155,66 @@ async def load(url: str, conversations: int, turns: int, output_bytes: int) -> i
     return sum(await asyncio.gather(*(one(1000 + seed) for seed in range(conversations))))
 
 
+def measure_nodes(
+    args: argparse.Namespace, redis: RedisServer, directory: Path, count: int
+) -> dict[str, Any]:
+    """One run of the client load through HAProxy in front of `count` fresh nodes."""
+    nodes = start_nodes(count, redis.url, directory)
+    balancer = HaproxyProcess(
+        directory / "haproxy", [Backend(f"n{i}", node.port) for i, node in enumerate(nodes)]
+    )
+    try:
+        balancer.start()
+        url = balancer.base_url.replace("http://", "ws://") + "/responses"
+        uvloop.run(load(url, 2, 3, args.output_bytes))  # warm up every node's first turns
+        before = [process_cpu_ns(node.pid) or 0 for node in nodes]
+        client_before = time.process_time()
+        started = time.perf_counter()
+        done = uvloop.run(load(url, args.load, args.load_turns, args.output_bytes))
+        elapsed = time.perf_counter() - started
+        client_cpu = time.process_time() - client_before
+        after = [process_cpu_ns(node.pid) or 0 for node in nodes]
+    finally:
+        balancer.stop()
+        for node in nodes:
+            node.stop()
+    spent = [end - start for start, end in zip(before, after, strict=True)]
+    return {
+        "turns_per_s": done / elapsed,
+        "node_cpu_ms_per_turn": sum(spent) / 1e6 / done,
+        "client_cpu_ms_per_turn": client_cpu * 1000 / done,
+        "cpu_share_percent": [round(100 * cpu / max(1, sum(spent))) for cpu in spent],
+    }
+
+
 def node_scaling(args: argparse.Namespace, redis: RedisServer, directory: Path) -> dict[str, Any]:
+    """`args.rounds` rounds over the node counts, the order reversed every other round; medians."""
+    runs: dict[int, list[dict[str, Any]]] = {count: [] for count in args.nodes}
+    for round_index in range(args.rounds):
+        for count in args.nodes if round_index % 2 == 0 else list(reversed(args.nodes)):
+            place = directory / f"round-{round_index}-nodes-{count}"
+            runs[count].append(measure_nodes(args, redis, place, count))
+            print(f"\r  round {round_index + 1}/{args.rounds}, {count} node(s)", end="", file=sys.stderr)
     print(
-        f"\n2. Nodes behind HAProxy on one Redis: client load {args.load} concurrent WebSocket conversations "
-        f"x {args.load_turns} stored turns (tool output {args.output_bytes} B), one client process, "
-        f"sim engine at zero latency\n"
+        f"\n\n2. Nodes behind HAProxy on one Redis: client load {args.load} concurrent WebSocket "
+        f"conversations x {args.load_turns} stored turns (tool output {args.output_bytes} B), one client process, "
+        f"sim engine at zero latency; medians of {args.rounds} rounds\n"
     )
     print("| nodes | turns/s | node CPU per turn (ms) | client CPU per turn (ms) | node CPU share |")
     print("|---:|---:|---:|---:|---|")
     summary: dict[str, Any] = {}
-    for count in args.nodes:
-        nodes = start_nodes(count, redis.url, directory / f"nodes-{count}")
-        balancer = HaproxyProcess(directory / f"haproxy-{count}", [
-            Backend(f"n{index}", node.port) for index, node in enumerate(nodes)
-        ])  # fmt: skip
-        try:
-            balancer.start()
-            url = balancer.base_url.replace("http://", "ws://") + "/responses"
-            uvloop.run(load(url, 2, 3, args.output_bytes))  # warm up every node's first turns
-            before = [process_cpu_ns(node.pid) or 0 for node in nodes]
-            client_before = time.process_time()
-            started = time.perf_counter()
-            done = uvloop.run(load(url, args.load, args.load_turns, args.output_bytes))
-            elapsed = time.perf_counter() - started
-            client_cpu = time.process_time() - client_before
-            after = [process_cpu_ns(node.pid) or 0 for node in nodes]
-            spent = [end - start for start, end in zip(before, after, strict=True)]
-            share = [round(100 * cpu / max(1, sum(spent))) for cpu in spent]
-            row = {
-                "turns_per_s": done / elapsed,
-                "node_cpu_ms_per_turn": sum(spent) / 1e6 / done,
-                "client_cpu_ms_per_turn": client_cpu * 1000 / done,
-                "cpu_share_percent": share,
-            }
-            summary[str(count)] = row
-            print(
-                f"| {count} | {row['turns_per_s']:.0f} | {row['node_cpu_ms_per_turn']:.2f} | "
-                f"{row['client_cpu_ms_per_turn']:.2f} | {' / '.join(f'{s}%' for s in share)} |"
-            )
-        finally:
-            balancer.stop()
-            for node in nodes:
-                node.stop()
+    for count, rows in runs.items():
+        row = {
+            key: statistics.median(r[key] for r in rows)
+            for key in ("turns_per_s", "node_cpu_ms_per_turn", "client_cpu_ms_per_turn")
+        }
+        row["cpu_share_percent"] = rows[-1]["cpu_share_percent"]
+        summary[str(count)] = row
+        share = " / ".join(f"{part}%" for part in row["cpu_share_percent"])
+        print(
+            f"| {count} | {row['turns_per_s']:.0f} | {row['node_cpu_ms_per_turn']:.2f} | "
+            f"{row['client_cpu_ms_per_turn']:.2f} | {share} |"
+        )
     return summary
 
 
@@ -207,9 +226,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--conversations", type=int, default=6, help="recorded conversations per row")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--output-bytes", type=int, default=6000)
-    parser.add_argument("--load", type=int, default=12, help="concurrent conversations in the node phase")
-    parser.add_argument("--load-turns", type=int, default=20, help="turns per conversation in the node phase")
+    parser.add_argument("--load", type=int, default=16, help="concurrent conversations in the node phase")
+    parser.add_argument("--load-turns", type=int, default=60, help="turns per conversation in the node phase")
     parser.add_argument("--nodes", type=lambda text: [int(n) for n in text.split(",")], default=[1, 2, 3])
+    parser.add_argument("--rounds", type=int, default=2, help="rounds over the node counts (medians)")
     parser.add_argument("--skip-store", action="store_true", help="only the node phase")
     parser.add_argument("--json", type=Path, help="also write the summary here as JSON")
     return parser
