@@ -197,8 +197,8 @@ def node_scaling(args: argparse.Namespace, redis: RedisServer, directory: Path) 
             print(f"\r  round {round_index + 1}/{args.rounds}, {count} node(s)", end="", file=sys.stderr)
     print(
         f"\n\n2. Nodes behind HAProxy on one Redis: client load {args.load} concurrent WebSocket "
-        f"conversations x {args.load_turns} stored turns (tool output {args.output_bytes} B), one client process, "
-        f"sim engine at zero latency; medians of {args.rounds} rounds\n"
+        f"conversations x {args.load_turns} stored turns (tool output {args.output_bytes} B), one client "
+        f"process, sim engine at zero latency; medians of {args.rounds} rounds\n"
     )
     print("| nodes | turns/s | node CPU per turn (ms) | client CPU per turn (ms) | node CPU share |")
     print("|---:|---:|---:|---:|---|")
