@@ -2,7 +2,7 @@
 
 1. Store latency: one node on SQLite (inline writes) and one on Redis (AOF everysec), side by side, the
    same synthetic agent conversation (`workload`) over WebSocket mode with store=true and over HTTP chained
-   with previous_response_id; p50 at turn 1 and at the last turn, the Redis / SQLite ratio, and the Redis
+   with previous_response_id; p50 over turns 1-5 and the last six, the Redis / SQLite ratio, and the Redis
    round trips per turn (INFO commandstats, the whole server: the node's lease heartbeats included).
 2. Nodes: 1, 2 and 3 `loopwire serve` nodes on the same Redis behind a real HAProxy (leastconn, health
    checks on /readyz); a fixed client load of C concurrent WebSocket conversations of T turns each
@@ -36,7 +36,7 @@ from .cpu import process_cpu_ns
 from .haproxy import Backend, HaproxyProcess
 from .processes import ServerProcess
 from .redis_processes import RedisServer
-from .table import Results, alternate, p50, write_summary
+from .table import Results, alternate, label, medians, windows, write_summary
 from .turns import Bench
 from .wire import COMPLETED, LeanSocket
 from .workload import Conversation, base_body
@@ -102,29 +102,34 @@ async def store_latency(
         await alternate(names, args.conversations, args.warmup, results, conversation)
 
     last = args.turns
+    early, late = windows(last)
     print(
         f"\n1. Redis vs SQLite: {args.conversations} conversations x {last} turns per row, tool output "
-        f"{args.output_bytes} B per turn, sim engine at zero latency, one node per store\n"
+        f"{args.output_bytes} B per turn, sim engine at zero latency, one node per store; p50 over turns "
+        f"{label(early)} and {label(late)} of every conversation\n"
     )
     print(
-        "| transport | SQLite p50 turn 1 (ms) | Redis p50 turn 1 (ms) | Redis / SQLite turn 1 "
-        f"| SQLite p50 turn {last} (ms) | Redis p50 turn {last} (ms) | Redis / SQLite turn {last} |"
+        f"| transport | SQLite turns {label(early)} (ms) | Redis turns {label(early)} (ms) | Redis / SQLite "
+        f"| SQLite turns {label(late)} (ms) | Redis turns {label(late)} (ms) | Redis / SQLite |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|")
     summary: dict[str, Any] = {}
     for transport in STORE_TRANSPORTS:
         row: dict[str, float] = {}
         for store in benches:
-            turns = benches[store].results[transport].turns
-            row[f"{store}_turn1_ms"] = p50([s.latency_s for s in turns.get(1, [])]) * 1000
-            row[f"{store}_last_ms"] = p50([s.latency_s for s in turns.get(last, [])]) * 1000
-        row["ratio_turn1"] = row["redis_turn1_ms"] / row["sqlite_turn1_ms"]
-        row["ratio_last"] = row["redis_last_ms"] / row["sqlite_last_ms"]
+            row.update(
+                {
+                    f"{store}_{key}": value
+                    for key, value in medians(benches[store].results[transport], early, late).items()
+                }
+            )
+        row["ratio_early"] = row["redis_early_ms"] / row["sqlite_early_ms"]
+        row["ratio_late"] = row["redis_late_ms"] / row["sqlite_late_ms"]
         summary[transport] = row
         print(
-            f"| {transport} | {row['sqlite_turn1_ms']:.2f} | {row['redis_turn1_ms']:.2f} | "
-            f"{row['ratio_turn1']:.2f}x | {row['sqlite_last_ms']:.2f} | {row['redis_last_ms']:.2f} | "
-            f"{row['ratio_last']:.2f}x |"
+            f"| {transport} | {row['sqlite_early_ms']:.2f} | {row['redis_early_ms']:.2f} | "
+            f"{row['ratio_early']:.2f}x | {row['sqlite_late_ms']:.2f} | {row['redis_late_ms']:.2f} | "
+            f"{row['ratio_late']:.2f}x |"
         )
     print("\nRedis round trips per turn (EVALSHA, EVAL and MGET; the lease heartbeats included):")
     for transport, (count, turned) in trips.items():
