@@ -34,7 +34,7 @@ import uvloop
 
 from .cpu import process_cpu_ns
 from .haproxy import Backend, HaproxyProcess
-from .processes import ServerProcess
+from .processes import ServerProcess, start_nodes
 from .redis_processes import RedisServer
 from .table import Results, alternate, label, medians, windows, write_summary
 from .turns import Bench
@@ -50,19 +50,6 @@ ROUND_TRIP_COMMANDS = ("evalsha", "eval", "mget")
 
 def redis_round_trips(redis: RedisServer) -> int:
     return sum(redis.calls(command) for command in ROUND_TRIP_COMMANDS)
-
-
-def start_nodes(count: int, store: str, directory: Path, extra: Sequence[str] = ()) -> list[ServerProcess]:
-    directory.mkdir(parents=True, exist_ok=True)
-    nodes = [ServerProcess(store, directory / f"node-{index}.log", extra) for index in range(count)]
-    try:
-        for node in nodes:
-            node.start()
-    except BaseException:
-        for node in nodes:
-            node.stop()
-        raise
-    return nodes
 
 
 # -- 1. Redis vs SQLite per turn -----------------------------------------------------------------------
