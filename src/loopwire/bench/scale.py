@@ -223,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--nodes", type=lambda text: [int(n) for n in text.split(",")], default=[1, 2, 3])
     parser.add_argument("--rounds", type=int, default=2, help="rounds over the node counts (medians)")
     parser.add_argument("--skip-store", action="store_true", help="only the node phase")
+    parser.add_argument("--skip-nodes", action="store_true", help="only the store phase")
     parser.add_argument("--json", type=Path, help="also write the summary here as JSON")
     return parser
 
@@ -242,7 +243,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 finally:
                     sqlite.stop()
                     redis_node.stop()
-            summary["nodes"] = node_scaling(args, redis, directory)
+            if not args.skip_nodes:
+                summary["nodes"] = node_scaling(args, redis, directory)
         finally:
             redis.stop()
     print(file=sys.stderr)
