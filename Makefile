@@ -11,7 +11,7 @@ DEMO_STAMP := $(VENV)/.installed-demo
 # Real servers the tests start themselves (COMMAND=Debian package), installed by `make test` when missing.
 SYSTEM_PACKAGES := redis-server=redis-server haproxy=haproxy openssl=openssl
 
-.PHONY: system-packages setup demo test lint bench bench-agent bench-quick bench-gateway bench-local fuzz soak serve clean
+.PHONY: system-packages setup demo test lint bench bench-agent bench-quick bench-gateway bench-local bench-redis bench-scale fuzz soak serve clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "loopwire needs Python 3.11+")'
@@ -60,6 +60,10 @@ bench-gateway: $(STAMP)
 
 bench-local: $(STAMP)
 	$(BIN)/loopwire bench local --turns 1,10,30 --conversations 3
+
+# Redis vs SQLite as the store: chain resolution (N = 1..200) and put + get (needs redis-server).
+bench-redis: $(STAMP) system-packages
+	$(BIN)/loopwire bench redis --lengths 1,10,50,200 --reps 200 --puts 1000
 
 # Redis vs SQLite per turn, and 1/2/3 nodes behind HAProxy on one Redis (needs redis-server and haproxy).
 bench-scale: $(STAMP) system-packages

@@ -2,9 +2,9 @@
 
 `server` is one session-wide server on a temporary SQLite file; `server_factory` starts and stops extra
 servers on a given SQLite path (for restart tests); `redis_server` is one session-wide real redis-server
-(tests that stop or pause Redis start their own `RedisServer`). Nothing here is autouse. `ServerProcess` and
-`free_port` are the benchmark's own (loopwire.bench.processes): tests and `loopwire bench` start servers
-the same way.
+(tests that stop or pause Redis start their own `RedisServer`). Nothing here is autouse. `ServerProcess`
+and `free_port` are the benchmark's own (loopwire.bench.processes): tests and `loopwire bench` start
+servers the same way.
 """
 
 from __future__ import annotations

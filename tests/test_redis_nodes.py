@@ -18,12 +18,14 @@ import openai
 import pytest
 import websockets
 from conftest import API_KEY, ServerProcess, keyed_post, make_async_client, make_client
-from redis_server import RedisServer
+from redis_server import RedisClusterProcesses, RedisServer
 
 from loopwire.bench import processes
 
 
-def start_nodes(redis: RedisServer, directory: Path, count: int, *extra: str) -> list[ServerProcess]:
+def start_nodes(
+    redis: RedisServer | RedisClusterProcesses, directory: Path, count: int, *extra: str
+) -> list[ServerProcess]:
     return processes.start_nodes(count, redis.url, directory, extra)
 
 
@@ -120,6 +122,13 @@ def test_each_node_keeps_its_own_metrics(nodes: list[ServerProcess]) -> None:
     b.responses.create(model="sim", input="on B", store=False)
     after = metric_sum(a_node, "loopwire_turns_total"), metric_sum(b_node, "loopwire_turns_total")
     assert (after[0] - before[0], after[1] - before[1]) == (3, 1)
+    a.responses.retrieve(a.responses.create(model="sim", input="warm-up").id)  # scripts loaded in Redis
+    trips = [metric_sum(node, "loopwire_store_round_trips_total") for node in nodes]
+    stored = a.responses.create(model="sim", input="stored on A")  # one put
+    a.responses.retrieve(stored.id)  # one get
+    assert metric_sum(a_node, "loopwire_store_round_trips_total") - trips[0] == 2
+    assert metric_sum(b_node, "loopwire_store_round_trips_total") == trips[1]
+    assert metric_sum(a_node, "loopwire_store_up") == metric_sum(b_node, "loopwire_store_up") == 1
 
 
 # -- limits across nodes -----------------------------------------------------------------------------------
@@ -234,6 +243,30 @@ async def test_a_store_true_turn_resumes_on_the_other_node_after_a_sigkill(
         b = make_client(b_node.base_url)
         follow = b.responses.create(model="sim", input="on B after A died", previous_response_id=previous)
         assert user_texts(b, follow.id) == [f"turn {i}" for i in range(5)] + ["on B after A died"]
+    finally:
+        a_node.stop()
+        b_node.stop()
+
+
+async def test_two_nodes_on_a_redis_cluster_share_chains_and_limits(
+    redis_cluster: RedisClusterProcesses, tmp_path: Path
+) -> None:
+    """The same on a three-master Redis Cluster: records, the token bucket and the leases all route by the
+    owner's hash tag."""
+    a_node, b_node = start_nodes(
+        redis_cluster,
+        tmp_path,
+        2,
+        "--limit", "max_connections_per_key=1",
+    )  # fmt: skip
+    try:
+        a, b = make_client(a_node.base_url), make_client(b_node.base_url)
+        first = a.responses.create(model="sim", input="on A, in the cluster")
+        second = b.responses.create(model="sim", input="on B", previous_response_id=first.id)
+        assert user_texts(a, second.id) == ["on A, in the cluster", "on B"]
+        key = f"cluster-{time.time_ns()}"
+        async with websockets.connect(ws_url(a_node), additional_headers={"Authorization": f"Bearer {key}"}):
+            assert await refused(b_node, key) == 429
     finally:
         a_node.stop()
         b_node.stop()

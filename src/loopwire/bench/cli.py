@@ -21,7 +21,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "store": ("store_put", "how long a durable write takes as the turn sees it, per store and write mode"),
     "scale": ("scale", "Redis vs SQLite per turn; turns/s and CPU per turn for 1-3 nodes behind HAProxy"),
     "grace": ("grace", "reconnect grace on a mobile link with cuts: bytes re-sent and time lost per cut"),
-    "store-redis": ("store_redis", "Redis vs SQLite: chain resolution and put+get, round trips, CPU"),
+    "redis": (
+        "store_redis",
+        "Redis vs SQLite: chain resolution for 1..200 turns (round trips, CPU), put+get",
+    ),
 }
 
 
@@ -46,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         module = importlib.import_module(f"{__package__}.{COMMANDS[name][0]}")
     except ModuleNotFoundError as error:
-        extra = "local" if name == "local" else "bench"
+        extra = {"local": "local", "redis": "redis"}.get(name, "bench")
         print(
             f"loopwire bench {name} needs {error.name}, which this install lacks: "
             f"pip install 'loopwire[{extra}]'",

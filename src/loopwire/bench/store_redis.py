@@ -1,5 +1,6 @@
-"""Redis vs SQLite as the store, side by side in one run: chain resolution (a stored conversation of N turns
-rebuilt from its newest id) and put + get of one turn's record, with the round trips each costs.
+"""`loopwire bench redis`: Redis vs SQLite as the store, side by side in one run: chain resolution (a
+stored conversation of N turns rebuilt from its newest id) and put + get of one turn's record, with the
+round trips each costs.
 
 Stores: SqliteStore with inline writes (loopwire's default), and RedisStore on a redis-server this script
 starts on a free loopback port (AOF on, appendfsync everysec, then always). Records are one agent turn each
@@ -7,7 +8,9 @@ starts on a free loopback port (AOF on, appendfsync everysec, then always). Reco
 hits them alike; medians and p90 in microseconds, ratios against SQLite, and the CPU time each resolution
 costs this process and (from INFO commandstats) Redis's single thread.
 
-    loopwire bench store-redis [--lengths 1,10,50,200] [--reps 200] [--puts 1000]
+Owns that measurement only; must not start a loopwire server. Needs redis-server and the `redis` extra.
+
+    loopwire bench redis [--lengths 1,10,50,200] [--reps 200] [--puts 1000]
 """
 
 from __future__ import annotations
@@ -104,14 +107,14 @@ async def run(lengths: list[int], reps: int, puts: int, root: Path) -> None:
             for _ in range(rounds):
                 for name, store in stores.items():
                     before = round_trips(store)
-                    watched = servers.get(name)
-                    usec_before = redis_usec(watched) if watched else 0.0
+                    redis = servers.get(name)
+                    usec_before = redis_usec(redis) if redis else 0.0
                     for _ in range(max(1, reps // rounds)):
                         await timed(samples[name], partial(store.chain, heads[name], "bench"), cpu[name])
                     trips[name] = (round_trips(store) - before) // max(1, reps // rounds)
-                    if watched:
+                    if redis:
                         server_usec[name] += (
-                            (redis_usec(watched) - usec_before) / max(1, reps // rounds) / rounds
+                            (redis_usec(redis) - usec_before) / max(1, reps // rounds) / rounds
                         )
             base = statistics.median(samples["sqlite (inline)"])
             for name in stores:
@@ -158,7 +161,7 @@ async def run(lengths: list[int], reps: int, puts: int, root: Path) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="loopwire bench store-redis", description=__doc__.splitlines()[0] if __doc__ else None
+        prog="loopwire bench redis", description=__doc__.splitlines()[0] if __doc__ else None
     )
     parser.add_argument("--lengths", default="1,10,50,200", help="chain lengths N, comma-separated")
     parser.add_argument("--reps", type=int, default=200, help="resolutions per length and store")

@@ -17,6 +17,7 @@ from ..session.budget import CacheBudget
 from ..session.connection import ConnectionState
 from ..session.limits import Limits
 from ..store.base import Store, StoreUnavailable
+from ..store.factory import redis_store_of
 from .admission import Admission, LocalAdmission, Ticket
 from .auth import ApiKeys
 from .metrics import Metrics
@@ -93,6 +94,10 @@ class ServerState:
         self.metrics.cached_bytes.set((), self.budget.total)
         self.metrics.parked.set((), self.resume.parked)
         self.metrics.resumed.set((), self.resume.resumed)
+        shared = redis_store_of(self.store)
+        if shared is not None:
+            self.metrics.store_round_trips.set_total((), shared.round_trips)
+            self.metrics.store_up.set((), 1.0 if shared.available else 0.0)
         return self.metrics.render()
 
     async def aclose(self) -> None:
