@@ -163,6 +163,7 @@ async def stored_items(sdk: openai.AsyncOpenAI, response_id: str) -> list[dict[s
     return items + [item.model_dump() for item in response.output]
 
 
+@pytest.mark.timeout(PHASE_TIMEOUT_S * 4)  # the phases' own bounds (90 s each, 180 s to finish) come first
 async def test_agents_survive_a_killed_and_a_drained_node_behind_haproxy(
     cluster: Cluster, tmp_path: Path
 ) -> None:
