@@ -7,7 +7,8 @@ rollouts over WebSocket mode: for each seed, a rollout without cuts (the baselin
 the client asks for resume tokens (`SessionOptions(resume=True)`) and one where it does not; the order
 rotates per seed. A cut resets every connection on the link a moment into chosen turns, mid-request.
 Per cut: the bytes the client sent beyond the baseline (link bytes up, handshakes included) and the model
-time lost (the turns' time, tools excluded), medians over seeds.
+time lost (the turns' time, tools excluded), medians over seeds. Owns this benchmark's rollouts, cuts and
+table; must not reach into the server (it drives `loopwire serve` as a process and the agent as a client).
 
     loopwire bench grace [--seeds 4] [--explore 20] [--cuts 8,14,20] [--profile mobile] [--padding-bytes 8192]
 """
