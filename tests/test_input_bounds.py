@@ -429,12 +429,17 @@ async def test_queued_bytes_over_websocket(slow_queue: ServerProcess) -> None:
         await socket.send(frame_of_size(1500, "waits"))
         await socket.send(frame_of_size(1500, "at-the-limit"))  # 3,000 bytes queued
         await socket.send(frame_of_size(200, "past"))
+        queued: set[str] = set()
         while True:
             event = json.loads(await asyncio.wait_for(socket.recv(), timeout=20))
             if event["type"] == "error":
                 break
+            if event["type"] == "response.queued":  # waiting behind max_in_flight=1
+                queued.add(event["stream_id"])
+                continue
             assert event.get("stream_id") == "running", event
         assert event["status"] == 429 and event["stream_id"] == "past", event
+        assert queued <= {"waits", "at-the-limit"}
         assert event["error"]["code"] == "too_many_queued_responses"
         done: set[str] = set()
         while done != {"running", "waits", "at-the-limit"}:

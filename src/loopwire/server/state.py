@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,6 +66,8 @@ class ServerState:
     """Limits shared by all nodes (RedisAdmission); without it each node keeps its own."""
     admission: Admission = field(init=False)
     """The per-key rate and connection cap in force."""
+    started_at: float = field(default_factory=time.time)
+    """Unix time the state was built (the `created` of the models it lists)."""
 
     def __post_init__(self) -> None:
         self.budget = CacheBudget(self.limits.cache_budget_bytes)

@@ -14,7 +14,7 @@ import msgspec
 from ..protocol.compaction import PayloadTooLarge, check_summary
 from ..protocol.errors import invalid_request
 from ..protocol.items import Compaction, InputItem, Message, OutputText, Reasoning
-from ..protocol.request import CompactRequest, CreateRequest, FunctionTool, too_deep
+from ..protocol.request import CompactRequest, CreateRequest, too_deep
 from .limits import Limits
 
 
@@ -26,29 +26,42 @@ def check_bounds(request: CreateRequest, limits: Limits) -> None:
     depth = limits.max_json_depth
     for name in ("reasoning", "text", "tool_choice", "conversation", "context_management"):
         _check_depth(getattr(request, name), depth, name)
-    if tools and not _tools_within(tools, depth):
-        for index, tool in enumerate(tools):
-            _check_depth(tool.parameters, depth, f"tools[{index}].parameters")
+    if tools:
+        _check_tools(tools, depth)
 
 
-_RECENT_TOOLS: list[tuple[int, list[FunctionTool]]] = []
+_RECENT_TOOLS: list[tuple[int, tuple[bytes, ...]]] = []
 _RECENT_TOOLS_MAX = 16
+_decode_tool = msgspec.json.Decoder(dict[str, Any]).decode
 
 
-def _tools_within(tools: list[FunctionTool], limit: int) -> bool:
-    """Whether every tool's parameters nest at most `limit` levels. A WebSocket client sends the same tools
-    every turn: a list equal to one recently found within is not counted again (comparing costs a fifth of
-    encoding and counting)."""
+def _check_tools(tools: list[msgspec.Raw], limit: int) -> None:
+    """400 when a value inside a tool (its `parameters`, any field, a namespace member's) nests more than
+    `limit` levels. A WebSocket client sends the same tools every turn: a list equal to one recently found
+    within is not counted again."""
+    sent = tuple(bytes(tool) for tool in tools)
     for known_limit, known in _RECENT_TOOLS:
-        if known_limit == limit and known == tools:
-            return True
-    # The encoded list nests each tool's parameters two levels down (the list, the tool).
-    if _json_depth(msgspec.json.encode(tools), limit + 2) > limit + 2:
-        return False
+        if known_limit == limit and known == sent:
+            return
+    for index, tool in enumerate(sent):
+        # a tool's values sit one level below it: a tool within limit + 1 has none deeper than limit
+        if _json_depth(tool, limit + 1) > limit + 1:
+            _check_tool(_decode_tool(tool), limit, f"tools[{index}]")
     if len(_RECENT_TOOLS) >= _RECENT_TOOLS_MAX:
         _RECENT_TOOLS.pop(0)
-    _RECENT_TOOLS.append((limit, tools))
-    return True
+    _RECENT_TOOLS.append((limit, sent))
+
+
+def _check_tool(tool: dict[str, Any], limit: int, where: str) -> None:
+    for name, value in tool.items():
+        if name == "tools" and tool.get("type") == "namespace" and isinstance(value, list):
+            for position, member in enumerate(value):
+                if isinstance(member, dict):
+                    _check_tool(member, limit, f"{where}.tools[{position}]")
+                else:
+                    _check_depth(member, limit, f"{where}.tools[{position}]")
+        else:
+            _check_depth(value, limit, f"{where}.{name}")
 
 
 def check_compact(request: CompactRequest, limits: Limits) -> None:

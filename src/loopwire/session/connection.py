@@ -139,6 +139,14 @@ class ConnectionState(Generic[Job]):
         self._waiting = kept
         return ready
 
+    def replace_queued(self, lane: str, old: Job, new: Job) -> bool:
+        """Swap a job still waiting for its turn (a transport annotating it); False when it has started."""
+        for index, (waiting_lane, job, size) in enumerate(self._waiting):
+            if waiting_lane == lane and job is old:
+                self._waiting[index] = (lane, new, size)
+                return True
+        return False
+
     def is_running(self, lane: str) -> bool:
         state = self._lanes.get(lane)
         return state is not None and state.running

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from ..base import EngineDelta, EngineError, EngineRequest, Finished, Usage
 from ..common.chat_messages import MessageCache
 from ..common.estimate import estimate_input_tokens, plain_messages
+from ..common.tool_names import CallRestorer, ChatToolNames
 from .chunks import ChunkParser
 from .settings import OpenAIChatSettings
 from .translate import build_body, build_headers, build_messages, build_tools, encode_body
@@ -41,6 +42,8 @@ class OpenAIChatEngine:
 
     def __init__(self, settings: OpenAIChatSettings) -> None:
         self.settings = settings
+        self.model_ids = (settings.model,) if settings.model else ()
+        self.accepts_any_model = settings.model is None  # the client's model name is sent on
         self.pool = UpstreamPool(settings)
         self.stats = OpenAIChatStats()
         self.message_cache: MessageCache | None = (
@@ -49,6 +52,12 @@ class OpenAIChatEngine:
 
     async def aclose(self) -> None:
         await self.pool.aclose()
+
+    async def list_models(self) -> list[str]:
+        """`--upstream-model` when set (every request goes to it), else what the upstream lists."""
+        if self.model_ids:
+            return list(self.model_ids)
+        return await self.pool.models() or []
 
     def count_tokens(self, request: EngineRequest) -> int:
         """An estimate (common/estimate.py), not the upstream's count: the Engine protocol asks for it
@@ -91,15 +100,16 @@ class OpenAIChatEngine:
                 last_failure = failure
                 continue
             produced = False
+            restorer = CallRestorer(ChatToolNames(request.tools))
             try:
                 parser = ChunkParser()
                 first_delta_at: float | None = None
                 if not upstream.streaming:  # a server that ignored `stream: true`
-                    batch = parser.feed_completion(await upstream.read_all())
+                    batch = restorer.restore(parser.feed_completion(await upstream.read_all()))
                 while upstream.streaming:
                     data = await upstream.read()
                     if not data:
-                        batch = parser.close()
+                        batch = restorer.restore(parser.close())
                         if not parser.complete:
                             raise UpstreamFailure(
                                 f"{replica.label} closed the stream before the turn finished",
@@ -108,7 +118,7 @@ class OpenAIChatEngine:
                                 replica_down=True,
                             )
                         break
-                    batch = parser.feed(data)  # what one network read completed leaves as one batch
+                    batch = restorer.restore(parser.feed(data))  # what one network read completed
                     if parser.done:
                         await upstream.drain()  # so the connection is reused by the next turn
                         break
@@ -117,6 +127,7 @@ class OpenAIChatEngine:
                             first_delta_at = time.perf_counter()
                         produced = True
                         yield batch
+                batch += restorer.flush()
                 finished = parser.finish(estimate)
                 self.pool.report_success(replica)
                 if parser.usage_estimated:

@@ -7,6 +7,7 @@ value is cut short, as a model's output would be. Must not encode, stream or pic
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from collections.abc import Mapping
@@ -225,3 +226,12 @@ def _int_or(value: Any, default: int) -> int:
 
 def _word(rng: random.Random) -> str:
     return rng.choice(WORDS)
+
+
+def structured_answer(text_format: Mapping[str, Any], rng: random.Random) -> str:
+    """The JSON text of an answer in `text.format`: a value of its `json_schema` (`schema`), or a small
+    object for `json_object`."""
+    schema = text_format.get("schema") if text_format.get("type") == "json_schema" else None
+    if isinstance(schema, Mapping):
+        return json.dumps(_value(schema, rng, 0, _Budget()), ensure_ascii=False)
+    return json.dumps({"answer": _word(rng)}, ensure_ascii=False)
