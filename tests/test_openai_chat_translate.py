@@ -11,7 +11,7 @@ import pytest
 
 from loopwire.engines.base import EngineError, EngineRequest, NamedToolChoice, ToolChoice, ToolSpec
 from loopwire.engines.openai_chat.chunks import ChunkParser
-from loopwire.engines.openai_chat.settings import OpenAIChatSettings, chat_endpoint
+from loopwire.engines.openai_chat.settings import DEFAULT_MAX_OUTPUT_TOKENS, OpenAIChatSettings, chat_endpoint
 from loopwire.engines.openai_chat.translate import (
     COMPACTION_PREFIX,
     UNREADABLE_COMPACTION,
@@ -367,7 +367,12 @@ def test_body_fields() -> None:
     assert other["prompt_cache_key"] == other["user"] == affinity_token("owner/lane-a")
     assert other["chat_template_kwargs"] == {"enable_thinking": False}
     minimal = build_body(request([Message(role="user", content="hi")]), SETTINGS)
-    assert set(minimal) == {"model", "messages", "stream", "stream_options"}
+    assert set(minimal) == {"model", "messages", "stream", "stream_options", "max_tokens"}
+    assert minimal["max_tokens"] == DEFAULT_MAX_OUTPUT_TOKENS  # no client limit: the default cap
+    uncapped = build_body(
+        request([Message(role="user", content="hi")]), settings(default_max_output_tokens=0)
+    )
+    assert set(uncapped) == {"model", "messages", "stream", "stream_options"}
 
 
 def test_cache_key_token_is_stable_opaque_and_per_key() -> None:

@@ -10,15 +10,28 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
+from typing import Any
 
-from ..base import EngineDelta, EngineError, EngineRequest, Finished, Usage
+import msgspec
+
+from ..base import (
+    EngineDelta,
+    EngineError,
+    EngineRequest,
+    Finished,
+    NamedToolChoice,
+    TextDelta,
+    ToolCallStart,
+    Usage,
+)
 from .chunks import ChunkParser
+from .dialect import plan_turn, probe_body
 from .estimate import estimate_input_tokens, plain_messages
 from .settings import OpenAIChatSettings
 from .translate import MessageCache, build_body, build_headers, build_messages, build_tools, encode_body
-from .upstream import UpstreamFailure, UpstreamPool
+from .upstream import Replica, UpstreamFailure, UpstreamPool
 
 log = logging.getLogger("loopwire.engine.openai_chat")
 
@@ -31,6 +44,19 @@ class OpenAIChatStats:
     requests: int = 0
     failovers: int = 0
     estimated_usage_turns: int = 0
+    usage_probes: int = 0
+    text_fallbacks: int = 0
+
+
+class _ProbeUsage(msgspec.Struct):
+    prompt_tokens: int
+
+
+class _ProbeAnswer(msgspec.Struct):
+    usage: _ProbeUsage | None = None
+
+
+_decode_usage = msgspec.json.Decoder(_ProbeAnswer).decode
 
 
 class OpenAIChatEngine:
@@ -76,8 +102,35 @@ class OpenAIChatEngine:
             yield [Finished(Usage(input_tokens=estimate()), "stop", None, timings)]
             return
 
-        encoded = encode_body(body)
+        plan = plan_turn(body, request, self.settings)
         headers = build_headers(request, self.settings)
+        if plan.text_fallback is None:
+            async for batch in self._run(plan.body, plan.probe, request, headers, estimate, started):
+                yield batch
+            return
+        # a non-streamed first answer: held until it is known not to be llama-cpp-python's empty message
+        held = [batch async for batch in self._run(plan.body, False, request, headers, estimate, started)]
+        if any(isinstance(delta, ToolCallStart | TextDelta) for batch in held for delta in batch):
+            for batch in held:
+                yield batch
+            return
+        self.stats.text_fallbacks += 1
+        async for batch in self._run(plan.text_fallback, True, request, headers, estimate, started):
+            yield batch
+
+    async def _run(
+        self,
+        body: dict[str, Any],
+        probe: bool,
+        request: EngineRequest,
+        headers: dict[str, str],
+        estimate: Callable[[], int],
+        started: float,
+    ) -> AsyncGenerator[list[EngineDelta], None]:
+        """One upstream request, on the first replica that takes it (failing over only before output):
+        batches of deltas, the last one ending with Finished."""
+        encoded = encode_body(body)
+        forced = request.tool_choice == "required" or isinstance(request.tool_choice, NamedToolChoice)
         last_failure: UpstreamFailure | None = None
         for replica in self.pool.candidates(request.cache_key):
             if last_failure is not None:
@@ -95,11 +148,20 @@ class OpenAIChatEngine:
             try:
                 parser = ChunkParser()
                 first_delta_at: float | None = None
-                if not upstream.streaming:  # a server that ignored `stream: true`
+                if not upstream.streaming:  # not streamed: asked so (a dialect), or `stream: true` ignored
                     batch = parser.feed_completion(await upstream.read_all())
                 while upstream.streaming:
                     data = await upstream.read()
                     if not data:
+                        if not upstream.got_bytes:
+                            raise UpstreamFailure(
+                                f"{replica.label} answered HTTP 200 with an empty stream (llama-cpp-python "
+                                "does so when the generation fails after it started, e.g. a streamed "
+                                "tool_choice auto: use --engine-option dialect=llama-cpp-python)",
+                                code="upstream_error",
+                                retryable=False,
+                                replica_down=False,
+                            )
                         batch = parser.close()
                         if not parser.complete:
                             raise UpstreamFailure(
@@ -119,7 +181,19 @@ class OpenAIChatEngine:
                         produced = True
                         yield batch
                 finished = parser.finish(estimate)
+                if forced and finished.stop_reason != "tool_calls" and finished.stop_reason != "length":
+                    raise EngineError(
+                        f"{replica.label} answered without a tool call although tool_choice forced one: it "
+                        "ignored the tools (llama-cpp-python needs --chat_format chatml-function-calling; "
+                        "llama.cpp's llama-server --jinja and a template with tool support)",
+                        code="upstream_error",
+                    )
                 self.pool.report_success(replica)
+                if parser.usage_estimated and probe:
+                    counted = await self._count_prompt(replica, body, headers)
+                    if counted is not None:
+                        finished.usage = Usage(input_tokens=counted, output_tokens=parser.output_chunks)
+                        parser.usage_estimated = False
                 if parser.usage_estimated:
                     self.stats.estimated_usage_turns += 1
                     log.debug("the upstream reported no usage for this turn; it is estimated")
@@ -146,3 +220,21 @@ class OpenAIChatEngine:
             f"none of the {replicas} upstream replicas could serve the turn; last: {last_failure}",
             code=last_failure.code,
         )
+
+    async def _count_prompt(
+        self, replica: Replica, body: dict[str, Any], headers: dict[str, str]
+    ) -> int | None:
+        """The upstream's own prompt count, from a one-token non-streamed request for the same prompt
+        (dialect.probe_body); None when that fails (the turn keeps its estimate)."""
+        self.stats.usage_probes += 1
+        try:
+            upstream = await self.pool.open(replica, encode_body(probe_body(body, self.settings)), headers)
+            try:
+                answer = await upstream.read_all()
+            finally:
+                upstream.close()
+            counted = _decode_usage(answer).usage
+        except (UpstreamFailure, msgspec.DecodeError, msgspec.ValidationError) as error:
+            log.warning("the prompt count probe failed; usage stays estimated: %s", error)
+            return None
+        return counted.prompt_tokens if counted is not None else None

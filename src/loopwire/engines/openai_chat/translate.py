@@ -397,8 +397,9 @@ def build_body(
         body["temperature"] = request.temperature
     if request.top_p is not None:
         body["top_p"] = request.top_p
-    if request.max_output_tokens is not None:
-        body[settings.max_tokens_field] = request.max_output_tokens
+    limit = request.max_output_tokens or settings.default_max_output_tokens
+    if limit:
+        body[settings.max_tokens_field] = limit
     if request.cache_key:
         token = affinity_token(request.cache_key)
         if "prompt_cache_key" in settings.cache_key_via:

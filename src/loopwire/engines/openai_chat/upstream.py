@@ -133,6 +133,7 @@ class UpstreamPool:
             for number, endpoint in enumerate(settings.endpoints, start=1)
         )
         self._down_until: dict[str, float] = {}
+        self._turns = 0  # round-robin position
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
         self._headers = upstream_headers(
@@ -173,9 +174,16 @@ class UpstreamPool:
 
         return sorted(self.replicas, key=score, reverse=True)
 
+    def rotation(self) -> list[Replica]:
+        """Every replica, starting one further on each call: round-robin routing, which ignores lanes."""
+        start = self._turns % len(self.replicas)
+        self._turns += 1
+        return list(self.replicas[start:] + self.replicas[:start])
+
     def candidates(self, affinity: str) -> list[Replica]:
-        """The ranking with replicas in cooldown moved to the end (still tried when all else failed)."""
-        ranked = self.ranking(affinity)
+        """The ranking (or, with round-robin routing, the rotation) with replicas in cooldown moved to the
+        end (still tried when all else failed)."""
+        ranked = self.rotation() if self.settings.routing == "round-robin" else self.ranking(affinity)
         now = time.monotonic()
         down = self._down_until
         if not down:
