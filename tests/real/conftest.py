@@ -14,6 +14,7 @@ from conftest import ROOT, ServerProcess
 from loopwire.bench.llama import LlamaServer, RealTierMissing, model_path, real_python
 
 N_CTX = 4096
+DIALECT = ("--engine-option", "dialect=llama-cpp-python")
 
 
 @pytest.fixture(scope="session")
@@ -47,7 +48,7 @@ def gateway(llama: LlamaServer, directory: Path, *extra: str) -> ServerProcess:
 
 @pytest.fixture(scope="session")
 def real_server(llama: LlamaServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    proc = gateway(llama, tmp_path_factory.mktemp("loopwire-real"))
+    proc = gateway(llama, tmp_path_factory.mktemp("loopwire-real"), *DIALECT)
     try:
         yield proc
     finally:

@@ -12,6 +12,8 @@ Measured on llama-cpp-python 0.3.36 serving SmolLM2 (tests/real/test_quirks.py k
   empty (its follow-up grammar admits only a function name or the end), and a streamed "auto" that picks a
   call fails after the 200: an empty stream;
 - an assistant message with `content: null` beside `tool_calls` is an HTTP 500 (translate sends "");
+- its template renders a `tool` message as the role header alone: the tool's output never reaches the
+  model. Here each becomes a user message that says which call it answers;
 - streams carry no usage and ignore `stream_options`: the probe asks for the count afterwards.
 
 So under this dialect: "required" with one tool becomes that tool named; "required" among several, and
@@ -26,10 +28,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
+
 from ..base import EngineRequest, NamedToolChoice
 from .settings import OpenAIChatSettings
 
 _TOOL_FIELDS = ("tools", "tool_choice", "parallel_tool_calls")
+ChatMessage = dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +51,7 @@ class TurnPlan:
 def plan_turn(body: dict[str, Any], request: EngineRequest, settings: OpenAIChatSettings) -> TurnPlan:
     if settings.dialect != "llama-cpp-python":
         return TurnPlan(body)
+    body = {**body, "messages": [_visible(message) for message in body["messages"]]}
     tools = body.get("tools")
     choice = request.tool_choice
     if not tools or choice == "none" or isinstance(choice, NamedToolChoice):
@@ -64,6 +70,22 @@ def plan_turn(body: dict[str, Any], request: EngineRequest, settings: OpenAIChat
 def probe_body(body: dict[str, Any], settings: OpenAIChatSettings) -> dict[str, Any]:
     """The same prompt, non-streamed, one token: the answer's usage counts the prompt exactly."""
     return {**_not_streamed(body), settings.max_tokens_field: 1}
+
+
+def _visible(message: ChatMessage | msgspec.Raw) -> ChatMessage | msgspec.Raw:
+    """A tool message as a user message its template renders (others unchanged, encoded or not)."""
+    if isinstance(message, msgspec.Raw):
+        if b'"role":"tool"' not in bytes(message):
+            return message
+        decoded = msgspec.json.decode(message)
+        if not isinstance(decoded, dict) or decoded.get("role") != "tool":
+            return message
+        message = decoded
+    if message.get("role") != "tool":
+        return message
+    content = message.get("content")
+    text = content if isinstance(content, str) else msgspec.json.encode(content).decode()
+    return {"role": "user", "content": f"Output of tool call {message.get('tool_call_id', '')}:\n{text}"}
 
 
 def _named(name: str) -> dict[str, Any]:
