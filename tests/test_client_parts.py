@@ -7,7 +7,7 @@ import random
 import msgspec
 import pytest
 
-from loopwire.client import Backoff, RequestError, SessionOptions, SocketHealth, SseDecoder, websocket_url
+from loopwire.client import Backoff, RequestError, SessionOptions, SocketHealth, websocket_url
 from loopwire.client.delta import InputPlan
 from loopwire.client.events import event_type, is_first_token, is_output, response_id_of
 from loopwire.client.request import canonical_fields, http_body, ws_frame
@@ -17,29 +17,6 @@ EVENTS = [
     b'{"type":"response.output_text.delta","sequence_number":1,"delta":"a\\nb"}',
     b'{"type":"response.completed","sequence_number":2,"response":{"id":"resp_1"}}',
 ]
-BODY = b"".join(b"event: " + event_type(e).encode() + b"\ndata: " + e + b"\n\n" for e in EVENTS)
-
-
-def test_sse_decoder_returns_each_payload_whatever_the_chunking() -> None:
-    for size in (1, 2, 3, 7, 64, len(BODY)):
-        decoder = SseDecoder()
-        got = [p for start in range(0, len(BODY), size) for p in decoder.feed(BODY[start : start + size])]
-        assert got == EVENTS, size
-        assert decoder.pending == b""
-
-
-def test_sse_decoder_handles_crlf_split_across_chunks_comments_multiline_data_and_done() -> None:
-    body = b': keep-alive\r\n\r\nevent: x\r\ndata: {"a":\r\ndata: 1}\r\n\r\ndata: [DONE]\r\n\r\n'
-    for size in (1, 2, 5, len(body)):
-        decoder = SseDecoder()
-        got = [p for start in range(0, len(body), size) for p in decoder.feed(body[start : start + size])]
-        assert got == [b'{"a":\n1}'], size
-
-
-def test_sse_decoder_keeps_an_unfinished_event() -> None:
-    decoder = SseDecoder()
-    assert decoder.feed(b"event: x\ndata: {}\n") == []
-    assert decoder.feed(b"\n") == [b"{}"]
 
 
 def test_request_bytes_put_fields_input_and_id_in_one_object() -> None:

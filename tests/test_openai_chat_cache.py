@@ -13,9 +13,9 @@ import pytest
 from fake_chat_upstream import FakeUpstream
 
 from loopwire.engines.base import EngineDelta, EngineRequest, ToolSpec
+from loopwire.engines.common.chat_messages import MessageCache
 from loopwire.engines.openai_chat import OpenAIChatEngine, OpenAIChatSettings
 from loopwire.engines.openai_chat.translate import (
-    MessageCache,
     build_body,
     build_messages,
     build_wire_messages,

@@ -22,7 +22,7 @@ from loopwire.engines.base import (
     Usage,
 )
 from loopwire.engines.openai_chat.chunks import ChunkParser
-from loopwire.engines.openai_chat.sse import SseDecoder, SseEvent
+from loopwire.protocol.sse import SseDecoder, SseEvent
 
 FIXTURES = Path(__file__).parent / "fixtures" / "chat_chunks"
 ESTIMATE = 999  # what the input estimate returns in these tests: visible wherever it is used

@@ -23,9 +23,9 @@ from loopwire.engines.base import (
     ToolSpec,
     Usage,
 )
+from loopwire.engines.common.affinity import affinity_token
 from loopwire.engines.factory import build_engine
 from loopwire.engines.openai_chat import OpenAIChatEngine, OpenAIChatSettings
-from loopwire.engines.openai_chat.translate import affinity_token
 from loopwire.engines.sim.engine import SimEngine
 from loopwire.protocol.context import EMPTY_CONTEXT
 from loopwire.protocol.items import (

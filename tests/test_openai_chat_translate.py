@@ -10,12 +10,11 @@ import msgspec
 import pytest
 
 from loopwire.engines.base import EngineError, EngineRequest, NamedToolChoice, ToolChoice, ToolSpec
+from loopwire.engines.common.affinity import affinity_token
+from loopwire.engines.common.history_text import COMPACTION_PREFIX, UNREADABLE_COMPACTION
 from loopwire.engines.openai_chat.chunks import ChunkParser
 from loopwire.engines.openai_chat.settings import DEFAULT_MAX_OUTPUT_TOKENS, OpenAIChatSettings, chat_endpoint
 from loopwire.engines.openai_chat.translate import (
-    COMPACTION_PREFIX,
-    UNREADABLE_COMPACTION,
-    affinity_token,
     build_body,
     build_headers,
     build_messages,

@@ -14,6 +14,7 @@ from .errors import (
     ClientError,
     ConnectionLost,
     RequestError,
+    StreamError,
     TransportError,
     TurnInterrupted,
     UpgradeRefused,
@@ -22,7 +23,6 @@ from .events import RESEND_EVENT
 from .options import TRANSPORTS, SessionOptions, TransportName
 from .result import TurnMetrics, TurnResult
 from .session import Session, TurnStream
-from .sse import SseDecoder
 from .ws import websocket_url
 
 __all__ = [
@@ -38,7 +38,7 @@ __all__ = [
     "Session",
     "SessionOptions",
     "SocketHealth",
-    "SseDecoder",
+    "StreamError",
     "TransportError",
     "TransportName",
     "TurnInterrupted",

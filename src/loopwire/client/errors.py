@@ -63,6 +63,11 @@ class UpgradeRefused(TransportError):
         super().__init__(f"the WebSocket upgrade was answered with HTTP {status}")
 
 
+class StreamError(ClientError):
+    """The server's response stream cannot be read (an event longer than the SSE bound,
+    `protocol.sse.MAX_EVENT_BYTES`). Not resent: the same request would get the same stream."""
+
+
 class TurnInterrupted(ClientError):
     """The link dropped after output of the turn had arrived. The request is not resent, because the
     server may have run (and stored) it: sending it again could run the turn twice. The session's last

@@ -1,4 +1,4 @@
-"""HTTP transport: POST /responses with `stream: true` over an aiohttp keep-alive pool, SSE parsed by hand.
+"""HTTP transport: POST /responses with `stream: true` over an aiohttp keep-alive pool, SSE read as it comes.
 
 Owns the HTTP connection pool and turning one request into its event payloads; no retry, replay or rules.
 """
@@ -9,10 +9,13 @@ from collections.abc import AsyncGenerator, Mapping
 
 import aiohttp
 
-from .errors import ConnectionLost, RequestError
+from ..protocol.sse import SseDecoder, SseError
+from .errors import ConnectionLost, RequestError, StreamError
 from .options import SessionOptions
 from .result import TurnMetrics
-from .sse import SseDecoder
+
+DONE = b"[DONE]"
+"""Some servers end a stream with this data line; loopwire's own streams end with the terminal event."""
 
 
 class HttpTransport:
@@ -44,7 +47,8 @@ class HttpTransport:
 
     async def exchange(self, body: bytes, metrics: TurnMetrics) -> AsyncGenerator[bytes, None]:
         """Send one create request and yield each event's JSON payload as it arrives. Raises RequestError
-        for an HTTP error status, ConnectionLost when the connection fails; ends when the body ends."""
+        for an HTTP error status, ConnectionLost when the connection fails, StreamError for an event past
+        the SSE size bound; ends when the body ends."""
         try:
             metrics.bytes_up += len(body)
             async with self._client().post(self.url, data=body) as reply:
@@ -55,8 +59,13 @@ class HttpTransport:
                 decoder = SseDecoder()
                 async for chunk in reply.content.iter_any():
                     metrics.bytes_down += len(chunk)
-                    for payload in decoder.feed(chunk):
-                        yield payload
+                    try:
+                        payloads = decoder.feed_data(chunk)
+                    except SseError as error:
+                        raise StreamError(f"the stream from {self.url} cannot be read: {error}") from None
+                    for payload in payloads:
+                        if payload != DONE:
+                            yield payload
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as error:
             raise ConnectionLost(f"HTTP request to {self.url} failed: {error!r}") from error
 

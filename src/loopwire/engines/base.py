@@ -118,8 +118,6 @@ class EngineError(Exception):
 
 
 class Engine(Protocol):
-    name: str
-
     def stream(self, request: EngineRequest) -> AsyncGenerator[list[EngineDelta], None]:
         """Stream one turn as batches of deltas that are ready together (so a transport can write them in
         one go). The last batch ends with exactly one Finished; or the stream raises EngineError."""

@@ -11,6 +11,7 @@ from dataclasses import MISSING, fields
 from typing import Any
 
 from .base import Engine
+from .common.options import refuse_unknown
 
 ENGINE_NAMES = ("sim", "openai-chat", "responses", "local")
 _TRUE, _FALSE = {"on", "true", "yes", "1"}, {"off", "false", "no", "0"}
@@ -70,19 +71,12 @@ def _build(name: str, options: dict[str, Any], *, build: bool) -> Engine | None:
     if name == "sim":
         from .sim.engine import SimEngine, SimSettings
 
-        known = {item.name for item in fields(SimSettings)}
-        unknown = set(options) - known
-        if unknown:
-            raise ValueError(
-                f"unknown sim option(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}"
-            )
+        refuse_unknown("sim", SimSettings, options)
         sim = SimSettings(**coerce(SimSettings, options))
         return SimEngine(sim) if build else None
     if name == "openai-chat":
-        try:
-            from .openai_chat import OpenAIChatEngine, OpenAIChatSettings
-        except ImportError as error:  # aiohttp is what this engine adds to the base install
-            raise ValueError(f"the openai-chat engine needs aiohttp ({error}); pip install aiohttp") from None
+        from .openai_chat import OpenAIChatEngine, OpenAIChatSettings
+
         chat = OpenAIChatSettings.from_options(**coerce(OpenAIChatSettings, options))
         return OpenAIChatEngine(chat) if build else None
     if name == "responses":
@@ -100,12 +94,7 @@ def _build_local(options: dict[str, Any], *, build: bool) -> Engine | None:
     from .local.model_dir import check_model_dir
     from .local.settings import LocalSettings
 
-    known = {item.name for item in fields(LocalSettings)}
-    unknown = set(options) - known
-    if unknown:
-        raise ValueError(
-            f"unknown local option(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}"
-        )
+    refuse_unknown("local", LocalSettings, options)
     if "model" not in options:
         raise ValueError("the local engine needs a model directory: --model DIR")
     settings = LocalSettings(**coerce(LocalSettings, options))

@@ -25,8 +25,6 @@ class LocalEngine:
     """Loads the model at construction. Turns queue on one worker thread (a CPU runs one well); each
     streams its tokens back as they are decoded, and stops when its consumer closes the stream."""
 
-    name = "local"
-
     def __init__(self, settings: LocalSettings, loaded: LoadedModel | None = None) -> None:
         self.settings = settings
         self.loaded = loaded if loaded is not None else load(settings)

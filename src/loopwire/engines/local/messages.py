@@ -8,60 +8,31 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, cast
 
-from ...protocol.compaction import decode_summary
-from ...protocol.items import (
-    Compaction,
-    FunctionCall,
-    FunctionCallOutput,
-    InputItem,
-    ItemReference,
-    Message,
-    Reasoning,
-    text_of,
-)
-from ..base import EngineError, ToolSpec
+from ...protocol.items import FunctionCall, FunctionCallOutput, InputItem, Message, text_of
+from ..base import ToolSpec
+from ..common.chat_messages import ChatForm, ChatMessage, StandaloneItem, chat_messages
+from ..common.history_text import compaction_text
 
-ChatMessage = dict[str, Any]
-# The same words the sim and openai-chat engines use for a compacted window.
-COMPACTION_PREFIX = "Summary of the conversation so far:\n"
-UNREADABLE_COMPACTION = "(an earlier part of the conversation was compacted)"
+
+def _standalone(item: StandaloneItem) -> ChatMessage:
+    if isinstance(item, Message):
+        return {"role": "system" if item.role == "developer" else item.role, "content": text_of(item.content)}
+    if isinstance(item, FunctionCallOutput):
+        return {"role": "tool", "tool_call_id": item.call_id, "content": text_of(item.output)}
+    return {"role": "system", "content": compaction_text(item)}
+
+
+def _assistant(item: Message) -> ChatMessage:
+    return {"role": "assistant", "content": text_of(item.content)}
 
 
 def build_messages(history: Iterable[InputItem], instructions: str | None) -> list[ChatMessage]:
-    """Instructions as a leading system message, then the items. An assistant message and the function
-    calls that follow it are one assistant message, as the model produced them in one turn; `developer`
-    becomes `system` (few templates know it); reasoning items are dropped (templates drop past thinking)."""
-    messages: list[ChatMessage] = []
-    if instructions:
-        messages.append({"role": "system", "content": instructions})
-    open_assistant: ChatMessage | None = None
-    for item in history:
-        if isinstance(item, FunctionCall):
-            if open_assistant is None:
-                open_assistant = {"role": "assistant", "content": ""}
-                messages.append(open_assistant)
-            open_assistant.setdefault("tool_calls", []).append(_tool_call(item))
-            continue
-        if isinstance(item, Reasoning):
-            continue
-        open_assistant = None
-        if isinstance(item, Message):
-            role = "system" if item.role == "developer" else item.role
-            message: ChatMessage = {"role": role, "content": text_of(item.content)}
-            if role == "assistant":
-                open_assistant = message
-            messages.append(message)
-        elif isinstance(item, FunctionCallOutput):
-            messages.append({"role": "tool", "tool_call_id": item.call_id, "content": text_of(item.output)})
-        elif isinstance(item, Compaction):
-            summary = decode_summary(item.encrypted_content)
-            body = summary if summary is not None else UNREADABLE_COMPACTION
-            messages.append({"role": "system", "content": COMPACTION_PREFIX + body})
-        elif isinstance(item, ItemReference):
-            raise EngineError(f"item_reference {item.id!r} reached the engine unresolved")
-    return messages
+    """Instructions as a leading system message, then the items (grouped as common/chat_messages.py says:
+    an assistant message and the function calls after it are one assistant message); `developer` becomes
+    `system` (few templates know it); reasoning items are dropped (templates drop past thinking)."""
+    return cast(list[ChatMessage], chat_messages(history, instructions, _FORM))
 
 
 def _tool_call(item: FunctionCall) -> dict[str, Any]:
@@ -74,6 +45,10 @@ def _tool_call(item: FunctionCall) -> dict[str, Any]:
     if not isinstance(arguments, dict):
         arguments = item.arguments
     return {"id": item.call_id, "type": "function", "function": {"name": item.name, "arguments": arguments}}
+
+
+_FORM = ChatForm(standalone=_standalone, assistant=_assistant, tool_call=_tool_call, reasoning=None)
+"""Items as Hugging Face chat templates read them; reasoning items are dropped."""
 
 
 def build_tools(tools: Sequence[ToolSpec]) -> list[dict[str, Any]]:

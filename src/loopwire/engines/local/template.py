@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from importlib import resources
 from typing import Any, cast
 
-from .messages import ChatMessage
+from ..common.chat_messages import ChatMessage
 
 
 def load_template(name: str) -> str:

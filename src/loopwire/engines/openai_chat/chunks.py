@@ -12,7 +12,8 @@ Quirks handled (see tests/fixtures/chat_chunks/README.md for where each shape co
 - missing or empty call ids get a generated `call_...` id;
 - `finish_reason` "stop" after tool calls (vLLM for a named tool choice, older Ollama) reads as tool_calls;
 - usage comes in a final chunk with empty `choices`, in every chunk (continuous usage), only as
-  llama.cpp's `timings`, or not at all: then it is estimated (see estimate.py) and `usage_estimated` says so;
+  llama.cpp's `timings`, or not at all: then it is estimated (common/estimate.py), and `usage_estimated`
+  says so;
 - errors inside a 200 stream: `data: {"error": {...}}` (vLLM, llama.cpp), `data: {"object": "error", ...}`
   (older vLLM), `error: {...}` lines (older llama.cpp); finish reasons "abort"/"error" (SGLang, vLLM);
 - a server that ignores `stream: true` and answers one JSON completion (`feed_completion`).
@@ -27,6 +28,7 @@ from typing import Any
 import msgspec
 
 from ...protocol import ids
+from ...protocol.sse import SseDecoder, SseError, SseEvent
 from ..base import (
     EngineDelta,
     EngineError,
@@ -37,8 +39,7 @@ from ..base import (
     ToolCallStart,
     Usage,
 )
-from .estimate import estimate_output_tokens
-from .sse import SseDecoder, SseError, SseEvent
+from ..common.estimate import estimate_output_tokens
 
 MAX_ERROR_MESSAGE_CHARS = 500
 DONE = b"[DONE]"

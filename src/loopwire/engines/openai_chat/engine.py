@@ -3,7 +3,7 @@
 Owns the order of a turn (translate, pick a replica, stream, retry only before output, finish); must not
 keep conversation or render state: the upstream's prefix cache, reached through replica stickiness, is what
 makes a long history cheap there. The one thing kept across turns is a bounded cache of encoded messages
-by item identity (translate.MessageCache), so a turn translates and encodes only its new items.
+by item identity (common/chat_messages.MessageCache), so a turn translates and encodes only its new items.
 """
 
 from __future__ import annotations
@@ -26,11 +26,12 @@ from ..base import (
     ToolCallStart,
     Usage,
 )
+from ..common.chat_messages import MessageCache
+from ..common.estimate import estimate_input_tokens, plain_messages
 from .chunks import ChunkParser
 from .dialect import plan_turn, probe_body
-from .estimate import estimate_input_tokens, plain_messages
 from .settings import OpenAIChatSettings
-from .translate import MessageCache, build_body, build_headers, build_messages, build_tools, encode_body
+from .translate import build_body, build_headers, build_messages, build_tools, encode_body
 from .upstream import Replica, UpstreamFailure, UpstreamPool
 
 log = logging.getLogger("loopwire.engine.openai_chat")
@@ -64,8 +65,6 @@ class OpenAIChatEngine:
     streaming `/v1/chat/completions`. Every turn sends the whole history (the chat API has no other way);
     the per-lane cache key keeps a lane on one replica so that replica's prefix cache serves it."""
 
-    name = "openai-chat"
-
     def __init__(self, settings: OpenAIChatSettings) -> None:
         self.settings = settings
         self.pool = UpstreamPool(settings)
@@ -78,7 +77,7 @@ class OpenAIChatEngine:
         await self.pool.aclose()
 
     def count_tokens(self, request: EngineRequest) -> int:
-        """An estimate (see estimate.py), not the upstream's count: the Engine protocol asks for the number
+        """An estimate (common/estimate.py), not the upstream's count: the Engine protocol asks for it
         synchronously, and the upstreams offer no common way to tokenize a chat (vLLM and llama.cpp
         tokenize differently, Ollama not at all). Raising instead would fail `/input_tokens` outright, so
         content the upstream could not take (the turn itself would fail on it) is counted as plain text."""

@@ -6,9 +6,10 @@ Owns option names, defaults and their validation; must not open connections or t
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Literal
-from urllib.parse import urlsplit
+
+from ..common.options import refuse_unknown, upstream_endpoint
 
 CacheKeyVia = Literal["prompt_cache_key", "user", "header"]
 CACHE_KEY_VIA: tuple[CacheKeyVia, ...] = ("prompt_cache_key", "user", "header")
@@ -37,10 +38,10 @@ class OpenAIChatSettings:
     named_tool_choice: a named tool choice as the standard object, or as `required` with only that tool
     (for servers that accept only the string forms, e.g. llama.cpp).
     extra_body: fields added to every upstream request; they never replace the ones the engine sets.
-    message_cache_bytes: the budget of the encoded-message cache (translate.MessageCache): each history item
-    that becomes a chat message on its own is translated and encoded once, then spliced into later turns'
-    bodies. It holds up to this many bytes of encoded JSON plus the items it keeps alive (about as much
-    again), shared by all lanes; 0 disables it.
+    message_cache_bytes: the budget of the encoded-message cache (common/chat_messages.MessageCache):
+    each history item that becomes a chat message on its own is translated and encoded once, then
+    spliced into later turns' bodies. It holds up to this many bytes of encoded JSON plus the items it
+    keeps alive (about as much again), shared by all lanes; 0 disables it.
     default_max_output_tokens: sent as the output limit when the client gave none (0: send none, and the
     upstream's own default applies, unbounded on llama.cpp). A turn that reaches it is `incomplete` with
     reason `max_output_tokens`, as when the client's own limit is reached.
@@ -118,16 +119,12 @@ class OpenAIChatSettings:
     def from_options(cls, **options: Any) -> OpenAIChatSettings:
         """Build from loose options, as a command line gives them: `upstream` may be one string of
         comma-separated URLs and `cache_key_via` a comma-separated string. Unknown names are a ValueError."""
-        known = {item.name for item in fields(cls)}
         values = dict(options)
         if "upstream" in values:
             if "upstreams" in values:
                 raise ValueError("give either 'upstream' or 'upstreams', not both")
             values["upstreams"] = values.pop("upstream")
-        unknown = set(values) - known
-        if unknown:
-            names, accepted = ", ".join(sorted(unknown)), ", ".join(sorted(known | {"upstream"}))
-            raise ValueError(f"unknown openai-chat option(s) {names}; known: {accepted}")
+        refuse_unknown("openai-chat", cls, values, aliases=("upstream",))
         values["upstreams"] = _split(values.get("upstreams", ()))
         if "cache_key_via" in values:
             values["cache_key_via"] = frozenset(_split(values["cache_key_via"]))
@@ -141,10 +138,4 @@ def _split(value: str | Sequence[str]) -> tuple[str, ...]:
 
 def chat_endpoint(url: str) -> str:
     """The chat-completions URL of an upstream given as a base URL or as the endpoint itself."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"upstream URL {url!r} must be an http:// or https:// URL")
-    if parts.query or parts.fragment:
-        raise ValueError(f"upstream URL {url!r} must not carry a query or fragment")
-    base = url.rstrip("/")
-    return base if base.endswith(CHAT_COMPLETIONS_PATH) else base + CHAT_COMPLETIONS_PATH
+    return upstream_endpoint(url, CHAT_COMPLETIONS_PATH)

@@ -5,16 +5,13 @@ Owns the mapping from the Responses shapes to the chat shapes; must not do I/O o
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
-from hashlib import blake2b
-from typing import Any
+from functools import partial
+from typing import Any, cast
 
 import msgspec
 
-from ...protocol.compaction import decode_summary
 from ...protocol.items import (
-    Compaction,
     ContentPart,
     FunctionCall,
     FunctionCallOutput,
@@ -22,19 +19,17 @@ from ...protocol.items import (
     InputImage,
     InputItem,
     InputText,
-    ItemReference,
     Message,
     OutputText,
-    Reasoning,
     Refusal,
 )
 from ..base import EngineError, EngineRequest, NamedToolChoice, ToolChoice, ToolSpec
+from ..common.affinity import affinity_token
+from ..common.chat_messages import ChatForm, ChatMessage, MessageCache, StandaloneItem, chat_messages
+from ..common.history_text import compaction_text, reasoning_text
+from ..common.sampling import sampling_fields
 from .settings import OpenAIChatSettings
 
-ChatMessage = dict[str, Any]
-
-COMPACTION_PREFIX = "Summary of the conversation so far:\n"
-UNREADABLE_COMPACTION = "(an earlier part of the conversation was compacted)"
 EMPTY_PARAMETERS: Mapping[str, Any] = {"type": "object", "properties": {}}
 """A function tool without parameters: the chat API reads an omitted schema the same way, but some
 servers' tool parsers expect one."""
@@ -42,129 +37,43 @@ servers' tool parsers expect one."""
 _encode = msgspec.json.Encoder().encode
 
 
-def affinity_token(cache_key: str) -> str:
-    """The opaque, stable form of a lane's cache key that goes upstream (the raw key names the owner)."""
-    return blake2b(cache_key.encode("utf-8"), digest_size=16).hexdigest()
-
-
 # -- messages ------------------------------------------------------------------------------------------
 
 
-def build_wire_messages(
-    history: Iterable[InputItem], instructions: str | None, settings: OpenAIChatSettings, cache: MessageCache
-) -> list[ChatMessage | msgspec.Raw]:
-    """build_messages for the wire, from `cache`: every message that stands for one item alone (user,
-    system and developer messages, tool outputs, compactions: the bulk of an agent's history) and every
-    function call's entry in its assistant message's `tool_calls` is the item's encoded JSON, translated
-    and encoded only the first time the item is seen. Encoding the result gives exactly the bytes that
-    encoding build_messages' result gives."""
-    messages: list[ChatMessage | msgspec.Raw] = []
-    if instructions:
-        messages.append({"role": "system", "content": instructions})
-    open_assistant: ChatMessage | None = None
-    reasoning: list[str] = []
-    entries = cache._entries
-    lookup, touch, append = entries.get, entries.move_to_end, messages.append
-    hits = misses = 0
-    for item in history:
-        key = id(item)
-        entry = lookup(key)
-        if entry is not None and entry[0] is item:  # the fast path of every turn after the first
-            touch(key)
-            hits += 1
-            if not entry[2]:
-                open_assistant = None
-                append(entry[1])
-            elif open_assistant is None and not reasoning:  # the same keys in the same order
-                open_assistant = {"role": "assistant", "content": "", "tool_calls": [entry[1]]}
-                append(open_assistant)
-            else:
-                if open_assistant is None:
-                    open_assistant = {"role": "assistant", "content": ""}
-                    append(open_assistant)
-                _attach_reasoning(open_assistant, reasoning, settings)
-                open_assistant.setdefault("tool_calls", []).append(entry[1])
-            continue
-        if isinstance(item, FunctionCall):
-            if open_assistant is None:
-                open_assistant = {"role": "assistant", "content": ""}
-                messages.append(open_assistant)
-            _attach_reasoning(open_assistant, reasoning, settings)
-            raw = msgspec.Raw(_encode(_tool_call(item)))
-            cache.put(item, raw)
-            misses += 1
-            open_assistant.setdefault("tool_calls", []).append(raw)
-            continue
-        if isinstance(item, Reasoning):
-            if settings.reasoning != "drop":
-                text = reasoning_text(item)
-                if text:
-                    reasoning.append(text)
-            continue
-        open_assistant = None
-        if isinstance(item, Message) and item.role == "assistant":
-            message = _message(item, settings)
-            _attach_reasoning(message, reasoning, settings)
-            open_assistant = message
-            messages.append(message)
-        elif isinstance(item, Message | FunctionCallOutput | Compaction):
-            raw = msgspec.Raw(_encode(_standalone(item, settings)))
-            cache.put(item, raw)
-            misses += 1
-            messages.append(raw)
-        elif isinstance(item, ItemReference):
-            raise EngineError(
-                f"item_reference {item.id!r} reached the engine unresolved", code="server_error"
-            )
-    cache.hits += hits
-    cache.misses += misses
-    return messages
-
-
-StandaloneItem = Message | FunctionCallOutput | Compaction
-"""Items whose chat message depends on the item (and the engine's settings) alone: never an assistant
-message, which takes reasoning and the function calls that follow it."""
-CachedItem = StandaloneItem | FunctionCall
+def chat_completions_form(settings: OpenAIChatSettings) -> ChatForm:
+    """Items as the chat-completions API takes them, with these settings' roles and reasoning field."""
+    drop = settings.reasoning == "drop"
+    return ChatForm(
+        standalone=partial(_standalone, settings),  # positional: the fastest call through a partial
+        assistant=_assistant,
+        tool_call=_tool_call,
+        reasoning=None if drop else reasoning_text,
+        reasoning_field=settings.reasoning,
+    )
 
 
 def build_messages(
     history: Iterable[InputItem], instructions: str | None, settings: OpenAIChatSettings
 ) -> list[ChatMessage]:
-    """The chat `messages` for a turn: `instructions` (sent per request, never inherited) as a leading
-    system message, then every item. An assistant text message and the function calls that follow it
-    become one assistant message, as the model produced them in one turn."""
-    messages: list[ChatMessage] = []
-    if instructions:
-        messages.append({"role": "system", "content": instructions})
-    open_assistant: ChatMessage | None = None  # the assistant message later calls are merged into
-    reasoning: list[str] = []  # reasoning text waiting for the assistant message it precedes
-    for item in history:
-        if isinstance(item, FunctionCall):
-            if open_assistant is None:
-                open_assistant = {"role": "assistant", "content": ""}
-                messages.append(open_assistant)
-            _attach_reasoning(open_assistant, reasoning, settings)
-            open_assistant.setdefault("tool_calls", []).append(_tool_call(item))
-            continue
-        if isinstance(item, Reasoning):
-            if settings.reasoning != "drop":
-                text = reasoning_text(item)
-                if text:
-                    reasoning.append(text)
-            continue  # does not break a merge: reasoning sits between a message and its calls
-        open_assistant = None
-        if isinstance(item, Message) and item.role == "assistant":
-            message = _message(item, settings)
-            _attach_reasoning(message, reasoning, settings)
-            open_assistant = message
-            messages.append(message)
-        elif isinstance(item, Message | FunctionCallOutput | Compaction):
-            messages.append(_standalone(item, settings))
-        elif isinstance(item, ItemReference):
-            raise EngineError(
-                f"item_reference {item.id!r} reached the engine unresolved", code="server_error"
-            )
-    return messages
+    """The chat `messages` for a turn (see common/chat_messages.py for the grouping), as dicts."""
+    return cast(list[ChatMessage], chat_messages(history, instructions, chat_completions_form(settings)))
+
+
+def build_wire_messages(
+    history: Iterable[InputItem], instructions: str | None, settings: OpenAIChatSettings, cache: MessageCache
+) -> list[ChatMessage | msgspec.Raw]:
+    """build_messages for the wire, from `cache`: what stands for one item alone is its encoded JSON,
+    translated and encoded only the first time the item is seen. Encoding the result gives exactly the
+    bytes that encoding build_messages' result gives."""
+    return chat_messages(history, instructions, chat_completions_form(settings), cache)
+
+
+def _standalone(settings: OpenAIChatSettings, item: StandaloneItem) -> ChatMessage:
+    if isinstance(item, Message):
+        return _message(settings, item)
+    if isinstance(item, FunctionCallOutput):
+        return {"role": "tool", "tool_call_id": item.call_id, "content": _tool_output(item)}
+    return {"role": "system", "content": compaction_text(item)}
 
 
 def _tool_call(item: FunctionCall) -> dict[str, Any]:
@@ -175,95 +84,16 @@ def _tool_call(item: FunctionCall) -> dict[str, Any]:
     }
 
 
-def _standalone(item: StandaloneItem, settings: OpenAIChatSettings) -> ChatMessage:
-    if isinstance(item, Message):
-        return _message(item, settings)
-    if isinstance(item, FunctionCallOutput):
-        return {"role": "tool", "tool_call_id": item.call_id, "content": _tool_output(item)}
-    summary = decode_summary(item.encrypted_content)
-    body = summary if summary is not None else UNREADABLE_COMPACTION
-    return {"role": "system", "content": COMPACTION_PREFIX + body}
+def _assistant(item: Message) -> ChatMessage:
+    content = item.content
+    text = content if isinstance(content, str) else "".join(_part_text(part) for part in content)
+    return {"role": "assistant", "content": text}
 
 
-class MessageCache:
-    """The encoded chat message of each standalone item (and the encoded `tool_calls` entry of each function
-    call), by item identity, least recently used first.
-
-    Protocol items are immutable once they are in a Context, and a lane's next turn (and every fork of it)
-    passes the very same objects again, so identity is the key: no hashing or comparing of content. Each
-    entry holds its item, so the id cannot be reused by another object while the entry lives, and a lookup
-    still checks identity. Bounded by `max_bytes` of encoded JSON (the items held are about as large
-    again, and are usually held by the lanes' contexts anyway); the least recently used entries go first.
-    Settings are fixed per engine, and instructions and tools are never part of an entry."""
-
-    __slots__ = ("_entries", "hits", "max_bytes", "misses", "size")
-
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self.size = 0  # encoded bytes held
-        self.hits = 0
-        self.misses = 0
-        # id(item) -> (item, its encoded JSON, whether it is a function call's `tool_calls` entry)
-        self._entries: OrderedDict[int, tuple[CachedItem, msgspec.Raw, bool]] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def get(self, item: CachedItem) -> msgspec.Raw | None:
-        key = id(item)
-        entry = self._entries.get(key)
-        if entry is None or entry[0] is not item:
-            self.misses += 1
-            return None
-        self._entries.move_to_end(key)
-        self.hits += 1
-        return entry[1]
-
-    def put(self, item: CachedItem, raw: msgspec.Raw) -> None:
-        size = len(raw)
-        if size > self.max_bytes:
-            return
-        key = id(item)
-        previous = self._entries.pop(key, None)
-        if previous is not None:
-            self.size -= len(previous[1])
-        self._entries[key] = (item, raw, isinstance(item, FunctionCall))
-        self.size += size
-        while self.size > self.max_bytes:
-            _, (_, evicted, _) = self._entries.popitem(last=False)
-            self.size -= len(evicted)
-
-    def clear(self) -> None:
-        self._entries.clear()
-        self.size = 0
-
-
-def _attach_reasoning(message: ChatMessage, reasoning: list[str], settings: OpenAIChatSettings) -> None:
-    if not reasoning:
-        return
-    field = settings.reasoning
-    earlier = message.get(field)
-    message[field] = "\n".join([earlier, *reasoning] if earlier else reasoning)
-    reasoning.clear()
-
-
-def reasoning_text(item: Reasoning) -> str:
-    """The readable text of a reasoning item: its content when present, else its summary."""
-    entries = item.content if item.content else item.summary
-    texts: list[str] = []
-    for entry in entries:
-        text = entry.get("text") if isinstance(entry, Mapping) else getattr(entry, "text", None)
-        if isinstance(text, str) and text:
-            texts.append(text)
-    return "\n".join(texts)
-
-
-def _message(item: Message, settings: OpenAIChatSettings) -> ChatMessage:
+def _message(settings: OpenAIChatSettings, item: Message) -> ChatMessage:
+    """A user, system or developer message (the assistant's are `_assistant`'s)."""
     role = item.role
     content = item.content
-    if role == "assistant":
-        text = content if isinstance(content, str) else "".join(_part_text(part) for part in content)
-        return {"role": "assistant", "content": text}
     if role == "developer":
         role = settings.developer_role
     if isinstance(content, str):
@@ -393,13 +223,9 @@ def build_body(
     if settings.include_usage:
         body["stream_options"] = {"include_usage": True}
     body.update(tool_fields(request.tools, request.tool_choice, request.parallel_tool_calls, settings))
-    if request.temperature is not None:
-        body["temperature"] = request.temperature
-    if request.top_p is not None:
-        body["top_p"] = request.top_p
-    limit = request.max_output_tokens or settings.default_max_output_tokens
-    if limit:
-        body[settings.max_tokens_field] = limit
+    body.update(sampling_fields(request, settings.max_tokens_field))
+    if request.max_output_tokens is None and settings.default_max_output_tokens:
+        body[settings.max_tokens_field] = settings.default_max_output_tokens
     if request.cache_key:
         token = affinity_token(request.cache_key)
         if "prompt_cache_key" in settings.cache_key_via:

@@ -17,7 +17,7 @@ from hashlib import blake2b
 import aiohttp
 
 from ..base import EngineError
-from ..upstream_session import drain, keepalive_session, upstream_headers
+from ..common.upstream_http import KeepalivePool, ReadClock, drain, upstream_headers
 from .chunks import error_text
 from .settings import OpenAIChatSettings
 
@@ -55,17 +55,17 @@ class UpstreamStream:
     """One 200 answer being read: `read()` returns the bytes of each network read (b"" at the end),
     enforcing the first-byte deadline, then the idle timeout between reads."""
 
-    __slots__ = ("_deadline", "_idle_s", "_loop", "_response", "got_bytes", "replica")
+    __slots__ = ("_clock", "_response", "replica")
 
-    def __init__(
-        self, response: aiohttp.ClientResponse, replica: Replica, deadline: float, idle_s: float
-    ) -> None:
+    def __init__(self, response: aiohttp.ClientResponse, replica: Replica, clock: ReadClock) -> None:
         self._response = response
-        self._loop = asyncio.get_running_loop()
-        self._deadline = deadline
-        self._idle_s = idle_s
+        self._clock = clock
         self.replica = replica
-        self.got_bytes = False
+
+    @property
+    def got_bytes(self) -> bool:
+        """Whether any body bytes have come."""
+        return self._clock.got_data
 
     @property
     def streaming(self) -> bool:
@@ -73,13 +73,13 @@ class UpstreamStream:
         return self._response.content_type != "application/json"
 
     async def read(self) -> bytes:
-        deadline = self._loop.time() + self._idle_s if self.got_bytes else self._deadline
+        clock = self._clock
         try:
-            async with asyncio.timeout_at(deadline):
+            async with asyncio.timeout_at(clock.deadline()):
                 data = await self._response.content.readany()
         except TimeoutError:
-            first = not self.got_bytes
-            what = "send the first bytes" if first else f"send anything for {self._idle_s:g} s"
+            first = not clock.got_data
+            what = "send the first bytes" if first else f"send anything for {clock.idle_s:g} s"
             raise UpstreamFailure(
                 f"{self.replica.label} did not {what}",
                 code="upstream_timeout",
@@ -95,7 +95,7 @@ class UpstreamStream:
                 replica_down=True,
             ) from None
         if data:
-            self.got_bytes = True
+            clock.got_data = True
         return data
 
     async def read_all(self, limit: int = MAX_COMPLETION_BODY_BYTES) -> bytes:
@@ -134,31 +134,18 @@ class UpstreamPool:
         )
         self._down_until: dict[str, float] = {}
         self._turns = 0  # round-robin position
-        self._session: aiohttp.ClientSession | None = None
-        self._closed = False
-        self._headers = upstream_headers(
-            settings.api_key, settings.extra_headers, {"Accept": "text/event-stream"}
+        self._http = KeepalivePool(
+            "openai-chat",
+            limit=settings.max_connections,
+            keepalive_s=settings.keepalive_s,
+            connect_timeout_s=settings.connect_timeout_s,
+            headers=upstream_headers(
+                settings.api_key, settings.extra_headers, {"Accept": "text/event-stream"}
+            ),
         )
 
-    def _client(self) -> aiohttp.ClientSession:
-        if self._closed:
-            raise EngineError("the openai-chat engine is closed", code="server_error")
-        session = self._session
-        if session is None or session.closed:
-            settings = self.settings
-            session = self._session = keepalive_session(
-                limit=settings.max_connections,
-                keepalive_s=settings.keepalive_s,
-                connect_timeout_s=settings.connect_timeout_s,
-                headers=self._headers,
-            )
-        return session
-
     async def aclose(self) -> None:
-        self._closed = True
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._http.aclose()
 
     # -- choosing a replica --------------------------------------------------------------------------
 
@@ -214,12 +201,11 @@ class UpstreamPool:
 
     async def open(self, replica: Replica, body: bytes, headers: Mapping[str, str]) -> UpstreamStream:
         """POST the request and wait for a 200; any other outcome is an UpstreamFailure."""
-        session = self._client()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.settings.first_byte_timeout_s
+        session = self._http.client()
+        clock = ReadClock(self.settings.first_byte_timeout_s, self.settings.idle_timeout_s)
         label = replica.label
         try:
-            async with asyncio.timeout_at(deadline):
+            async with asyncio.timeout_at(clock.deadline()):
                 response = await session.post(
                     replica.endpoint,
                     data=body,
@@ -246,9 +232,9 @@ class UpstreamPool:
                 f"{label} could not be reached", code="upstream_error", retryable=True, replica_down=True
             ) from None
         if response.status == 200:
-            return UpstreamStream(response, replica, deadline, self.settings.idle_timeout_s)
+            return UpstreamStream(response, replica, clock)
         try:
-            detail = await _error_detail(response, deadline)
+            detail = await _error_detail(response, clock.deadline())
         finally:
             response.release()
         server_side = response.status >= 500

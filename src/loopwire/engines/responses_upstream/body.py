@@ -11,10 +11,11 @@ from typing import Any
 
 import msgspec
 
-from ...protocol.compaction import decode_summary
 from ...protocol.items import Compaction, FunctionCall, FunctionCallOutput, InputItem, Message
 from ..base import EngineRequest, NamedToolChoice, ToolSpec
-from ..openai_chat.translate import COMPACTION_PREFIX, UNREADABLE_COMPACTION, affinity_token
+from ..common.affinity import affinity_token
+from ..common.history_text import compaction_text
+from ..common.sampling import sampling_fields
 from .settings import ResponsesSettings
 
 _encode = msgspec.json.Encoder().encode
@@ -29,9 +30,7 @@ def upstream_item(item: InputItem) -> InputItem:
             return item
         return msgspec.structs.replace(item, id=None, status=None)
     if isinstance(item, Compaction):
-        summary = decode_summary(item.encrypted_content)
-        text = COMPACTION_PREFIX + (summary if summary is not None else UNREADABLE_COMPACTION)
-        return Message(role="developer", content=text)
+        return Message(role="developer", content=compaction_text(item))
     return item
 
 
@@ -77,12 +76,7 @@ def build_body(
             {"type": "function", "name": choice.name} if isinstance(choice, NamedToolChoice) else choice
         )
         body["parallel_tool_calls"] = request.parallel_tool_calls
-    if request.temperature is not None:
-        body["temperature"] = request.temperature
-    if request.top_p is not None:
-        body["top_p"] = request.top_p
-    if request.max_output_tokens is not None:
-        body["max_output_tokens"] = request.max_output_tokens
+    body.update(sampling_fields(request, "max_output_tokens"))
     if request.metadata:
         body["metadata"] = request.metadata
     if request.cache_key:

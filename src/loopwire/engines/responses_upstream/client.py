@@ -11,8 +11,7 @@ import logging
 
 import aiohttp
 
-from ..base import EngineError
-from ..upstream_session import drain, keepalive_session, upstream_headers
+from ..common.upstream_http import KeepalivePool, ReadClock, drain, upstream_headers
 from .events import UpstreamFailure, error_body_failure
 from .settings import ResponsesSettings
 
@@ -30,22 +29,16 @@ class UpgradeRefused(Exception):
         self.status = status
 
 
-class Reads:
-    """The first-byte deadline, then the idle timeout between reads, for one upstream response."""
+class Reads(ReadClock):
+    """The read clock of one upstream response, with this engine's timeouts and failure."""
 
-    __slots__ = ("_deadline", "_idle_s", "_loop", "got_data")
+    __slots__ = ()
 
     def __init__(self, settings: ResponsesSettings) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._deadline = self._loop.time() + settings.first_byte_timeout_s
-        self._idle_s = settings.idle_timeout_s
-        self.got_data = False
-
-    def deadline(self) -> float:
-        return self._loop.time() + self._idle_s if self.got_data else self._deadline
+        super().__init__(settings.first_byte_timeout_s, settings.idle_timeout_s)
 
     def timed_out(self) -> UpstreamFailure:
-        what = f"send anything for {self._idle_s:g} s" if self.got_data else "send its first event in time"
+        what = f"send anything for {self.idle_s:g} s" if self.got_data else "send its first event in time"
         return UpstreamFailure(f"the upstream did not {what}", code="upstream_timeout")
 
 
@@ -85,34 +78,21 @@ class UpstreamClient:
 
     def __init__(self, settings: ResponsesSettings) -> None:
         self.settings = settings
-        self._session: aiohttp.ClientSession | None = None
-        self._closed = False
-        self._headers = upstream_headers(settings.api_key, settings.extra_headers)
-
-    def _client(self) -> aiohttp.ClientSession:
-        if self._closed:
-            raise EngineError("the responses engine is closed", code="server_error")
-        session = self._session
-        if session is None or session.closed:
-            settings = self.settings
-            session = self._session = keepalive_session(
-                limit=settings.max_connections + settings.max_sockets,
-                keepalive_s=settings.keepalive_s,
-                connect_timeout_s=settings.connect_timeout_s,
-                headers=self._headers,
-            )
-        return session
+        self._http = KeepalivePool(
+            "responses",
+            limit=settings.max_connections + settings.max_sockets,
+            keepalive_s=settings.keepalive_s,
+            connect_timeout_s=settings.connect_timeout_s,
+            headers=upstream_headers(settings.api_key, settings.extra_headers),
+        )
 
     async def aclose(self) -> None:
-        self._closed = True
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._http.aclose()
 
     async def post(self, body: bytes) -> SseBody:
         """POST a streamed create and wait for a 200; any other outcome is an UpstreamFailure (with
         `replay` set when the upstream did not find the previous response)."""
-        session = self._client()
+        session = self._http.client()
         reads = Reads(self.settings)
         try:
             async with asyncio.timeout_at(reads.deadline()):
@@ -146,7 +126,7 @@ class UpstreamClient:
     async def count_input_tokens(self, body: bytes) -> int | None:
         """The upstream's own count for a create body, or None when it offers none (404, an error, a
         timeout): the caller estimates then."""
-        session = self._client()
+        session = self._http.client()
         settings = self.settings
         try:
             async with asyncio.timeout(settings.connect_timeout_s + settings.first_byte_timeout_s):
@@ -168,7 +148,7 @@ class UpstreamClient:
 
     async def connect(self) -> aiohttp.ClientWebSocketResponse:
         """A new upstream WebSocket; UpgradeRefused when the upstream answers the upgrade without 101."""
-        session = self._client()
+        session = self._http.client()
         settings = self.settings
         try:
             async with asyncio.timeout(settings.connect_timeout_s):

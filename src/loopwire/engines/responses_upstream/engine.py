@@ -13,9 +13,9 @@ from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass
 
+from ...protocol.sse import SseDecoder, SseError
 from ..base import EngineDelta, EngineRequest, Finished, RenderState, Usage
-from ..openai_chat.estimate import estimate_input_tokens, estimate_output_tokens, plain_messages
-from ..openai_chat.sse import SseDecoder, SseError
+from ..common.estimate import estimate_input_tokens, estimate_output_tokens, plain_messages
 from .body import build_body, count_body, encode_body, tool_json
 from .client import Reads, UpgradeRefused, UpstreamClient
 from .events import EventParser, UpstreamFailure
@@ -68,8 +68,6 @@ class ResponsesEngine:
     loopwire). A lane's continuation goes upstream as a continuation too: only the items after the cached
     prefix, with the upstream's `previous_response_id`, on the lane chain's own socket in WebSocket mode."""
 
-    name = "responses"
-
     def __init__(self, settings: ResponsesSettings) -> None:
         self.settings = settings
         self.client = UpstreamClient(settings)
@@ -82,7 +80,7 @@ class ResponsesEngine:
         await self.client.aclose()
 
     def count_tokens(self, request: EngineRequest) -> int:
-        """An estimate (openai_chat/estimate.py's rule), not the upstream's count: the Engine protocol asks
+        """An estimate (common/estimate.py's rule), not the upstream's count: the Engine protocol asks
         for it synchronously, and `/responses/input_tokens` is a network call."""
         messages = plain_messages(request.history, request.instructions)
         return estimate_input_tokens(messages, tool_json(request.tools))

@@ -7,9 +7,11 @@ connections or build request bodies.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
+
+from ..common.options import refuse_unknown, upstream_endpoint
 
 Transport = Literal["auto", "ws", "http"]
 StorePolicy = Literal["always", "never", "client"]
@@ -87,11 +89,7 @@ class ResponsesSettings:
     @classmethod
     def from_options(cls, **options: Any) -> ResponsesSettings:
         """Build from loose options, as a command line gives them. Unknown names are a ValueError."""
-        known = {item.name for item in fields(cls)}
-        unknown = set(options) - known
-        if unknown:
-            names, accepted = ", ".join(sorted(unknown)), ", ".join(sorted(known))
-            raise ValueError(f"unknown responses option(s) {names}; known: {accepted}")
+        refuse_unknown("responses", cls, options)
         if not options.get("upstream"):
             raise ValueError("the responses engine needs an upstream URL (--upstream URL)")
         return cls(**options)
@@ -99,12 +97,7 @@ class ResponsesSettings:
 
 def responses_endpoint(url: str) -> str:
     """The `/responses` URL of an upstream given as a base URL or as the endpoint itself."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"upstream URL {url!r} must be an http:// or https:// URL")
-    if parts.query or parts.fragment:
-        raise ValueError(f"upstream URL {url!r} must not carry a query or fragment")
+    endpoint = upstream_endpoint(url, RESPONSES_PATH)
     if "," in url:
         raise ValueError("the responses engine takes one upstream URL")
-    base = url.rstrip("/")
-    return base if base.endswith(RESPONSES_PATH) else base + RESPONSES_PATH
+    return endpoint

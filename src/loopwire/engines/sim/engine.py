@@ -132,8 +132,6 @@ class SimEngine:
     """A deterministic simulated model: renders like a chat template, caches prefixes like automatic prefix
     caching (per item), and sleeps only as long as its latency model says."""
 
-    name = "sim"
-
     def __init__(self, settings: SimSettings | None = None) -> None:
         self.settings = settings if settings is not None else SimSettings()
         self.renderer = ChatRenderer()

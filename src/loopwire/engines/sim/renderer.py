@@ -10,7 +10,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, assert_never
 
-from ...protocol.compaction import decode_summary
 from ...protocol.items import (
     Compaction,
     FunctionCall,
@@ -22,6 +21,7 @@ from ...protocol.items import (
     text_of,
 )
 from ..base import ToolSpec
+from ..common.history_text import COMPACTION_PREFIX, compaction_summary
 from .tokenizer import count_tokens
 
 IM_START = "<|im_start|>"
@@ -102,9 +102,7 @@ def item_pieces(item: InputItem) -> tuple[str, ...]:
     if isinstance(item, ItemReference):
         return ("<|item_ref|>", item.id, "\n")
     if isinstance(item, Compaction):
-        summary = decode_summary(item.encrypted_content)
-        body = summary if summary is not None else "(an earlier part of the conversation was compacted)"
-        return (IM_START + "system\n", "Summary of the conversation so far:\n", body, IM_END)
+        return (IM_START + "system\n", COMPACTION_PREFIX, compaction_summary(item), IM_END)
     assert_never(item)
 
 
