@@ -143,7 +143,7 @@ class OpenAIChatEngine:
                     raise
                 last_failure = failure
                 continue
-            produced = False
+            produced = called = False
             try:
                 parser = ChunkParser()
                 first_delta_at: float | None = None
@@ -178,9 +178,11 @@ class OpenAIChatEngine:
                         if first_delta_at is None:
                             first_delta_at = time.perf_counter()
                         produced = True
+                        called = called or any(isinstance(delta, ToolCallStart) for delta in batch)
                         yield batch
                 finished = parser.finish(estimate)
-                if forced and finished.stop_reason != "tool_calls" and finished.stop_reason != "length":
+                called = called or any(isinstance(delta, ToolCallStart) for delta in batch)
+                if forced and not called:
                     raise EngineError(
                         f"{replica.label} answered without a tool call although tool_choice forced one: it "
                         "ignored the tools (llama-cpp-python needs --chat_format chatml-function-calling; "
