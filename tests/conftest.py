@@ -1,132 +1,25 @@
 """Shared fixtures: a real `loopwire serve` subprocess on loopback, and official `openai` SDK clients for it.
 
 `server` is one session-wide server on a temporary SQLite file; `server_factory` starts and stops extra
-servers on a given SQLite path (for restart tests). Nothing here is autouse.
+servers on a given SQLite path (for restart tests). Nothing here is autouse. `ServerProcess` and
+`free_port` are the benchmark's own (loopwire.bench.processes): tests and `loopwire bench` start servers
+the same way.
 """
 
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import openai
 import pytest
 
+from loopwire.bench.processes import ServerProcess as ServerProcess
+from loopwire.bench.processes import free_port as free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 API_KEY = "sk-loopwire-test"
-READY_TIMEOUT_S = 20.0
-STOP_TIMEOUT_S = 10.0
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class ServerProcess:
-    """One `python -m loopwire serve` subprocess. `base_url` is "http://127.0.0.1:P/v1"."""
-
-    def __init__(
-        self,
-        store: str,
-        log_path: Path,
-        extra_args: tuple[str, ...] = (),
-        *,
-        port: int = 0,
-        env: dict[str, str] | None = None,
-    ) -> None:
-        self.store = store
-        self.log_path = log_path
-        self.extra_args = extra_args
-        self.fixed_port = port  # 0: a free port on every start; else always this one (for restarts)
-        self.env = env or {}
-        self.port = port
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def origin(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def base_url(self) -> str:
-        return f"{self.origin}/v1"
-
-    def log_text(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def start(self) -> ServerProcess:
-        last_error = ""
-        for _ in range(3):  # a free port can be taken between probing and binding; retry on that race
-            self.port = self.fixed_port or free_port()
-            with self.log_path.open("ab") as log:
-                self.proc = subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "loopwire",
-                        "serve",
-                        "--host",
-                        "127.0.0.1",
-                        "--port",
-                        str(self.port),
-                        "--store",
-                        self.store,
-                        *self.extra_args,
-                    ],
-                    cwd=ROOT,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
-                )
-            if self._wait_ready():
-                return self
-            last_error = self.log_text()
-            self.stop()
-        raise RuntimeError(f"loopwire server did not become ready; log:\n{last_error}")
-
-    def _wait_ready(self) -> bool:
-        assert self.proc is not None
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                return False
-            try:
-                with urllib.request.urlopen(f"{self.origin}/healthz", timeout=1.0) as answer:
-                    if answer.status == 200:
-                        return True
-            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
-                pass
-            time.sleep(0.05)  # readiness polling only
-        return False
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self) -> int | None:
-        """SIGTERM, wait for a clean exit (kill only if it hangs); returns the exit code."""
-        proc = self.proc
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=STOP_TIMEOUT_S)
-        return proc.returncode
 
 
 def make_client(base_url: str, *, strict: bool = False) -> openai.OpenAI:

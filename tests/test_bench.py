@@ -1,5 +1,6 @@
-"""The agent-loop benchmark: its grid, its arithmetic on known samples, and a small real run of
-`loopwire bench` (servers, a link emulator, the agent over each variant) with every output it writes."""
+"""`loopwire bench`: the agent-loop benchmark's grid, its arithmetic on known samples and a small real run
+(servers, a link emulator, the agent over each variant) with every output it writes; then a small real
+run of every other command (turns, stages, gateway, soak, store) and the command dispatch itself."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from loopwire.bench.cli import main
+from loopwire.bench import stages
+from loopwire.bench.cli import COMMANDS, main
 from loopwire.bench.grid import Cell, Plan, full_plan, quick_plan
 from loopwire.bench.report import aggregate, summary_table
 from loopwire.bench.samples import RolloutSample, TurnSample, read_jsonl
@@ -138,3 +140,87 @@ def test_a_small_real_run_writes_the_table_records_and_plots(tmp_path: Path) -> 
     assert {row["kind"] for row in rows} == {"RolloutSample", "TurnSample"}
     assert main(["--report", str(out / "bench.jsonl"), "--out", str(tmp_path / "again"), "--no-plots"]) == 0
     assert (tmp_path / "again" / "report.md").read_text() == report
+
+
+def _summary(path: Path) -> dict[str, dict[str, float]]:
+    summary: dict[str, dict[str, float]] = json.loads(path.read_text())["summary"]
+    return summary
+
+
+def test_commands_dispatch_and_refuse_what_they_do_not_know(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    listed = capsys.readouterr().out
+    assert all(f"  {name} " in listed for name in COMMANDS)
+    assert main(["carrier-pigeon"]) == 2
+    assert "unknown command 'carrier-pigeon'" in capsys.readouterr().err
+
+
+def test_turns_measures_every_transport_side_by_side(tmp_path: Path) -> None:
+    out = tmp_path / "turns.json"
+    args = ["--turns", "4", "--conversations", "1", "--warmup", "0", "--output-bytes", "3000"]
+    assert main(["turns", *args, "--json", str(out)]) == 0
+    summary = _summary(out)
+    assert set(summary) == {"ws", "ws-stored", "http-full", "http-chained", "echo"}
+    assert all(row["late_ms"] > 0 and row["cpu_late_ms"] > 0 for row in summary.values())
+    # the stateless client resends the history; the chained ones send the delta
+    assert summary["http-full"]["bytes_up_last"] > summary["ws"]["bytes_up_last"] + 2 * 3000  # outputs 1-2
+    assert summary["http-chained"]["bytes_up_last"] < summary["ws"]["bytes_up_last"] + 1000
+
+
+async def test_stages_come_from_the_real_run_turn(tmp_path: Path) -> None:
+    args = stages.build_parser().parse_args(
+        ["--turns", "3", "--conversations", "2", "--output-bytes", "2000"]
+    )
+    times = await stages.run(args)
+    assert {turn for turn in times["total"]} == {1, 2, 3}
+    for turn in (1, 2, 3):
+        assert len(times["total"][turn]) == 2  # the warm-up conversation is not recorded
+        parts = sum(times[stage][turn][0] for stage in stages.STAGES if stage != "total")
+        assert parts == pytest.approx(times["total"][turn][0])
+        assert all(times[stage][turn][0] >= 0 for stage in stages.STAGES)
+        assert times["engine"][turn][0] > 0
+
+
+@pytest.mark.parametrize(
+    ("engine", "transports"),
+    [("openai-chat", {"direct", "ws", "http-full"}), ("responses", {"direct", "ws", "ws-http"})],
+)
+def test_gateway_runs_loopwire_in_front_of_each_upstream(
+    tmp_path: Path, engine: str, transports: set[str]
+) -> None:
+    out = tmp_path / "gateway.json"
+    args = ["--turns", "3", "--conversations", "1", "--warmup", "0", "--output-bytes", "2000"]
+    assert main(["gateway", "--engine", engine, *args, "--json", str(out)]) == 0
+    summary = _summary(out)
+    assert transports <= set(summary)
+    assert all(summary[name]["late_ms"] > 0 for name in transports)
+    assert summary["ws"]["cpu_late_ms"] > 0  # loopwire's own CPU, read from /proc
+
+
+def test_gateway_refuses_a_transport_its_engine_has_not(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["gateway", "--engine", "responses", "--transports", "http-full"])
+    assert "has no transport http-full" in capsys.readouterr().err
+
+
+def test_soak_loses_nothing_under_a_short_load(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["soak", "--sessions", "6", "--http-clients", "1", "--seconds", "3", "--verify", "10"]) == 0
+    out = capsys.readouterr().out
+    assert "errors 0, lost 0, duplicated ids 0" in out and "0 missing" in out
+
+
+def test_store_times_every_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["store", "--n", "20", "--dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    for name in ("MemoryStore", "SqliteStore (write-through)", "WriteBehindStore(SqliteStore)"):
+        assert out.count(name) == 2, out  # back to back, and with a gap
+
+
+def test_local_measures_ttft_with_and_without_the_lanes_kv_cache(tmp_path: Path) -> None:
+    out = tmp_path / "local.json"
+    model = ["--hidden", "128", "--layers", "1", "--intermediate", "256", "--tool-tokens", "60"]
+    assert main(["local", "--turns", "1,3", "--conversations", "1", *model, "--json", str(out)]) == 0
+    turns = json.loads(out.read_text())["turns"]
+    assert turns["1"]["cached"] == 0  # nothing to reuse on the first turn
+    assert 0 < turns["3"]["cached"] < turns["3"]["input_tokens"]  # the lane's cache, then the new tokens
+    assert all(row["on_ms"] > 0 and row["off_ms"] > 0 for row in turns.values())

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 import uvloop
 import websockets
-from conftest import ROOT, ServerProcess
+from conftest import ROOT, ServerProcess, free_port
 
 from loopwire.netem import PROFILES, DirectionShape, LinkEmulator, LinkProfile
 from loopwire.netem.profiles import GBIT, MBIT
@@ -580,12 +580,6 @@ async def test_cli_forwards_and_stops_cleanly() -> None:
             code = await asyncio.wait_for(process.wait(), 10)
     assert code == 0, rest
     assert b"1 connections (0 open), 4 B up, 4 B down" in rest, rest
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # -- a real loopwire server over the wan profile ------------------------------------------------------

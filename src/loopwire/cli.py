@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"loopwire {__version__}")
     commands = parser.add_subparsers(dest="command")
     commands.add_parser("agent", help="run the toy coding agent against a server (loopwire agent --help)")
-    commands.add_parser("bench", help="the agent-loop benchmark over each transport (loopwire bench --help)")
+    commands.add_parser("bench", help="the benchmarks: agent, turns, stages, ... (loopwire bench --help)")
     serve = commands.add_parser("serve", help="run the server")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)

@@ -13,7 +13,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .processes import free_port, wait_http
+from .processes import free_port, stop_process, wait_http
 
 REAL_VENV_ENV = "LOOPWIRE_REAL_VENV"
 """Where the real tier's venv is, when it is not `.venv-real` in the repository."""
@@ -124,12 +124,5 @@ class LlamaServer:
             return ""
 
     def stop(self) -> None:
-        process = self.process
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
+        if self.process is not None:
+            stop_process(self.process)

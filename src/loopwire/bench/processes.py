@@ -1,13 +1,16 @@
-"""The processes a benchmark run measures against: one `loopwire serve` per engine speed and one link
-emulator per (server, profile), each on a free loopback port, started ready and always stopped.
+"""The processes a benchmark or a test measures against: `loopwire serve` on a free loopback port (one per
+engine speed for the agent benchmark), and one link emulator per (server, profile), started ready and
+always stopped.
 
 Owns starting, readiness and stopping of those subprocesses; must not measure or talk the protocol.
+The test suite's server fixture is `ServerProcess` too (tests/conftest.py).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import select
 import signal
 import socket
@@ -23,6 +26,9 @@ from ..netem.command import TOTALS_PREFIX
 from .grid import Speed
 
 READY_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 10.0
+PORT_RACE_TRIES = 3
+"""A free port can be taken between probing and binding: start again on another one."""
 
 
 def free_port() -> int:
@@ -48,6 +54,105 @@ def wait_http(url: str, process: subprocess.Popen[bytes], timeout_s: float = REA
     raise RuntimeError(f"{url} did not come up within {timeout_s:g} s")
 
 
+class ServerProcess:
+    """One `python -m loopwire serve` subprocess on 127.0.0.1. `base_url` is "http://127.0.0.1:P/v1".
+
+    `log_path`: where its stdout and stderr go (appended; None: discarded). `port`: 0 for a free port on
+    every start, else always this one (for restarts on the same address)."""
+
+    def __init__(
+        self,
+        store: str,
+        log_path: Path | None = None,
+        extra_args: Sequence[str] = (),
+        *,
+        port: int = 0,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> None:
+        self.store = store
+        self.log_path = log_path
+        self.extra_args = tuple(extra_args)
+        self.fixed_port = port
+        self.env = env or {}
+        self.cwd = cwd
+        self.port = port
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.origin}/v1"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None, "the server was not started"
+        return self.proc.pid
+
+    def log_text(self) -> str:
+        if self.log_path is None:
+            return ""
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable, "-m", "loopwire", "serve", "--host", "127.0.0.1", "--port", str(self.port),
+            "--store", self.store, *self.extra_args,
+        ]  # fmt: skip
+
+    def start(self) -> ServerProcess:
+        """Start it and return once /healthz answers; RuntimeError (with the log) when it never does."""
+        failure = ""
+        for _ in range(PORT_RACE_TRIES):
+            self.port = self.fixed_port or free_port()
+            with contextlib.ExitStack() as files:
+                output = (
+                    files.enter_context(self.log_path.open("ab"))
+                    if self.log_path is not None
+                    else subprocess.DEVNULL
+                )
+                self.proc = subprocess.Popen(
+                    self.command(),
+                    cwd=self.cwd,
+                    stdout=output,
+                    stderr=subprocess.STDOUT,
+                    env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
+                )
+            try:
+                wait_http(f"{self.origin}/healthz", self.proc)
+                return self
+            except RuntimeError as error:
+                failure = f"{error}\n{self.log_text()}"
+                self.stop()
+        raise RuntimeError(f"loopwire serve did not become ready: {failure}")
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> int | None:
+        """SIGTERM, wait for a clean exit (kill only if it hangs); returns the exit code."""
+        if self.proc is None:
+            return None
+        stop_process(self.proc, STOP_TIMEOUT_S)
+        return self.proc.returncode
+
+
+@contextlib.contextmanager
+def serving(store: str, extra_args: Sequence[str] = ()) -> Iterator[ServerProcess]:
+    """A started `ServerProcess` (output discarded), stopped on leaving."""
+    server = ServerProcess(store, None, extra_args)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
 def _wait_port(port: int, process: subprocess.Popen[str]) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
@@ -59,14 +164,14 @@ def _wait_port(port: int, process: subprocess.Popen[str]) -> None:
     raise RuntimeError(f"the link emulator on port {port} did not come up")
 
 
-def _stop(process: subprocess.Popen[bytes] | subprocess.Popen[str]) -> None:
+def stop_process(process: subprocess.Popen[bytes] | subprocess.Popen[str], timeout_s: float = 15.0) -> None:
     if process.poll() is None:
-        process.terminate()
+        process.send_signal(signal.SIGTERM)
         try:
-            process.wait(15)
+            process.wait(timeout_s)
         except subprocess.TimeoutExpired:
             process.kill()
-            process.wait(5)
+            process.wait(timeout_s)
 
 
 @contextlib.contextmanager
@@ -75,29 +180,10 @@ def loopwire_server(
 ) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     """`loopwire serve` with the sim engine at `speed`, SQLite under `workdir`, timing events on (the
     client reads the engine's model time and render counts from them), permessage-deflate offered."""
-    port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "loopwire",
-        "serve",
-        "--port",
-        str(port),
-        "--store",
-        f"sqlite:{workdir / f'bench-{speed.name}.db'}",
-        "--timing-events",
-        "on",
-        "--ws-deflate",
-        "on",
-        *speed.server_args(),
-        *extra_args,
-    ]
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_http(f"http://127.0.0.1:{port}/healthz", server)
-        yield server, port
-    finally:
-        _stop(server)
+    args = ["--timing-events", "on", "--ws-deflate", "on", *speed.server_args(), *extra_args]
+    with serving(f"sqlite:{workdir / f'bench-{speed.name}.db'}", args) as server:
+        assert server.proc is not None
+        yield server.proc, server.port
 
 
 class LinkProcess:
@@ -150,4 +236,4 @@ def link_emulator(target_port: int, profile: str) -> Iterator[LinkProcess]:
         _wait_port(port, emulator)
         yield LinkProcess(emulator, port)
     finally:
-        _stop(emulator)
+        stop_process(emulator)

@@ -1,8 +1,10 @@
-"""Load and soak: many concurrent WebSocket sessions each running a multi-turn tool loop, plus HTTP traffic,
-for a bounded time. Checks that no response is lost or duplicated and that server memory stays flat after
-warm-up, and reports p50/p99 turn latency.
+"""`loopwire bench soak`: many concurrent WebSocket sessions each running a multi-turn tool loop, plus HTTP
+traffic, for a bounded time. Checks that no response is lost or duplicated and that server memory stays
+flat after warm-up, and reports p50/p99 turn latency.
 
-    python bench/soak.py --sessions 500 --seconds 120
+Owns the load and its checks; the server and the lean client are the package's own.
+
+    loopwire bench soak --sessions 500 --seconds 120
 """
 
 from __future__ import annotations
@@ -14,14 +16,16 @@ import random
 import statistics
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import picows
 import uvloop
-from harness import TERMINAL, TerminalListener, loopwire_server
+
+from .processes import serving
+from .wire import COMPLETED, LeanSocket
 
 TOOLS = [
     {
@@ -54,15 +58,8 @@ async def ws_session(index: int, url: str, args: argparse.Namespace, tally: Tall
     rng = random.Random(index)
     key = f"soak-key-{index}"
     store = index % 2 == 0
-    loop = asyncio.get_running_loop()
     await asyncio.sleep(rng.random() * 5)  # stagger the connects
-    transport, listener = await picows.ws_connect(
-        TerminalListener,
-        url,
-        extra_headers={"Authorization": f"Bearer {key}"},
-        max_frame_size=1 << 26,
-        websocket_handshake_timeout=60,
-    )
+    socket = await LeanSocket.connect(url, {"Authorization": f"Bearer {key}"}, handshake_timeout_s=60)
     try:
         while time.monotonic() < stop_at:
             new_input: list[dict[str, Any]] = [{"role": "user", "content": f"task {rng.random()}"}]
@@ -80,13 +77,11 @@ async def ws_session(index: int, url: str, args: argparse.Namespace, tally: Tall
                 }
                 if previous is not None:
                     body["previous_response_id"] = previous
-                listener.done = loop.create_future()
                 started = time.perf_counter()
-                transport.send(picows.WSMsgType.TEXT, json.dumps(body).encode())
                 tally.sent += 1
-                data = await asyncio.wait_for(listener.done, timeout=60)
+                data = await asyncio.wait_for(socket.turn(json.dumps(body).encode()), timeout=60)
                 tally.latencies.append(time.perf_counter() - started)
-                if not data.startswith(TERMINAL[0]):
+                if not data.startswith(COMPLETED):
                     tally.errors.append(data[:300].decode(errors="replace"))
                     break
                 response = json.loads(data)["response"]
@@ -103,7 +98,7 @@ async def ws_session(index: int, url: str, args: argparse.Namespace, tally: Tall
                     }
                 ]
     finally:
-        transport.disconnect()
+        socket.close()
 
 
 async def http_client(index: int, base: str, tally: Tally, stop_at: float) -> None:
@@ -170,9 +165,9 @@ async def run(args: argparse.Namespace, base: str, pid: int) -> tuple[Tally, lis
     return tally, rss, missing
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="loopwire bench soak", description=__doc__.split("\n\n")[0] if __doc__ else None
     )
     parser.add_argument("--sessions", type=int, default=500)
     parser.add_argument("--http-clients", type=int, default=4)
@@ -181,11 +176,11 @@ def main() -> None:
     parser.add_argument("--output-bytes", type=int, default=2000)
     parser.add_argument("--verify", type=int, default=500, help="stored responses to retrieve at the end")
     parser.add_argument("--store", default="sqlite", help="'sqlite' (a temporary file) or 'memory'")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="loopwire-soak-") as tmp:
         store = "memory" if args.store == "memory" else f"sqlite:{Path(tmp) / 'soak.db'}"
-        with loopwire_server(store) as (server, base):
-            tally, rss, missing = uvloop.run(run(args, base, server.pid))
+        with serving(store) as server:
+            tally, rss, missing = uvloop.run(run(args, server.origin, server.pid))
     lost = tally.sent - tally.completed - len(tally.errors)
     warm = [kib for at, kib in rss if at >= min(20.0, args.seconds / 3)]
     latencies = sorted(tally.latencies)
@@ -210,9 +205,4 @@ def main() -> None:
         print(f"server RSS over time (MiB): {series}")
     for error in tally.errors[:5]:
         print("error:", error)
-    if lost or tally.duplicates or missing or tally.errors:
-        raise SystemExit(1)
-
-
-if __name__ == "__main__":
-    main()
+    return 1 if lost or tally.duplicates or missing or tally.errors else 0

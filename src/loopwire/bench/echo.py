@@ -1,9 +1,10 @@
-"""A bare uvicorn WebSocket app that answers every frame with a fixed 21-event turn: the transport floor.
+"""A bare uvicorn WebSocket app that answers every frame with a fixed 21-event turn: the transport floor
+of `loopwire bench turns`.
 
 No parsing, no state, no engine: what the same client measures here is what loopwire cannot go below on
-this machine. Run by bench/turn_latency.py beside the real server.
+this machine. Owns that app only; must not import the server.
 
-    python bench/echo_server.py PORT
+    python -m loopwire.bench.echo PORT
 """
 
 from __future__ import annotations
@@ -46,13 +47,18 @@ async def app(
             await send({"type": "websocket.send", "text": event})
 
 
-if __name__ == "__main__":
+def main(port: int) -> None:
     uvicorn.run(
         app,
-        port=int(sys.argv[1]),
+        host="127.0.0.1",
+        port=port,
         http="httptools",
         ws="websockets-sansio",
         loop="uvloop",
         log_level="warning",
         lifespan="off",
     )
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]))

@@ -1,5 +1,6 @@
-"""The local engine's time to first token at chosen turns of a growing agent conversation, with the lane's
-KV cache reused (the WebSocket fast path) and without it (every turn a full prefill, as over HTTP).
+"""`loopwire bench local`: the local engine's time to first token at chosen turns of a growing agent
+conversation, with the lane's KV cache reused (the WebSocket fast path) and without it (every turn a full
+prefill, as over HTTP).
 
 Builds a randomly initialised Qwen2-style model (default ~23M parameters) and a small trained BPE tokenizer
 in a temporary directory: nothing is downloaded, and the numbers measure prefill cost, not model quality.
@@ -7,7 +8,9 @@ Each turn appends a function call and a tool output of about --tool-tokens token
 the same request runs both ways, in alternating order; TTFT is the wall time of a one-token turn through
 `LocalEngine.stream` (render, prefill, first token).
 
-    python bench/local_kv.py --turns 1,10,30 --conversations 3
+Owns this measurement; needs the [local] extra (torch, transformers), imported only when it runs.
+
+    loopwire bench local --turns 1,10,30 --conversations 3
 """
 
 from __future__ import annotations
@@ -19,13 +22,14 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
-from loopwire.engines.base import EngineRequest, Finished, RenderState, TextDelta
-from loopwire.engines.local import LocalEngine, LocalSettings
-from loopwire.engines.local.scratch import build_model_dir, parameter_count
-from loopwire.protocol.context import EMPTY_CONTEXT, Context
-from loopwire.protocol.items import FunctionCall, FunctionCallOutput, InputItem, Message, OutputText
+from ..engines.base import EngineRequest, Finished, RenderState, TextDelta
+from ..engines.local import LocalEngine, LocalSettings
+from ..engines.local.scratch import build_model_dir, parameter_count
+from ..protocol.context import EMPTY_CONTEXT, Context
+from ..protocol.items import FunctionCall, FunctionCallOutput, InputItem, Message, OutputText
 
 
 def tool_output(engine: LocalEngine, turn: int, tokens: int) -> str:
@@ -96,9 +100,9 @@ async def conversation(
     return samples
 
 
-def main() -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="loopwire bench local", description=__doc__.split("\n\n")[0] if __doc__ else None
     )
     parser.add_argument("--turns", default="1,10,30", help="the turns to measure (default: %(default)s)")
     parser.add_argument("--conversations", type=int, default=3)
@@ -108,7 +112,7 @@ def main() -> int:
     parser.add_argument("--intermediate", type=int, default=1408)
     parser.add_argument("--model", help="an existing model directory instead of a random one")
     parser.add_argument("--json", type=Path)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     measured = {int(turn) for turn in args.turns.split(",")}
     with tempfile.TemporaryDirectory(prefix="loopwire-bench-") as scratch:
         if args.model:
@@ -151,6 +155,3 @@ def main() -> int:
         args.json.write_text(json.dumps({"params": params, "turns": summary}, indent=2))
     return 0
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())

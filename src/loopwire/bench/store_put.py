@@ -1,11 +1,14 @@
-"""How long `await store.put(record)` takes as seen by the caller: SqliteStore directly vs WriteBehindStore.
+"""`loopwire bench store`: how long `await store.put(record)` takes as the caller sees it, MemoryStore,
+SqliteStore directly (through its worker thread) and WriteBehindStore.
 
 Each put is one turn's record: ~6 KB of input_items plus a ~2 KB Response JSON, chained to the previous
 turn. Puts run back to back, and again with a gap between them (a stand-in for the model generating the
 next turn, during which the write-behind task drains). Prints p50/p90/p99 per scenario, plus how long the
 write-behind store then needs to make everything durable.
 
-    .venv/bin/python bench/store_put_latency.py [--n 2000] [--gap-ms 1] [--uvloop] [--dir DIR]
+Owns that measurement only; must not start a server.
+
+    loopwire bench store [--n 2000] [--gap-ms 1] [--uvloop] [--dir DIR]
 """
 
 from __future__ import annotations
@@ -16,13 +19,13 @@ import json
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from loopwire.store.base import Store, StoredResponse
-from loopwire.store.memory import MemoryStore
-from loopwire.store.sqlite import SqliteStore
-from loopwire.store.write_behind import WriteBehindStore
+from ..store.base import Store, StoredResponse
+from ..store.memory import MemoryStore
+from ..store.sqlite import SqliteStore
+from ..store.write_behind import WriteBehindStore
 
 
 def payloads() -> tuple[bytes, bytes]:
@@ -97,13 +100,13 @@ async def run(n: int, gap_ms: float, root: Path) -> None:
         await store.aclose()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="loopwire bench store", description="how long a store's put takes")
     parser.add_argument("--n", type=int, default=2000, help="puts per scenario")
     parser.add_argument("--gap-ms", type=float, default=1.0, help="pause between puts in the gap scenarios")
     parser.add_argument("--uvloop", action="store_true", help="run on uvloop")
     parser.add_argument("--dir", type=Path, default=None, help="where the databases go (default: a temp dir)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.uvloop:
         import uvloop
 
@@ -111,10 +114,7 @@ def main() -> None:
     if args.dir is not None:
         args.dir.mkdir(parents=True, exist_ok=True)
         asyncio.run(run(args.n, args.gap_ms, args.dir))
-        return
+        return 0
     with tempfile.TemporaryDirectory(prefix="loopwire-bench-") as tmp:
         asyncio.run(run(args.n, args.gap_ms, Path(tmp)))
-
-
-if __name__ == "__main__":
-    main()
+    return 0
