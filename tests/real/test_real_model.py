@@ -116,6 +116,18 @@ def test_a_text_turn_reports_the_servers_own_token_counts(sdk: openai.OpenAI, ll
         assert usage.output_tokens == SHORT
 
 
+def test_input_tokens_counts_what_the_turn_then_reports(sdk: openai.OpenAI) -> None:
+    fields: dict[str, Any] = {"model": MODEL, "instructions": "Be brief.", "input": "Count me, please."}
+    counted = sdk.responses.input_tokens.count(**fields)
+    created = sdk.responses.create(**fields, max_output_tokens=8)
+    assert created.usage is not None and counted.input_tokens == created.usage.input_tokens
+    follow: dict[str, Any] = {"model": MODEL, "input": "And now?", "previous_response_id": created.id}
+    counted_follow = sdk.responses.input_tokens.count(**follow)
+    chained = sdk.responses.create(**follow, max_output_tokens=8)
+    assert chained.usage is not None and counted_follow.input_tokens == chained.usage.input_tokens
+    assert counted_follow.input_tokens > counted.input_tokens
+
+
 def test_streamed_text_events_arrive_in_order(sdk: openai.OpenAI) -> None:
     with sdk.responses.create(
         model=MODEL, input="Say hello.", max_output_tokens=SHORT, stream=True

@@ -87,6 +87,19 @@ class OpenAIChatEngine:
             messages = plain_messages(request.history, request.instructions)
         return estimate_input_tokens(messages, build_tools(request.tools))
 
+    async def count_input_tokens(self, request: EngineRequest) -> int:
+        """`/input_tokens`: under the llama-cpp-python dialect, the server's own count (the same probe a
+        streamed turn's usage comes from); otherwise, and when the probe fails, the estimate."""
+        if self.settings.dialect != "llama-cpp-python":
+            return self.count_tokens(request)
+        try:
+            body = plan_turn(build_body(request, self.settings), request, self.settings).body
+        except EngineError:
+            return self.count_tokens(request)
+        replica = self.pool.candidates(request.cache_key)[0]
+        counted = await self._count_prompt(replica, body, build_headers(request, self.settings))
+        return counted if counted is not None else self.count_tokens(request)
+
     async def stream(self, request: EngineRequest) -> AsyncGenerator[list[EngineDelta], None]:
         started = time.perf_counter()
         self.stats.turns += 1
@@ -153,6 +166,7 @@ class OpenAIChatEngine:
                     data = await upstream.read()
                     if not data:
                         if not upstream.got_bytes:
+                            upstream.abort()
                             raise UpstreamFailure(
                                 f"{replica.label} answered HTTP 200 with an empty stream (llama-cpp-python "
                                 "does so when the generation fails after it started, e.g. a streamed "

@@ -117,6 +117,10 @@ class UpstreamStream:
         """Read to the end of the body (briefly) so the keep-alive connection goes back to the pool."""
         await drain(self._response)
 
+    def abort(self) -> None:
+        """Close the connection instead of reusing it (its server ended the answer abnormally)."""
+        self._response.close()
+
     def close(self) -> None:
         """Release the connection: reused when the body was read to its end, else closed (which also
         tells the upstream to stop generating)."""
