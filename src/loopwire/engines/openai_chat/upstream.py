@@ -210,12 +210,21 @@ class UpstreamPool:
         label = replica.label
         try:
             async with asyncio.timeout_at(clock.deadline()):
-                response = await session.post(
-                    replica.endpoint,
-                    data=body,
-                    headers={"Content-Type": "application/json", **headers},
-                    allow_redirects=False,
-                )
+                for attempt in (1, 2):
+                    try:
+                        response = await session.post(
+                            replica.endpoint,
+                            data=body,
+                            headers={"Content-Type": "application/json", **headers},
+                            allow_redirects=False,
+                        )
+                        break
+                    except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as dropped:
+                        # the connection died before an answer (a keep-alive one the server had closed,
+                        # or llama-cpp-python resetting the one after a failed stream): once more, anew
+                        if attempt == 2 or isinstance(dropped, aiohttp.ClientConnectorError):
+                            raise
+                        log.info("%s dropped the connection before answering; retrying once", label)
         except aiohttp.ConnectionTimeoutError:
             raise UpstreamFailure(
                 f"{label} did not accept a connection within {self.settings.connect_timeout_s:g} s",
