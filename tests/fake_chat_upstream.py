@@ -10,6 +10,7 @@ What it answers is chosen by the request's `model` (or, first, by `script`, one 
 - `NAME@stallhead`: nothing at all, not even the status line;
 - `httpNNN`: that status with an OpenAI-shaped error body;
 - `completion_json`: one non-streamed `chat.completion` document.
+`GET /v1/models` lists the fixtures, as the models it serves.
 Every request is recorded (`received`) with its headers and the client port, and the handlers that were
 cancelled because the client went away are counted (`cancelled`).
 """
@@ -72,6 +73,7 @@ class FakeUpstream:
     async def start(self) -> FakeUpstream:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._handle)
+        app.router.add_get("/v1/models", self._models)
         self._runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=0.5, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -85,6 +87,12 @@ class FakeUpstream:
         self._release.set()
         if self._runner is not None:
             await self._runner.cleanup()
+
+    async def _models(self, request: web.Request) -> web.Response:
+        """The fixtures it replays, as the models it serves (vLLM's and Ollama's `/v1/models` shape)."""
+        names = sorted(path.stem for path in FIXTURES.glob("*.txt"))
+        data = [{"id": name, "object": "model", "created": 0, "owned_by": "fake"} for name in names]
+        return web.json_response({"object": "list", "data": data})
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()

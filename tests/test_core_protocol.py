@@ -41,6 +41,7 @@ from loopwire.protocol.request import (
     peek_stream_id,
 )
 from loopwire.protocol.response import Response
+from loopwire.protocol.tools import FunctionTool, parse_tools
 
 
 def body(**fields: object) -> bytes:
@@ -99,7 +100,8 @@ def test_http_create_valid_full_body() -> None:
     second = request.input[1]
     assert isinstance(second, Message) and second.phase == "final"
     assert second.content == [OutputText(text="yo")]
-    assert request.tools is not None and request.tools[0].name == "f"
+    assert request.tools is not None
+    assert parse_tools(request.tools).tools[0] == FunctionTool(name="f", parameters={"type": "object"})
     assert request.metadata == {"k": "v"}
 
 
@@ -520,3 +522,16 @@ def test_context_from_empty_has_no_parent() -> None:
     ctx = EMPTY_CONTEXT.extend(_msgs("a"))
     assert ctx.parent is None
     assert isinstance(ctx, Context)
+
+
+def test_ws_error_event_carries_status_and_headers_as_the_sdk_types_them() -> None:
+    from openai.types.responses.responses_server_event import ResponseWsError
+
+    from loopwire.protocol.errors import rate_limited
+
+    event = json.loads(rate_limited(2.5).ws_event("lane-1"))
+    typed = ResponseWsError.model_validate(event)
+    assert typed.status == 429 and typed.stream_id == "lane-1"
+    assert typed.error.headers is not None and "retry-after" in {k.lower() for k in typed.error.headers}
+    plain = json.loads(previous_response_not_found("resp_x").ws_event())
+    assert "headers" not in plain["error"] and ResponseWsError.model_validate(plain).status == 400

@@ -1,17 +1,22 @@
 """Faults on a real server on loopback driven by the official SDK. Engine failures mid-turn end the turn
 with response.failed, evict the parent it continued, and leave the connection and server working. A store
-outage gives 503-shaped errors to what needs the store, while store=false WebSocket turns keep working."""
+outage gives 503-shaped errors to what needs the store, while store=false WebSocket turns keep working: with a
+store that fails every call, and with a real redis-server that hangs or stops and comes back."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from pathlib import Path
 
 import openai
 import pytest
 import uvicorn
+from conftest import ServerProcess, make_async_client
 from openai.types.responses import ResponseFailedEvent
+from redis_server import RedisServer
 
 from loopwire.engines.base import EngineDelta, EngineError, EngineRequest, TextDelta
 from loopwire.engines.sim.engine import SimEngine
@@ -276,3 +281,70 @@ async def test_http_client_leaving_a_stream_closes_the_engine_stream(
     assert engine.started == 1 and engine.closed == 1
     assert (await client.responses.create(model="sim", input="next")).status == "completed"
     await client.close()
+
+
+# -- a real Redis going away under a real server ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["hang", "stop"])
+async def test_a_redis_outage_gives_503_keeps_store_false_turns_and_heals_without_a_restart(
+    tmp_path: Path, how: str
+) -> None:
+    """SIGSTOP (a hung Redis: calls time out) or SIGTERM (a refusing one), then Redis comes back on the same
+    port and data: store=true gets 503 store_unavailable meanwhile, store=false WebSocket turns never
+    notice, and afterwards everything works again in the same loopwire process."""
+    redis = RedisServer(tmp_path / "redis").start()
+    server = ServerProcess(redis.url, tmp_path / "server.log").start()
+    client = make_async_client(server.base_url)
+    try:
+        stored = await client.responses.create(model="sim", input="stored before the outage")
+        async with client.responses.connect() as connection:
+            previous = (await turn(connection, input="warm"))[-1].response.id  # type: ignore[attr-defined]
+            redis.pause() if how == "hang" else redis.stop()
+            started = time.monotonic()
+            with pytest.raises(openai.InternalServerError) as retrieve:
+                await client.responses.retrieve(stored.id)
+            assert retrieve.value.status_code == 503 and retrieve.value.code == "store_unavailable"
+            assert time.monotonic() - started < 6.0  # bounded by the connect and command timeouts
+            for attempt in range(3):  # the breaker is open now: refused at once, the engine never runs
+                started = time.monotonic()
+                with pytest.raises(openai.InternalServerError) as create:
+                    await client.responses.create(model="sim", input=f"store me {attempt}")
+                assert create.value.status_code == 503 and create.value.code == "store_unavailable"
+                assert time.monotonic() - started < 1.0
+            for index in range(3):
+                started = time.monotonic()
+                done = (await turn(connection, input=f"no store {index}", previous_response_id=previous))[-1]
+                assert done.type == "response.completed"  # type: ignore[attr-defined]
+                assert time.monotonic() - started < 1.0
+                previous = done.response.id  # type: ignore[attr-defined]
+            await connection.response.create(model="sim", input="store over ws")
+            refused = [event async for event in _until_terminal(connection)][-1]
+            assert refused.type == "error" and refused.error.code == "store_unavailable"  # type: ignore[attr-defined]
+            async with client.responses.connect() as another:  # a new socket is admitted (local cap)
+                assert (await turn(another, input="new socket"))[-1].type == "response.completed"  # type: ignore[attr-defined]
+
+            redis.resume() if how == "hang" else redis.start()
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    assert (await client.responses.retrieve(stored.id)).id == stored.id  # kept by the AOF
+                    break
+                except openai.InternalServerError:
+                    assert time.monotonic() < deadline, "the server did not recover without a restart"
+                    await asyncio.sleep(0.1)
+            again = await client.responses.create(
+                model="sim", input="stored again", previous_response_id=stored.id
+            )
+            assert again.status == "completed"
+            await connection.response.create(
+                model="sim", input="store over ws again", previous_response_id=again.id
+            )
+            done_again = [event async for event in _until_terminal(connection)][-1]
+            assert done_again.type == "response.completed"  # type: ignore[attr-defined]
+            follow = await client.responses.retrieve(done_again.response.id)  # type: ignore[attr-defined]
+            assert follow.status == "completed"
+    finally:
+        await client.close()
+        server.stop()
+        redis.stop()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import websockets
-from conftest import ServerProcess
+from conftest import ServerProcess, keyed_post
 
 LIMIT = 4000
 
@@ -149,20 +149,6 @@ def strict_limits(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPr
     ).start()
     yield server
     server.stop()
-
-
-def keyed_post(server: ServerProcess, key: str) -> tuple[int, dict[str, str], dict[str, object]]:
-    request = urllib.request.Request(
-        server.base_url + "/responses",
-        data=b'{"model": "sim", "input": "hi", "store": false}',
-        headers={"content-type": "application/json", "authorization": f"Bearer {key}"},
-        method="POST",
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as reply:
-            return reply.status, dict(reply.headers), json.loads(reply.read())
-    except urllib.error.HTTPError as error:
-        return error.code, dict(error.headers), json.loads(error.read())
 
 
 def test_rate_limit_per_key_at_its_burst_then_429_with_retry_after(strict_limits: ServerProcess) -> None:

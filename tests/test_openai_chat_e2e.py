@@ -5,6 +5,7 @@ WebSocket mode. Asserts the events and, for continuations, the full history the 
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ import uvicorn
 from conftest import ServerProcess
 from fake_chat_upstream import FakeUpstream
 from openai.resources.responses.responses import AsyncResponsesConnection as Connection
+from test_sdk_http import check_typed_stream
 
 from loopwire.engines.openai_chat import OpenAIChatEngine, OpenAIChatSettings
 from loopwire.server.app import LoopwireApp
@@ -260,3 +262,111 @@ async def test_the_command_line_puts_loopwire_in_front_of_an_upstream(tmp_path: 
     finally:
         await asyncio.to_thread(server.stop)
         await upstream.close()
+
+
+# -- the vocabulary through a chat upstream: reasoning, custom and namespaced tools, text.format ---------
+
+CRM_NAMESPACE: dict[str, Any] = {
+    "type": "namespace",
+    "name": "crm",
+    "description": "Customer records.",
+    "tools": [{"type": "function", "name": "lookup", "parameters": {"type": "object"}}],
+}
+PATCH_TOOL: dict[str, Any] = {
+    "type": "custom",
+    "name": "apply_patch",
+    "description": "Edit files.",
+    "format": {"type": "grammar", "syntax": "lark", "definition": 'start: "*** Begin Patch" /(.|\\n)*/'},
+}
+
+
+async def test_reasoning_content_becomes_a_reasoning_item(stack: Stack, client: openai.AsyncOpenAI) -> None:
+    stream = await client.responses.create(model="vllm_reasoning", input="Say hello.", stream=True)
+    events = [event async for event in stream]
+    check_typed_stream(events)
+    types = [event.type for event in events]
+    assert "response.reasoning_text.delta" in types and "response.reasoning_text.done" in types
+    response = events[-1].response
+    reasoning, message = response.output
+    assert reasoning.type == "reasoning" and reasoning.content is not None
+    assert reasoning.content[0].text == "The user wants a greeting."
+    assert message.type == "message" and response.output_text == "Hello!"
+    assert response.usage is not None and response.usage.output_tokens_details.reasoning_tokens == 5
+
+
+async def test_custom_and_namespaced_tools_through_a_chat_upstream(
+    stack: Stack, client: openai.AsyncOpenAI
+) -> None:
+    tools = [WEATHER, CRM_NAMESPACE, PATCH_TOOL, {"type": "web_search"}]
+    first = await client.responses.create(
+        model="vllm_namespaced_custom_calls",
+        input="Fix it.",
+        tools=tools,  # type: ignore[arg-type]
+    )
+    sent = stack.upstream.bodies()[-1]
+    offered = {tool["function"]["name"]: tool["function"] for tool in sent["tools"]}
+    assert set(offered) == {"get_weather", "crm__lookup", "apply_patch"}  # the hosted tool is not offered
+    assert offered["apply_patch"]["parameters"]["properties"] == {"input": {"type": "string"}}
+    assert "*** Begin Patch" in offered["apply_patch"]["description"]
+    assert [tool.to_dict() for tool in first.tools] == [{**WEATHER, "strict": None}, *tools[1:]]
+    lookup, patch = first.output
+    assert (lookup.type, lookup.name, lookup.namespace, lookup.arguments) == (
+        "function_call",
+        "lookup",
+        "crm",
+        '{"cmd": "acme"}',
+    )
+    assert (patch.type, patch.name) == ("custom_tool_call", "apply_patch")
+    assert patch.input == "*** Begin Patch\n*** Add File: hello.txt\n+hi\n*** End Patch\n"
+
+    await client.responses.create(
+        model="vllm_text",
+        previous_response_id=first.id,
+        tools=tools,  # type: ignore[arg-type]
+        input=[
+            {"type": "function_call_output", "call_id": lookup.call_id, "output": "ACME Corp"},
+            {"type": "custom_tool_call_output", "call_id": patch.call_id, "output": "Done!"},
+        ],
+    )
+    messages = stack.upstream.bodies()[-1]["messages"]
+    assert messages[1] == {
+        "role": "assistant",
+        "content": "",
+        "tool_calls": [
+            {
+                "id": lookup.call_id,
+                "type": "function",
+                "function": {"name": "crm__lookup", "arguments": '{"cmd": "acme"}'},
+            },
+            {
+                "id": patch.call_id,
+                "type": "function",
+                "function": {"name": "apply_patch", "arguments": json.dumps({"input": patch.input})},
+            },
+        ],
+    }
+    assert messages[2:] == [
+        {"role": "tool", "tool_call_id": lookup.call_id, "content": "ACME Corp"},
+        {"role": "tool", "tool_call_id": patch.call_id, "content": "Done!"},
+    ]
+
+
+async def test_json_schema_text_format_is_sent_as_response_format(
+    stack: Stack, client: openai.AsyncOpenAI
+) -> None:
+    schema = {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]}
+    await client.responses.create(
+        model="vllm_text",
+        input="json please",
+        text={"format": {"type": "json_schema", "name": "thing", "schema": schema, "strict": True}},
+    )
+    assert stack.upstream.bodies()[-1]["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "thing", "schema": schema, "strict": True},
+    }
+
+
+async def test_models_are_the_upstreams(stack: Stack, client: openai.AsyncOpenAI) -> None:
+    listed = [model.id async for model in client.models.list()]
+    assert "vllm_text" in listed and "ollama_tool_calls" in listed
+    assert (await client.models.retrieve("any-name-the-client-sends")).id == "any-name-the-client-sends"

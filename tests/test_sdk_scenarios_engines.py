@@ -1,6 +1,6 @@
-"""The core issue's SDK scenarios (tests/test_sdk_http.py and tests/test_sdk_websocket.py), unchanged, with
-the server under test swapped for `--engine responses` in front of a second, real loopwire: every
-scenario must pass through the gateway exactly as it does against the sim engine itself."""
+"""The SDK scenarios (tests/test_sdk_http.py, tests/test_sdk_websocket.py, tests/test_sdk_vocab.py),
+unchanged, with the server under test swapped for `--engine responses` in front of a second, real loopwire:
+every scenario must pass through the gateway exactly as it does against the sim engine itself."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import sys
 
 from conftest import ROOT
 
-SCENARIOS = ["tests/test_sdk_http.py", "tests/test_sdk_websocket.py"]
+SCENARIOS = ["tests/test_sdk_http.py", "tests/test_sdk_websocket.py", "tests/test_sdk_vocab.py"]
 
 
 def _pytest(*args: str, engine: str) -> subprocess.CompletedProcess[str]:

@@ -1,5 +1,6 @@
 """SIGTERM: a turn running on a WebSocket finishes, the socket is then closed with 1012, and every
-store=true response that completed before the stop is retrievable and continuable after a restart."""
+store=true response that completed before the stop is retrievable and continuable after a restart, and
+after a kill -9 (of the server, and of redis-server with a Redis store)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from pathlib import Path
 import openai
 import pytest
 import websockets
-from conftest import API_KEY, ServerProcess, make_client
+from conftest import API_KEY, ServerProcess, chained_ws_turns, make_client
+from redis_server import RedisServer
 
 
 async def test_sigterm_lets_running_turns_finish_then_closes_1012(tmp_path: Path) -> None:
@@ -78,34 +80,38 @@ async def test_sigterm_lets_running_turns_finish_then_closes_1012(tmp_path: Path
         restarted.stop()
 
 
-async def test_kill_9_loses_no_stored_response_that_completed(tmp_path: Path) -> None:
+@pytest.mark.parametrize("store", ["sqlite", "redis-always", "redis-everysec"])
+async def test_kill_9_loses_no_stored_response_that_completed(tmp_path: Path, store: str) -> None:
     """With the default inline SQLite writes, a response is committed before its terminal event, so
-    killing the server the moment a turn completes loses nothing."""
-    database = tmp_path / "db.sqlite"
-    server = ServerProcess(f"sqlite:{database}", tmp_path / "server.log").start()
+    killing the server the moment a turn completes loses nothing. With Redis (AOF on, appendfsync always
+    or everysec, as docs/deployment.md says) the server and redis-server are both killed with SIGKILL: a
+    write Redis answered has reached the kernel, so a process crash of Redis loses nothing either (only
+    an OS crash or power loss can cost everysec its last second)."""
+    redis: RedisServer | None = None
+    if store == "sqlite":
+        spec = f"sqlite:{tmp_path / 'db.sqlite'}"
+    else:
+        redis = RedisServer(tmp_path / "redis", appendfsync=store.removeprefix("redis-")).start()
+        spec = redis.url
+    server = ServerProcess(spec, tmp_path / "server.log").start()
     completed: list[str] = []
     try:
         url = server.base_url.replace("http://", "ws://") + "/responses"
         async with websockets.connect(
             url, additional_headers={"Authorization": f"Bearer {API_KEY}"}
         ) as socket:
-            previous = None
-            for index in range(30):
-                body = {"type": "response.create", "model": "sim", "input": f"turn {index}"}
-                if previous:
-                    body["previous_response_id"] = previous
-                await socket.send(json.dumps(body))
-                while (event := json.loads(await socket.recv()))["type"] != "response.completed":
-                    assert event["type"] != "error", event
-                previous = event["response"]["id"]
-                completed.append(previous)
+            completed = await chained_ws_turns(socket, 30)
             assert server.proc is not None
             server.proc.send_signal(signal.SIGKILL)  # at once, after the last terminal event
+            if redis is not None:
+                redis.kill()
         assert server.proc.wait(timeout=30) == -signal.SIGKILL
     finally:
         server.stop()
 
-    restarted = ServerProcess(f"sqlite:{database}", tmp_path / "server2.log").start()
+    if redis is not None:
+        redis.start()  # the same port and data directory: it loads the AOF
+    restarted = ServerProcess(spec, tmp_path / "server2.log").start()
     try:
         client = make_client(restarted.base_url)
         for response_id in completed:
@@ -120,3 +126,5 @@ async def test_kill_9_loses_no_stored_response_that_completed(tmp_path: Path) ->
         assert texts == [f"turn {index}" for index in range(30)] + ["after the crash"]
     finally:
         restarted.stop()
+        if redis is not None:
+            redis.stop()

@@ -12,12 +12,24 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
-from .config import ServerConfig
+from .config import DEFAULT_LEASE_S, ServerConfig
 from .engines.factory import ENGINE_NAMES
 from .engines.sim.engine import SimSettings
 from .server.state import ServerSettings
 from .session.limits import Limits
-from .store.factory import DEFAULT_SPEC, WRITE_MODES
+from .store.factory import DEFAULT_SPEC, SPEC_HELP, WRITE_MODES
+
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration_s(value: str) -> int:
+    """Whole seconds from "3600", "90m", "12h" or "30d"."""
+    text = value.strip().lower()
+    scale = DURATION_UNITS.get(text[-1:], 0)
+    number = text[:-1] if scale else text
+    if not number.isdigit():
+        raise argparse.ArgumentTypeError("expected whole seconds or a number with s, m, h or d, e.g. 30d")
+    return int(number) * (scale or 1)
 
 
 def _on_off(value: str) -> bool:
@@ -69,8 +81,21 @@ def build_parser() -> argparse.ArgumentParser:
         "cache_key_via=header,user (openai-chat), transport=ws|http|auto, store=always|never|client "
         "(responses), kv_budget_bytes=2147483648 (local) (repeatable)",
     )
+    serve.add_argument("--store", default=DEFAULT_SPEC, help=f"{SPEC_HELP} (default: %(default)s)")
     serve.add_argument(
-        "--store", default=DEFAULT_SPEC, help="'memory' or 'sqlite:PATH' (default: %(default)s)"
+        "--store-ttl",
+        type=_duration_s,
+        default="30d",
+        metavar="DURATION",
+        help="Redis: how long a stored response stays retrievable after it was created, not refreshed by "
+        "use, as the hosted API keeps responses (e.g. 30d, 12h, 3600; 0 = forever; default: 30d)",
+    )
+    serve.add_argument(
+        "--connection-lease-s",
+        type=float,
+        default=DEFAULT_LEASE_S,
+        help="Redis: how long the WebSocket connections of a node that died still count against their "
+        "key's cap (default: %(default)s)",
     )
     serve.add_argument(
         "--store-write",
@@ -116,6 +141,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--api-keys",
         metavar="FILE",
         help="accept only these bearer keys (one per line); without it the server is open for local use",
+    )
+    serve.add_argument(
+        "--compaction-secret-file",
+        metavar="FILE",
+        help="the secret compaction items are signed with; every node of a deployment must share it (else "
+        "$LOOPWIRE_COMPACTION_SECRET, else one generated beside the SQLite store, or in memory)",
     )
     serve.add_argument("--log-level", default="warning")
     serve.add_argument("--log-format", default="text", choices=["text", "json"])
@@ -189,6 +220,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         engine=args.engine,
         store=args.store,
         store_write=args.store_write,
+        store_ttl_s=args.store_ttl,
+        connection_lease_s=args.connection_lease_s,
         engine_options=engine_options(args),
         sim=sim,
         settings=ServerSettings(
@@ -198,6 +231,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         ),
         limits=parse_limits(args.limit),
         api_keys_file=args.api_keys,
+        compaction_secret_file=args.compaction_secret_file,
         log_level=args.log_level,
         log_format=args.log_format,
     )
@@ -223,6 +257,15 @@ def serve(config: ServerConfig) -> None:
         print(
             "loopwire: OPEN MODE, no --api-keys given: any bearer token is accepted (each token sees only "
             "its own responses). Do not expose this server beyond your machine.",
+            file=sys.stderr,
+            flush=True,
+        )
+    secret = config.compaction_secret()
+    if not secret.shared:
+        print(
+            f"loopwire: compaction items are signed with a secret from {secret.source}; a deployment of "
+            "several servers must share one (--compaction-secret-file or LOOPWIRE_COMPACTION_SECRET), or "
+            "each reads back only its own.",
             file=sys.stderr,
             flush=True,
         )

@@ -23,6 +23,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "soak": ("soak", "hundreds of concurrent WebSocket tool loops plus HTTP: nothing lost, RSS flat"),
     "store": ("store_put", "how long a durable write takes as the turn sees it, per store and write mode"),
+    "redis": (
+        "store_redis",
+        "Redis vs SQLite: chain resolution for 1..200 turns (round trips, CPU), put+get",
+    ),
 }
 
 
@@ -47,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         module = importlib.import_module(f"{__package__}.{COMMANDS[name][0]}")
     except ModuleNotFoundError as error:
-        extra = "local" if name == "local" else "bench"
+        extra = {"local": "local", "redis": "redis"}.get(name, "bench")
         print(
             f"loopwire bench {name} needs {error.name}, which this install lacks: "
             f"pip install 'loopwire[{extra}]'",

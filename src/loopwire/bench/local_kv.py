@@ -154,4 +154,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps({"params": params, "turns": summary}, indent=2))
     return 0
-

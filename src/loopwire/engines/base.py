@@ -11,20 +11,29 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from ..protocol.context import Context
 
+ToolKind = Literal["function", "custom"]
+
 
 @dataclass(frozen=True, slots=True)
 class ToolSpec:
-    """A function tool the model may call."""
+    """A tool the model may call: a function (JSON arguments per `parameters`) or a custom tool (freeform
+    text input, optionally constrained by the grammar `format`), on its own or inside a `namespace`."""
 
     name: str
     description: str | None = None
     parameters: dict[str, Any] | None = None
     strict: bool | None = None
+    kind: ToolKind = "function"
+    namespace: str | None = None
+    format: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class NamedToolChoice:
+    """The model must call this tool (`kind` tells a function from a custom tool of the same name)."""
+
     name: str
+    kind: ToolKind = "function"
 
 
 ToolChoice = Literal["auto", "none", "required"] | NamedToolChoice
@@ -33,8 +42,26 @@ ToolChoice = Literal["auto", "none", "required"] | NamedToolChoice
 class RenderState:
     """What an engine remembers of a rendered conversation so the next turn renders only its delta.
 
-    Engines subclass this with their own fields; the session core stores it per lane and never looks inside
-    beyond `token_count`.
+    The contract between the core and the engines:
+
+    - **Made by the engine, owned by the core.** An engine returns it in `Finished.render`; the core keeps
+      it in the lane's cached response (`session.cache.CachedResponse.render`) and passes it back as
+      `EngineRequest.prefix` to the lane's next turn (or a fork's). It never looks inside beyond
+      `token_count`, never copies it and never calls into it.
+    - **Dropped when the cached response leaves the cache**, all through `ConnectionState._drop`: the
+      lane's next response replaces it, a failed continuation evicts its parent, the memory budget evicts
+      an idle lane (`CacheBudget`), the connection closes, or the store write after a commit fails. A
+      response resolved from the store has no render state. The core drops its reference and nothing
+      else: there is no release call.
+    - **An engine may hang resources on it** (the responses engine's upstream socket lease, the local
+      engine's KV slot, the sim engine's hashes) and release them with `weakref.finalize(state, ...)`
+      on the state or on an object only its states hold: release happens when the *last* reference goes,
+      which may be later than the drop (a running turn's request still holds its prefix) and, through the
+      cycle collector, on another thread or inside unrelated code. So a finalizer must be cheap,
+      thread-safe and must not await: schedule the work (`loop.call_soon_threadsafe`) or take a lock.
+      A subclass that is finalized needs `__weakref__` in its `__slots__`.
+    - The engine must not rely on a drop happening at all: a state may live as long as its connection, so
+      anything scarce it pins must also be bounded by the engine (an idle set, an LRU budget).
     """
 
     __slots__ = ("token_count",)
@@ -64,6 +91,15 @@ class EngineRequest:
     cache_key: str = ""
     store: bool = True
     metadata: dict[str, str] = field(default_factory=dict)
+    sent_tools: tuple[bytes, ...] = ()
+    """Every tool as the client sent it (JSON), hosted and unknown ones included: an engine in front of
+    another Responses server passes these on, with `sent_tool_choice`; the others run only `tools`."""
+    sent_tool_choice: str | dict[str, Any] | None = None
+    client_metadata: dict[str, Any] | None = None
+    reasoning: dict[str, Any] | None = None
+    include: tuple[str, ...] = ()
+    text_format: dict[str, Any] | None = None
+    """`text.format` when it is not plain text (`json_schema` or `json_object`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,15 +109,54 @@ class TextDelta:
 
 @dataclass(frozen=True, slots=True)
 class ToolCallStart:
-    """A new function call begins; argument deltas follow until the next start or the finish."""
+    """A new tool call begins; argument deltas (a custom tool's input text) follow until the next start or
+    the finish. `namespace` names the namespace the tool was offered in."""
 
     call_id: str
     name: str
+    kind: ToolKind = "function"
+    namespace: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class ToolArgumentsDelta:
     delta: str
+
+
+ReasoningPart = Literal["summary", "text"]
+
+
+@dataclass(frozen=True, slots=True)
+class ReasoningDelta:
+    """The model's thinking: `text` (its raw reasoning) or a `summary` of it. Consecutive reasoning deltas
+    form one reasoning item; a new `summary_index` starts a new summary part. `encrypted_content`, when an
+    engine has it (an upstream's opaque blob), is carried onto the item as is."""
+
+    delta: str
+    part: ReasoningPart = "text"
+    summary_index: int = 0
+    encrypted_content: str | None = None
+    item_id: str | None = None
+    """The id an upstream gave the item (kept, so the item can be sent back to it); a new id starts a new
+    reasoning item."""
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamItem:
+    """An output item an upstream produced and ran itself (a web search, an MCP call, ...): its JSON,
+    passed to the client as it is, in the output and in the lane's history. `done` False announces it
+    (`response.output_item.added`); its progress events (UpstreamEvent) and its finished JSON follow."""
+
+    item_json: bytes
+    done: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamEvent:
+    """An upstream's event about an item it runs itself (`response.web_search_call.searching`, ...): the
+    whole event's JSON, renumbered by the session and passed on."""
+
+    event_json: bytes
 
 
 @dataclass(slots=True)
@@ -106,7 +181,9 @@ class Finished:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-EngineDelta = TextDelta | ToolCallStart | ToolArgumentsDelta | Finished
+EngineDelta = (
+    TextDelta | ToolCallStart | ToolArgumentsDelta | ReasoningDelta | UpstreamItem | UpstreamEvent | Finished
+)
 
 
 class EngineError(Exception):
@@ -136,3 +213,29 @@ class UpstreamTokenCounter(Protocol):
     `Engine.count_tokens`, synchronous, is the estimate used otherwise)."""
 
     async def count_input_tokens(self, request: EngineRequest) -> int: ...
+
+
+def runs_hosted_tools(engine: Engine) -> bool:
+    """Whether the engine hands hosted tools (web_search, mcp, ...) to something that runs them (an
+    engine sets `runs_hosted_tools = True`); other engines never offer them to the model."""
+    return bool(getattr(engine, "runs_hosted_tools", False))
+
+
+@runtime_checkable
+class ModelCatalog(Protocol):
+    """An engine whose models are known only by asking (a gateway lists its upstream's)."""
+
+    async def list_models(self) -> list[str]: ...
+
+
+async def served_models(engine: Engine) -> tuple[str, ...]:
+    """The model names the engine lists on `GET /v1/models`: its `list_models()`, else its `model_ids`."""
+    if isinstance(engine, ModelCatalog):
+        return tuple(await engine.list_models())
+    return tuple(getattr(engine, "model_ids", ()))
+
+
+def accepts_any_model(engine: Engine) -> bool:
+    """Whether a request naming a model the engine does not list is still served (the sim engine, and a
+    gateway that sends the client's model name on), so `GET /v1/models/{id}` finds every id."""
+    return bool(getattr(engine, "accepts_any_model", False))

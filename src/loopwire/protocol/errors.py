@@ -5,6 +5,7 @@ Owns the mapping from a broken rule to `{"error": {...}}` bodies and WebSocket e
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import msgspec
@@ -40,7 +41,12 @@ class ProtocolError(Exception):
         return _encode({"error": self.error_object()})
 
     def ws_event(self, stream_id: str | None = None) -> bytes:
-        event: dict[str, Any] = {"type": "error", "status": self.status, "error": self.error_object()}
+        """The WebSocket `error` event: the HTTP status beside the error, whose `headers` carry what an
+        HTTP answer would have sent as headers (`retry-after`, ...)."""
+        error = self.error_object()
+        if self.headers:
+            error["headers"] = self.headers
+        event: dict[str, Any] = {"type": "error", "status": self.status, "error": error}
         if stream_id is not None:
             event["stream_id"] = stream_id
         return _encode(event)
@@ -50,6 +56,26 @@ def invalid_request(
     message: str, *, param: str | None = None, code: str | None = "invalid_value"
 ) -> ProtocolError:
     return ProtocolError(400, message, code=code, param=param)
+
+
+_PATH = re.compile(r" - at `\$\.?(.*)`$")
+_MISSING = re.compile(r"^Object missing required field `([^`]+)`")
+
+
+def validation_error(error: msgspec.ValidationError, prefix: str = "") -> ProtocolError:
+    """A msgspec validation failure as a 400 naming the field: the path msgspec reports, under `prefix`
+    (`tools[4]`), ending in the missing field's name when a required one is absent."""
+    text = str(error)
+    match = _PATH.search(text)
+    message, path = (text, "") if match is None else (text[: match.start()], match.group(1))
+    missing = _MISSING.match(message)
+    if missing is not None:
+        path = f"{path}.{missing.group(1)}" if path else missing.group(1)
+    if prefix:
+        path = prefix + ("" if not path or path.startswith("[") else ".") + path
+    if not path:
+        return invalid_request(f"Invalid request body: {message}.", code="invalid_type")
+    return invalid_request(f"Invalid value for '{path}': {message}.", param=path, code="invalid_type")
 
 
 def missing_parameter(param: str) -> ProtocolError:

@@ -5,27 +5,19 @@ Owns decoding bytes into typed requests and naming what is wrong with them; does
 
 from __future__ import annotations
 
-import re
 from typing import Any, TypeVar
 
 import msgspec
 
-from .errors import ProtocolError, invalid_request
-from .items import InputItem
-
-
-class FunctionTool(msgspec.Struct, tag_field="type", tag="function"):
-    name: str
-    parameters: dict[str, Any] | None = None
-    description: str | None = None
-    strict: bool | None = None
+from .errors import ProtocolError, invalid_request, validation_error
+from .items import InputItem, decode_item
 
 
 class CreateRequest(msgspec.Struct, kw_only=True):
     model: str | None = None
     input: str | list[InputItem] | None = None
     instructions: str | None = None
-    tools: list[FunctionTool] | None = None
+    tools: list[msgspec.Raw] | None = None
     tool_choice: str | dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
     previous_response_id: str | None = None
@@ -45,6 +37,9 @@ class CreateRequest(msgspec.Struct, kw_only=True):
     text: dict[str, Any] | None = None
     include: list[str] | None = None
     prompt_cache_key: str | None = None
+    client_metadata: dict[str, Any] | None = None
+    """Codex CLI's per-turn metadata: not the SDK's, passed on only by an engine in front of a Responses
+    server."""
     user: str | None = None
     safety_identifier: str | None = None
     service_tier: str | None = None
@@ -70,39 +65,64 @@ class CompactRequest(msgspec.Struct, kw_only=True):
 
 
 T = TypeVar("T")
-
-_http_decoder = msgspec.json.Decoder(CreateRequest)
-_ws_decoder = msgspec.json.Decoder(WsCreateEvent | _NeverSent)
-_compact_decoder = msgspec.json.Decoder(CompactRequest)
-_loose_decoder = msgspec.json.Decoder()
-
-_PATH = re.compile(r" - at `\$\.?(.*)`$")
+RAW_INPUT = str | list[msgspec.Raw] | None
 
 
-def _param_of(error: msgspec.ValidationError) -> tuple[str, str | None]:
-    text = str(error)
-    match = _PATH.search(text)
-    if match is None:
-        return text, None
-    return text[: match.start()], match.group(1) or None
+def _wire(cls: type[msgspec.Struct], **config: Any) -> Any:
+    """`cls` with its `input` left as raw items: each is then decoded on its own, keeping the JSON it was
+    sent as (fields this server does not model survive), and a bad one is named by its index."""
+    fields: list[tuple[str, Any] | tuple[str, Any, Any]] = []
+    for field in msgspec.structs.fields(cls):
+        kind = RAW_INPUT if field.name == "input" else field.type
+        if field.default is not msgspec.NODEFAULT:
+            fields.append((field.name, kind, field.default))
+        elif field.default_factory is not msgspec.NODEFAULT:
+            fields.append((field.name, kind, msgspec.field(default_factory=field.default_factory)))
+        else:
+            fields.append((field.name, kind))
+    return msgspec.defstruct("Wire" + cls.__name__, fields, kw_only=True, **config)
 
 
-def _validation_error(error: msgspec.ValidationError) -> ProtocolError:
-    message, param = _param_of(error)
-    if param is None:
-        return invalid_request(f"Invalid request body: {message}.", code="invalid_type")
-    return invalid_request(f"Invalid value for '{param}': {message}.", param=param, code="invalid_type")
+_WireCreate = _wire(CreateRequest)
+_WireWsCreate = _wire(WsCreateEvent, tag_field="type", tag="response.create")
+_WireCompact = _wire(CompactRequest)
+_http_decoder = msgspec.json.Decoder(_WireCreate)
+_ws_decoder = msgspec.json.Decoder(_WireWsCreate | _NeverSent)
+_compact_decoder = msgspec.json.Decoder(_WireCompact)
+_item_peek = msgspec.json.Decoder(dict[str, Any])
 
 
-def _with_message_types(obj: Any) -> Any:
-    """Messages may omit `"type": "message"`; add it so the tagged union can decode them."""
-    if isinstance(obj, dict):
-        items = obj.get("input")
-        if isinstance(items, list):
-            for item in items:
-                if isinstance(item, dict) and "type" not in item and "role" in item:
-                    item["type"] = "message"
-    return obj
+def decode_input(raws: list[msgspec.Raw]) -> list[InputItem]:
+    """Each raw item typed; a message may omit `"type": "message"`. Raises ProtocolError naming the
+    item and field (`input[2].type` for a type no version of the API defines)."""
+    items: list[InputItem] = []
+    for index, raw in enumerate(raws):
+        try:
+            items.append(decode_item(raw))
+        except msgspec.ValidationError as error:
+            if "missing required field `type`" not in str(error):
+                raise validation_error(error, f"input[{index}]") from None
+            items.append(_untyped_message(raw, index))
+        except msgspec.DecodeError as error:
+            raise _invalid_json(error) from None
+    return items
+
+
+def _untyped_message(raw: msgspec.Raw, index: int) -> InputItem:
+    """An item without `type`: a message (it has a `role`), or an item reference (only an `id`)."""
+    body = _item_peek.decode(raw)
+    if "role" not in body and set(body) == {"id"}:
+        return decode_item(msgspec.json.encode({"type": "item_reference", **body}))
+    if "role" not in body:
+        raise invalid_request(
+            f"Missing required parameter: 'input[{index}].type'.",
+            param=f"input[{index}].type",
+            code="missing_required_parameter",
+        )
+    try:
+        return decode_item(msgspec.json.encode({"type": "message", **body}))
+    except msgspec.ValidationError as error:
+        raise validation_error(error, f"input[{index}]") from None
 
 
 def _invalid_json(error: msgspec.DecodeError) -> ProtocolError:
@@ -111,31 +131,50 @@ def _invalid_json(error: msgspec.DecodeError) -> ProtocolError:
     )
 
 
-def _decode(decoder: msgspec.json.Decoder[T], data: bytes | str, kind: type[T]) -> T:
-    # ValidationError subclasses DecodeError, so it must be caught first, here and below.
+def too_deep(param: str | None = None, limit: int | None = None) -> ProtocolError:
+    """JSON nested past what the decoder goes (anywhere, even in an unknown field), or a kept value past
+    `limit` levels."""
+    where = f"'{param}'" if param is not None else "The request body"
+    most = f"; at most {limit} levels are accepted" if limit is not None else ""
+    return invalid_request(f"{where} nests JSON too deeply{most}.", param=param, code="json_too_deep")
+
+
+def _decode(decoder: msgspec.json.Decoder[Any], data: bytes | str) -> Any:
+    try:
+        return _decode_once(decoder, data)
+    except RecursionError:  # msgspec's guard, at ~1,000 levels (also while skipping unknown fields)
+        raise too_deep() from None
+
+
+def _decode_once(decoder: msgspec.json.Decoder[Any], data: bytes | str) -> Any:
+    # ValidationError subclasses DecodeError, so it must be caught first.
     try:
         return decoder.decode(data)
-    except msgspec.ValidationError as first:
-        # The only lenient case: message items written without a type. Retry once on the loose shape.
-        if "missing required field `type`" not in str(first):
-            raise _validation_error(first) from None
-        try:
-            loose = _with_message_types(_loose_decoder.decode(data))
-            return msgspec.convert(loose, kind)
-        except msgspec.ValidationError as second:
-            raise _validation_error(second) from None
-        except msgspec.DecodeError as error:
-            raise _invalid_json(error) from None
+    except msgspec.ValidationError as error:
+        try:  # a body that is not JSON at all says so, whatever msgspec met first
+            _item_peek.decode(data)
+        except msgspec.ValidationError:
+            pass
+        except msgspec.DecodeError as not_json:
+            raise _invalid_json(not_json) from None
+        raise validation_error(error) from None
     except msgspec.DecodeError as error:
         raise _invalid_json(error) from None
 
 
+def _typed(wire: Any, cls: type[T]) -> T:
+    fields = msgspec.structs.asdict(wire)
+    if isinstance(wire.input, list):
+        fields["input"] = decode_input(wire.input)
+    return cls(**fields)
+
+
 def decode_http_create(body: bytes) -> CreateRequest:
-    return _decode(_http_decoder, body, CreateRequest)
+    return _typed(_decode(_http_decoder, body), CreateRequest)
 
 
 def decode_compact(body: bytes) -> CompactRequest:
-    return _decode(_compact_decoder, body, CompactRequest)
+    return _typed(_decode(_compact_decoder, body), CompactRequest)
 
 
 class UnknownClientEvent(ProtocolError):
@@ -153,12 +192,13 @@ _ws_peek = msgspec.json.Decoder(dict[str, Any])
 
 
 def decode_ws_event(frame: bytes | str) -> WsCreateEvent:
-    """Decode one client frame. Raises ProtocolError (UnknownClientEvent for a well-formed event of
-    another type) with the event's stream_id attached when it can be read."""
+    """Decode one client frame. Raises ProtocolError: UnknownClientEvent for a well-formed event of another
+    type, else the error naming what is wrong (the caller reads the frame's stream_id with
+    `peek_stream_id` to route it)."""
     try:
-        event = _decode(_ws_decoder, frame, WsCreateEvent | _NeverSent)  # type: ignore[arg-type]
+        wire = _decode(_ws_decoder, frame)
     except ProtocolError as error:
-        if error.code == "invalid_json":
+        if error.code in ("invalid_json", "json_too_deep"):
             raise
         envelope = _envelope(frame) if error.param in ("type", None) else None
         if envelope is None and error.param is None:
@@ -178,15 +218,15 @@ def decode_ws_event(frame: bytes | str) -> WsCreateEvent:
             if event_type != "response.create":
                 raise UnknownClientEvent(event_type) from None
         raise
-    if not isinstance(event, WsCreateEvent):
+    if not isinstance(wire, _WireWsCreate):
         raise UnknownClientEvent("loopwire.never_sent")
-    return event
+    return _typed(wire, WsCreateEvent)
 
 
 def _envelope(frame: bytes | str) -> dict[str, Any] | None:
     try:
         return _ws_peek.decode(frame)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
         return None
 
 

@@ -10,7 +10,6 @@ from typing import Any
 import msgspec
 
 from .items import OutputItem
-from .request import FunctionTool
 
 DEFAULT_TEXT: dict[str, Any] = {"format": {"type": "text"}, "verbosity": "medium"}
 DEFAULT_REASONING: dict[str, Any] = {"effort": None, "summary": None}
@@ -71,11 +70,12 @@ class Response(msgspec.Struct, kw_only=True):
     instructions: str | None = None
     metadata: dict[str, str] = msgspec.field(default_factory=dict)
     model: str
-    output: list[OutputItem] = msgspec.field(default_factory=list)
+    output: list[OutputItem | msgspec.Raw] = msgspec.field(default_factory=list)
+    """Items this server made, and items passed on whole as their JSON."""
     parallel_tool_calls: bool = True
     temperature: float | None = 1.0
     tool_choice: str | dict[str, Any] = "auto"
-    tools: list[FunctionTool] = msgspec.field(default_factory=list)
+    tools: list[msgspec.Raw] = msgspec.field(default_factory=list)
     top_p: float | None = 1.0
     previous_response_id: str | None = None
     store: bool = True
@@ -106,6 +106,20 @@ class ItemList(msgspec.Struct):
     first_id: str | None
     last_id: str | None
     has_more: bool
+    object: str = "list"
+
+
+class Model(msgspec.Struct):
+    """A model as `GET /v1/models` lists it (the SDK's `Model`)."""
+
+    id: str
+    created: int
+    owned_by: str = "loopwire"
+    object: str = "model"
+
+
+class ModelList(msgspec.Struct):
+    data: list[Model]
     object: str = "list"
 
 

@@ -1,4 +1,4 @@
-"""The ASGI application: routes /v1/responses for HTTP and WebSocket, plus health, with a lifespan.
+"""The ASGI application: routes /v1/responses for HTTP and WebSocket, /v1/models, health, with a lifespan.
 
 Owns routing and error rendering only; the create path goes straight to the turn code, no framework.
 """
@@ -19,6 +19,7 @@ from .ws import refuse_upgrade, serve_websocket
 log = logging.getLogger("loopwire.server")
 
 PREFIX = "/v1/responses"
+MODELS_PREFIX = "/v1/models"
 HEALTH_PATHS = ("/healthz", "/readyz")
 METRICS_PATH = "/metrics"
 StateFactory = Callable[[], Awaitable[ServerState]]
@@ -112,6 +113,11 @@ class LoopwireApp:
                 }
             )
             await send({"type": "http.response.body", "body": body})
+            return
+        if path == MODELS_PREFIX or path.startswith(MODELS_PREFIX + "/"):
+            if method != "GET":
+                raise _method_not_allowed(method, path)
+            await http.models(state, send, path[len(MODELS_PREFIX) + 1 :] or None)
             return
         if path == PREFIX:
             if method == "POST":

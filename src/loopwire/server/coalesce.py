@@ -5,11 +5,18 @@ transport proxy holds writes until the current loop iteration ends (loop.call_so
 past it. The `loopwire.text_frames` ASGI extension lets the app hand over already-encoded JSON payloads,
 framed here in one pass instead of one ASGI message, str round trip and frame object per event.
 Owns only buffering and unmasked server framing; flow control and protocol state stay with uvicorn.
+
+It subclasses uvicorn's protocols and reads some of their private state: the names are listed in
+`UVICORN_PRIVATE` (and pyproject.toml pins uvicorn and websockets to the versions this is tested on);
+tests/test_uvicorn_internals.py fails naming any that an upgrade removes. Framing stays by hand rather than
+websockets' public `conn.send_text()` + `data_to_send()`: both leave a burst in one write, but the
+sans-I/O path builds a Frame object per event, ~5x the cost of this step (docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any, cast
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -22,6 +29,23 @@ DRAIN = "loopwire.drain"
 immediate close 1012, finishes its running turns, then closes the socket itself."""
 TEXT_FRAMES = "loopwire.text_frames"
 """ASGI extension: `{"type": TEXT_FRAMES, "payloads": [bytes, ...]}` sends each payload as one text frame."""
+
+UVICORN_PRIVATE = {
+    "writable": "asyncio.Event set while the transport takes writes (flow control)",
+    "queue": "the asyncio.Queue of ASGI receive events (the drain event is put on it)",
+    "handshake_complete": "True once the upgrade was answered",
+    "close_sent": "True once a close frame went out",
+    "disconnected": "True once the connection was lost",
+    "conn": "the websockets ServerProtocol (its public `state` and `extensions` are read)",
+    "scope": "the ASGI scope, set by handle_connect (extensions are added to it)",
+    "handle_connect": "called with the upgrade request; overridden to offer the extensions",
+    "shutdown": "called by uvicorn's server on SIGTERM; overridden to drain instead of closing 1012",
+    "send": "the ASGI send; overridden for the send deadline and TEXT_FRAMES",
+    "connection_made": "the asyncio callback; overridden to wrap the transport",
+}
+"""What CoalescingWebSocketProtocol relies on in uvicorn's WebSocketsSansIOProtocol beyond the ASGI spec."""
+
+log = logging.getLogger("loopwire.ws")
 
 
 class CoalescingTransport:
@@ -108,7 +132,8 @@ class CoalescingWebSocketProtocol(WebSocketsSansIOProtocol):
         return type(cls.__name__, (cls,), {"send_deadline_s": seconds})
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(_coalescing(transport))
+        self.out = _coalescing(transport)
+        super().connection_made(self.out)
 
     async def _wait_writable(self) -> None:
         if self.writable.is_set():
@@ -117,10 +142,8 @@ class CoalescingWebSocketProtocol(WebSocketsSansIOProtocol):
             async with asyncio.timeout(self.send_deadline_s):
                 await self.writable.wait()
         except TimeoutError:
-            self.logger.warning(
-                "a WebSocket client stopped reading for %ss; closing it", self.send_deadline_s
-            )
-            self.transport.abort()
+            log.warning("a WebSocket client stopped reading for %ss; closing it", self.send_deadline_s)
+            self.out.abort()
             raise ClientDisconnected() from None
 
     def handle_connect(self, event: Any) -> None:
@@ -147,13 +170,7 @@ class CoalescingWebSocketProtocol(WebSocketsSansIOProtocol):
         if message["type"] != TEXT_FRAMES:
             await super().send(message)
             return
-        conn = self.conn
-        if (
-            self.disconnected
-            or self.close_sent
-            or not self.handshake_complete
-            or conn.state is not OPEN
-            or conn.expect_continuation_frame
-        ):
+        # uvicorn never fragments a message, so a frame cannot land inside another one.
+        if self.disconnected or self.close_sent or not self.handshake_complete or self.conn.state is not OPEN:
             raise ClientDisconnected()
-        self.transport.write(b"".join([text_frame(payload) for payload in message["payloads"]]))
+        self.out.write(b"".join([text_frame(payload) for payload in message["payloads"]]))

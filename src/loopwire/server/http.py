@@ -15,12 +15,13 @@ from urllib.parse import parse_qs
 
 import msgspec
 
-from ..engines.base import UpstreamTokenCounter
+from ..engines.base import UpstreamTokenCounter, accepts_any_model, served_models
 from ..protocol.errors import ProtocolError, invalid_request, missing_parameter, response_not_found
-from ..protocol.events import Event, encode, event_type, sse_frame
+from ..protocol.events import Event, encode, event_bytes, event_type, sse_frame
 from ..protocol.items import as_listed
 from ..protocol.request import CreateRequest, decode_compact, decode_http_create
-from ..protocol.response import DeletedResponse, ItemList
+from ..protocol.response import DeletedResponse, ItemList, Model, ModelList
+from ..session.bounds import check_compact
 from ..session.compact import compact_context
 from ..session.connection import DEFAULT_LANE, ConnectionState
 from ..session.plan import plan_turn, validate_fields
@@ -87,7 +88,7 @@ class _SseSink:
         if not self._started:
             self._started = True
             await self._send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
-        body = b"".join([sse_frame(event_type(event), encode(event)) for event in events])
+        body = b"".join([sse_frame(event_type(event), event_bytes(event)) for event in events])
         self._bytes_out.inc(HTTP, len(body))
         await self._send({"type": "http.response.body", "more_body": True, "body": body})
 
@@ -116,7 +117,7 @@ def _connection(state: ServerState, owner: str) -> ConnectionState[Any]:
 
 
 async def create(state: ServerState, receive: Receive, send: Send, owner: str) -> None:
-    state.check_rate(owner)
+    await state.check_rate(owner)
     body = await read_body(receive, state.limits.max_message_bytes)
     received = time.perf_counter()
     state.metrics.bytes_in.inc(HTTP, len(body))
@@ -204,7 +205,7 @@ async def input_items(state: ServerState, send: Send, response_id: str, owner: s
     items: list[Any] = []
     for index, record in enumerate(chain):
         inputs, outputs = decode_stored_items(record)
-        items.extend(as_listed(item) for item in inputs)
+        items.extend(inputs)
         if index < len(chain) - 1:
             items.extend(outputs)
     if order == "desc":
@@ -218,7 +219,8 @@ async def input_items(state: ServerState, send: Send, response_id: str, owner: s
     page = items[start : start + limit]
     first = getattr(page[0], "id", None) if page else None
     last = getattr(page[-1], "id", None) if page else None
-    body = ItemList(data=page, first_id=first, last_id=last, has_more=start + limit < len(items))
+    listed = [as_listed(item) for item in page]
+    body = ItemList(data=listed, first_id=first, last_id=last, has_more=start + limit < len(items))
     await send_json(send, 200, encode(body))
 
 
@@ -227,6 +229,7 @@ async def compact(state: ServerState, receive: Receive, send: Send, owner: str) 
     request = decode_compact(body)
     if not request.model:
         raise missing_parameter("model")
+    check_compact(request, state.limits)
     conn = _connection(state, owner)
     parent = await resolve_parent(state, conn, DEFAULT_LANE, request.previous_response_id)
     result = compact_context(request, parent, now=int(time.time()))
@@ -258,3 +261,19 @@ async def cancel(state: ServerState, send: Send, response_id: str, owner: str) -
         param="response_id",
         code="not_cancellable",
     )
+
+
+async def models(state: ServerState, send: Send, model_id: str | None) -> None:
+    """`GET /v1/models` (what the engine serves) and `GET /v1/models/{id}`."""
+    created = int(state.started_at)
+    names = await served_models(state.engine)
+    if model_id is None:
+        await send_json(
+            send, 200, encode(ModelList(data=[Model(id=name, created=created) for name in names]))
+        )
+        return
+    if model_id not in names and not accepts_any_model(state.engine):
+        raise ProtocolError(
+            404, f"The model '{model_id}' does not exist.", code="model_not_found", param="model"
+        )
+    await send_json(send, 200, encode(Model(id=model_id, created=created)))

@@ -30,6 +30,10 @@ class Counter:
     def inc(self, labels: Labels = (), amount: float = 1.0) -> None:
         self.values[labels] = self.values.get(labels, 0.0) + amount
 
+    def set_total(self, labels: Labels, value: float) -> None:
+        """For a count kept elsewhere (e.g. by the store), copied in when /metrics is rendered."""
+        self.values[labels] = value
+
     def render(self) -> Iterable[str]:
         yield f"# HELP {self.name} {self.help}"
         yield f"# TYPE {self.name} counter"
@@ -99,6 +103,12 @@ class Metrics:
         self.connections = Gauge("loopwire_open_connections", "Open WebSocket connections.")
         self.lanes = Gauge("loopwire_open_lanes", "Lanes with a cached response, over open connections.")
         self.cached_bytes = Gauge("loopwire_cached_bytes", "Approximate text held by connection caches.")
+        self.store_round_trips = Counter(
+            "loopwire_store_round_trips_total", "Requests this node sent to the shared (Redis) store."
+        )
+        self.store_up = Gauge(
+            "loopwire_store_up", "1 while the shared (Redis) store answers, 0 while its breaker is open."
+        )
         self._all = (
             self.turns,
             self.turn_seconds,
@@ -108,6 +118,8 @@ class Metrics:
             self.bytes_in,
             self.bytes_out,
             self.connections,
+            self.store_round_trips,
+            self.store_up,
             self.lanes,
             self.cached_bytes,
         )

@@ -13,12 +13,19 @@ from typing import Any, Protocol
 
 import msgspec
 
-from ..engines.base import EngineDelta, EngineError, Finished, TextDelta, ToolArgumentsDelta
+from ..engines.base import (
+    EngineDelta,
+    EngineError,
+    Finished,
+    TextDelta,
+    ToolArgumentsDelta,
+    runs_hosted_tools,
+)
 from ..protocol import ids
 from ..protocol.context import EMPTY_CONTEXT
 from ..protocol.errors import ProtocolError, previous_response_not_found, store_unavailable
 from ..protocol.events import Event, encode
-from ..protocol.items import InputItem, OutputItem, approx_size
+from ..protocol.items import InputItem, OutputItem, approx_size, decode_item, decode_items, encode_items
 from ..protocol.request import CreateRequest
 from ..protocol.response import Response
 from ..session.cache import CachedResponse
@@ -69,15 +76,15 @@ class EventSink(Protocol):
 
 
 class _StoredOutput(msgspec.Struct):
-    output: list[OutputItem]
+    output: list[msgspec.Raw]
 
 
-_items_decoder = msgspec.json.Decoder(list[InputItem])
 _output_decoder = msgspec.json.Decoder(_StoredOutput)
 
 
 def decode_stored_items(record: StoredResponse) -> tuple[list[InputItem], list[OutputItem]]:
-    return _items_decoder.decode(record.input_items), _output_decoder.decode(record.response).output
+    outputs = [decode_item(raw) for raw in _output_decoder.decode(record.response).output]
+    return decode_items(record.input_items), outputs
 
 
 def _record(plan: TurnPlan, response_id: str, created_at: int, encoded: bytes) -> StoredResponse:
@@ -86,8 +93,10 @@ def _record(plan: TurnPlan, response_id: str, created_at: int, encoded: bytes) -
     parent = plan.parent
     if parent is None or parent.stored:
         link = parent.id if parent is not None else None
-        return StoredResponse(response_id, plan.owner, link, created_at, encode(plan.new_items), encoded)
-    return StoredResponse(response_id, plan.owner, None, created_at, encode(list(plan.context)), encoded)
+        return StoredResponse(
+            response_id, plan.owner, link, created_at, encode_items(plan.new_items), encoded
+        )
+    return StoredResponse(response_id, plan.owner, None, created_at, encode_items(plan.context), encoded)
 
 
 def merge_ready(batch: list[EngineDelta]) -> list[EngineDelta]:
@@ -195,6 +204,12 @@ async def _stream(
             await sink.events(events)
 
 
+def _store_available(state: ServerState) -> bool:
+    """False only for a store that knows its backend is down (SupportsAvailability); a getattr, because a
+    runtime Protocol isinstance check costs ~14 us on every turn."""
+    return bool(getattr(state.store, "available", True))
+
+
 async def run_turn(
     state: ServerState,
     conn: ConnectionState[Any],
@@ -206,13 +221,20 @@ async def run_turn(
     generate: bool = True,
     stream_id: str | None = None,
     received: float | None = None,
+    queued_as: str | None = None,
 ) -> Response | None:
     """One turn from request to terminal event. Returns the final Response, or None when refused.
-    `received` is the perf_counter time the request arrived, before it was decoded."""
+    `received` is the perf_counter time the request arrived, before it was decoded; `queued_as` the
+    response id a `response.queued` event already announced (its events then continue from number 1)."""
     clock = TurnClock(received)
     transport = WS if websocket else HTTP
     metrics = state.metrics
     previous_id = request.previous_response_id
+    if request.store is not False and not _store_available(state):
+        # Known down (the breaker is open): refuse before the engine runs, and keep the lane's parent.
+        metrics.turns.inc((*transport, ("outcome", "refused")))
+        await sink.error(store_unavailable())
+        return None
     try:
         validate_fields(request, state.limits, websocket=websocket)
         parent = await resolve_parent(state, conn, lane, previous_id)
@@ -221,9 +243,10 @@ async def run_turn(
             parent=parent,
             lane=lane,
             owner=conn.owner,
-            response_id=ids.response_id(),
+            response_id=queued_as or ids.response_id(),
             now=int(time.time()),
             generate=generate,
+            runs_hosted_tools=runs_hosted_tools(state.engine),
         )
     except ProtocolError as error:
         if conn.evict_after_failure(previous_id, lane):
@@ -233,12 +256,13 @@ async def run_turn(
         return None
 
     clock.planned = time.perf_counter()
-    turn = Turn(plan.response, stream_id)
+    first_sequence = 0 if queued_as is None else 1
+    turn = Turn(plan.response, stream_id, include=plan.engine_request.include, first_sequence=first_sequence)
     await sink.events(turn.opening(generate=generate))
     finished, events, failure = await _stream(state, plan, turn, sink, clock)
 
     if failure is not None:
-        _, response = turn.fail(*failure)
+        response = turn.fail(*failure)
         if conn.evict_after_failure(previous_id, lane):
             metrics.evictions.inc(FAILURE)
         await _announce(state, sink, turn, encode(response), clock, {}, transport)
@@ -267,7 +291,7 @@ async def run_turn(
             await state.store.put(record)
         except StoreUnavailable:
             conn.evict(response.id)  # the parent went with the commit: the lane starts afresh
-            _, response = turn.fail("store_unavailable", "The response could not be stored.")
+            response = turn.fail("store_unavailable", "The response could not be stored.")
             encoded = encode(response)
     await _announce(state, sink, turn, encoded, clock, finished.timings, transport)
     return response

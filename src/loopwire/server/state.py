@@ -16,8 +16,9 @@ from ..protocol.errors import rate_limited, too_many_connections
 from ..session.budget import CacheBudget
 from ..session.connection import ConnectionState
 from ..session.limits import Limits
-from ..session.ratelimit import RateLimiter
 from ..store.base import Store, StoreUnavailable
+from ..store.factory import redis_store_of
+from .admission import Admission, LocalAdmission, Ticket
 from .auth import ApiKeys
 from .metrics import Metrics
 
@@ -50,42 +51,45 @@ class ServerState:
     """Open WebSocket connections, for /metrics (connections, cached lanes)."""
 
     budget: CacheBudget = field(init=False)
-    rate_limiter: RateLimiter | None = None
-    connections_by_owner: dict[str, int] = field(default_factory=dict)
+    shared_admission: Admission | None = None
+    """Limits shared by all nodes (RedisAdmission); without it each node keeps its own."""
+    admission: Admission = field(init=False)
+    """The per-key rate and connection cap in force."""
+    started_at: float = field(default_factory=time.time)
+    """Unix time the state was built (the `created` of the models it lists)."""
 
     def __post_init__(self) -> None:
         self.budget = CacheBudget(self.limits.cache_budget_bytes)
-        if self.rate_limiter is None and self.limits.rate_limit_per_s > 0:
-            self.rate_limiter = RateLimiter(self.limits.rate_limit_per_s, self.limits.rate_limit_burst)
+        self.admission = self.shared_admission or LocalAdmission(self.limits)
 
-    def check_rate(self, owner: str) -> None:
+    async def check_rate(self, owner: str) -> None:
         """Raise the 429 error when this key is over its create rate."""
-        if self.rate_limiter is not None:
-            wait = self.rate_limiter.check(owner, time.monotonic())
-            if wait > 0:
-                raise rate_limited(wait)
+        wait = await self.admission.rate_wait(owner)
+        if wait > 0:
+            raise rate_limited(wait)
 
-    def open_connection(self, owner: str) -> None:
-        """Count a new WebSocket for this key; raise the 429 error past `max_connections_per_key`."""
-        count = self.connections_by_owner.get(owner, 0)
-        if count >= self.limits.max_connections_per_key:
+    async def open_connection(self, owner: str) -> Ticket:
+        """Admit a new WebSocket for this key; raise the 429 error past `max_connections_per_key`."""
+        ticket = await self.admission.open_connection(owner)
+        if ticket is None:
             raise too_many_connections(self.limits.max_connections_per_key)
-        self.connections_by_owner[owner] = count + 1
+        return ticket
 
-    def close_connection(self, owner: str) -> None:
-        count = self.connections_by_owner.get(owner, 0) - 1
-        if count > 0:
-            self.connections_by_owner[owner] = count
-        else:
-            self.connections_by_owner.pop(owner, None)
+    def close_connection(self, ticket: Ticket) -> None:
+        self.admission.close_connection(ticket)
 
     def render_metrics(self) -> bytes:
         self.metrics.connections.set((), len(self.sessions))
         self.metrics.lanes.set((), sum(conn.cached_count for conn in self.sessions))
         self.metrics.cached_bytes.set((), self.budget.total)
+        shared = redis_store_of(self.store)
+        if shared is not None:
+            self.metrics.store_round_trips.set_total((), shared.round_trips)
+            self.metrics.store_up.set((), 1.0 if shared.available else 0.0)
         return self.metrics.render()
 
     async def aclose(self) -> None:
+        await self.admission.aclose()
         await self.engine.aclose()
         try:
             await self.store.aclose()

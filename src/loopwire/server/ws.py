@@ -13,10 +13,12 @@ from typing import Any, NamedTuple
 
 from uvicorn.protocols.utils import ClientDisconnected
 
+from ..protocol import ids
 from ..protocol.errors import ProtocolError, server_error
-from ..protocol.events import Event, encode
+from ..protocol.events import Event, ResponseQueued, event_bytes
 from ..protocol.request import UnknownClientEvent, WsCreateEvent, decode_ws_event, peek_stream_id
 from ..session.connection import DEFAULT_LANE, ConnectionState, validate_stream_id
+from ..session.plan import queued_response
 from .asgi_types import Receive, Scope, Send
 from .coalesce import DRAIN, TEXT_FRAMES
 from .metrics import WS, Counter
@@ -39,10 +41,12 @@ class Retirement:
 
 
 class Job(NamedTuple):
-    """A create waiting on its lane, with the time its frame arrived."""
+    """A create waiting on its lane, with the time its frame arrived and, when a `response.queued`
+    event announced it, the response id it was given."""
 
     event: WsCreateEvent
     received: float
+    queued_as: str | None = None
 
 
 def idle_timeout(seconds: float) -> Retirement:
@@ -87,7 +91,7 @@ class _SocketSink:
         await send_error(self._send, error, self._stream_id)
 
     async def events(self, events: list[Event]) -> None:
-        payloads = [encode(event) for event in events]
+        payloads = [event_bytes(event) for event in events]
         self._bytes_out.inc(WS, sum(map(len, payloads)))
         if self._batched:
             await self._send({"type": TEXT_FRAMES, "payloads": payloads})
@@ -102,7 +106,7 @@ class WebSocketSession:
         self.send = send
         self.batched = batched
         self.conn: ConnectionState[Job] = ConnectionState(
-            state.limits, opened_at=time.monotonic(), owner=owner
+            state.limits, opened_at=time.monotonic(), owner=owner, account=state.budget
         )
         self.tasks: set[asyncio.Task[None]] = set()
         self.retiring: Retirement | None = None
@@ -136,25 +140,43 @@ class WebSocketSession:
             return True
         lane = event.stream_id if event.stream_id is not None else DEFAULT_LANE
         try:
-            self.state.check_rate(self.conn.owner)
+            await self.state.check_rate(self.conn.owner)
             if event.stream_id is not None:
                 validate_stream_id(event.stream_id, self.state.limits)
-            ready = self.conn.submit(lane, Job(event, received))
+            lane_busy = self.conn.is_running(lane)
+            job = Job(event, received)
+            ready = self.conn.submit(lane, job, len(frame))
         except ProtocolError as error:
             await self.send_error(error, event.stream_id)
             return True
+        if not lane_busy and all(started is not job for _, started in ready):
+            await self._announce_queued(lane, job)
         self._start(ready)
         return True
+
+    async def _announce_queued(self, lane: str, job: Job) -> None:
+        """The turn waits behind the connection's in-flight cap, not its own lane: say so with
+        `response.queued` (number 0 of its events) under the id its turn will use."""
+        response_id = ids.response_id()
+        response = queued_response(job.event, response_id, int(time.time()))
+        if response is None or not self.conn.replace_queued(lane, job, job._replace(queued_as=response_id)):
+            return
+        event = ResponseQueued(sequence_number=0, stream_id=job.event.stream_id, response=response)
+        await _SocketSink(self.send, job.event.stream_id, self.batched, self.state.metrics.bytes_out).events(
+            [event]
+        )
 
     def _start(self, ready: list[tuple[str, Job]]) -> None:
         if self.closed:
             return
         for lane, job in ready:
-            task = asyncio.create_task(self._run(lane, job.event, job.received))
+            task = asyncio.create_task(self._run(lane, job.event, job.received, job.queued_as))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
 
-    async def _run(self, lane: str, event: WsCreateEvent, received: float | None) -> None:
+    async def _run(
+        self, lane: str, event: WsCreateEvent, received: float | None, queued_as: str | None = None
+    ) -> None:
         try:
             await run_turn(
                 self.state,
@@ -166,6 +188,7 @@ class WebSocketSession:
                 generate=event.generate is not False,
                 stream_id=event.stream_id,
                 received=received,
+                queued_as=queued_as,
             )
         except ClientDisconnected:
             log.debug("the client left during a turn on lane %r", lane)
@@ -244,14 +267,14 @@ async def serve_websocket(state: ServerState, scope: Scope, receive: Receive, se
     if message["type"] != "websocket.connect":
         return
     try:
-        state.open_connection(owner)
+        ticket = await state.open_connection(owner)
     except ProtocolError as error:
         await refuse_upgrade(send, error)
         return
     try:
         await _serve_accepted(state, scope, receive, send, owner)
     finally:
-        state.close_connection(owner)
+        state.close_connection(ticket)
 
 
 async def _serve_accepted(state: ServerState, scope: Scope, receive: Receive, send: Send, owner: str) -> None:
@@ -282,5 +305,4 @@ async def _serve_accepted(state: ServerState, scope: Scope, receive: Receive, se
         if draining is not None:
             draining.cancel()
         state.sessions.discard(session.conn)
-        await session.close()
-        state.budget.forget(session.conn)
+        await session.close()  # its cached lanes leave the budget with it

@@ -18,7 +18,8 @@ _Key = tuple[int, str]
 class CacheBudget:
     """`max_bytes` over all open connections. An evicted lane's next continuation resolves from the store
     (store=true) or gets previous_response_not_found, as after a reconnect. A lane with a running turn is
-    never evicted."""
+    never evicted. It is the `CacheAccount` of the connections it counts: they tell it of every response
+    leaving their cache (`discard`), so `total` is exact at all times, not only after a sweep."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
@@ -39,28 +40,21 @@ class CacheBudget:
         for other_key, (other_conn, other) in list(self._entries.items()):
             if self.total <= self.max_bytes:
                 break
-            if other_conn.lookup(other.id) is not other:  # already gone (a failure evicted it)
-                del self._entries[other_key]
-                self.total -= other.size
-                continue
             if other_key == key or other_conn.is_running(other.lane):
                 continue
             other_conn.evict(other.id)
-            del self._entries[other_key]
-            self.total -= other.size
+            self.discard(other_conn, other)  # done already when the connection reports to this budget
             evicted.append(other)
         return evicted
 
-    def forget(self, conn: ConnectionState[Any]) -> None:
-        """The connection closed: its lanes no longer count."""
-        marker = id(conn)
-        for key in [key for key in self._entries if key[0] == marker]:
-            self.total -= self._entries.pop(key)[1].size
-
-    def discard(self, conn: ConnectionState[Any], lane: str) -> None:
-        entry = self._entries.pop((id(conn), lane), None)
-        if entry is not None:
-            self.total -= entry[1].size
+    def discard(self, conn: ConnectionState[Any], cached: CachedResponse) -> None:
+        """`cached` left its connection's cache: it no longer counts (a no-op when it is not the lane's
+        counted response)."""
+        key = (id(conn), cached.lane)
+        entry = self._entries.get(key)
+        if entry is not None and entry[1] is cached:
+            del self._entries[key]
+            self.total -= cached.size
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from ..engines.base import RenderState
 from ..protocol.context import Context
-from ..protocol.items import FunctionCall
+from ..protocol.items import call_id_of
 
 
 @dataclass(slots=True)
@@ -29,15 +29,17 @@ class CachedResponse:
 
 
 def missing_call_ids(context: Context, wanted: Iterable[str]) -> set[str]:
-    """The call ids in `wanted` that no function_call in `context` issued. Walks newest first and stops
-    as soon as all are found, so the common case (answering the last turn's calls) is O(1) in history."""
+    """The call ids in `wanted` that no call item (function, custom, shell, ...) in `context` issued.
+    Walks newest first and stops as soon as all are found, so the common case (answering the last turn's
+    calls) is O(1) in history."""
     remaining = set(wanted)
     if not remaining:
         return remaining
     for segment in context.reversed_segments():
         for item in segment:
-            if isinstance(item, FunctionCall) and item.call_id in remaining:
-                remaining.discard(item.call_id)
+            call_id = call_id_of(item)
+            if call_id is not None and call_id in remaining:
+                remaining.discard(call_id)
                 if not remaining:
                     return remaining
     return remaining

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from collections import deque
-from typing import Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from ..protocol.errors import ProtocolError
 from .cache import CachedResponse
@@ -17,6 +17,12 @@ DEFAULT_LANE = ""
 _STREAM_ID = re.compile(r"[A-Za-z0-9_.\-]+")
 
 Job = TypeVar("Job")
+
+
+class CacheAccount(Protocol):
+    """Told of every cached response that leaves a connection's cache (the memory budget)."""
+
+    def discard(self, conn: ConnectionState[Any], cached: CachedResponse) -> None: ...
 
 
 class _Lane:
@@ -42,14 +48,18 @@ class ConnectionState(Generic[Job]):
     """Lanes run one response at a time in arrival order; different lanes run concurrently up to
     `max_in_flight`. Each lane remembers only its latest response: an older id of a lane is a miss."""
 
-    def __init__(self, limits: Limits, *, opened_at: float, owner: str = "") -> None:
+    def __init__(
+        self, limits: Limits, *, opened_at: float, owner: str = "", account: CacheAccount | None = None
+    ) -> None:
         self.limits = limits
         self.opened_at = opened_at
         self.owner = owner
+        self.account = account
         self.in_flight = 0
+        self.queued_bytes = 0
         self._lanes: dict[str, _Lane] = {}
         self._by_id: dict[str, CachedResponse] = {}
-        self._waiting: deque[tuple[str, Job]] = deque()
+        self._waiting: deque[tuple[str, Job, int]] = deque()
 
     # -- scheduling ---------------------------------------------------------------------------------
 
@@ -67,8 +77,9 @@ class ConnectionState(Generic[Job]):
             code="websocket_connection_limit_reached",
         )
 
-    def submit(self, lane: str, job: Job) -> list[tuple[str, Job]]:
-        """Queue a job on its lane; returns the jobs that may start now (possibly this one)."""
+    def submit(self, lane: str, job: Job, size: int = 0) -> list[tuple[str, Job]]:
+        """Queue a job of `size` bytes on its lane; returns the jobs that may start now (possibly this
+        one)."""
         if lane != DEFAULT_LANE:
             validate_stream_id(lane, self.limits)
         if len(self._waiting) >= self.limits.max_queued:
@@ -76,6 +87,14 @@ class ConnectionState(Generic[Job]):
                 429,
                 f"Too many queued responses on this connection (limit {self.limits.max_queued}); "
                 "wait for earlier responses to finish.",
+                type="rate_limit_error",
+                code="too_many_queued_responses",
+            )
+        if self.queued_bytes + size > self.limits.max_queued_bytes:
+            raise ProtocolError(
+                429,
+                f"The responses queued on this connection would hold more than "
+                f"{self.limits.max_queued_bytes} bytes; wait for earlier responses to start.",
                 type="rate_limit_error",
                 code="too_many_queued_responses",
             )
@@ -90,7 +109,8 @@ class ConnectionState(Generic[Job]):
                     param="stream_id",
                 )
             self._lanes[lane] = _Lane()
-        self._waiting.append((lane, job))
+        self._waiting.append((lane, job, size))
+        self.queued_bytes += size
         return self._start_ready()
 
     def finish(self, lane: str) -> list[tuple[str, Job]]:
@@ -105,18 +125,27 @@ class ConnectionState(Generic[Job]):
         ready: list[tuple[str, Job]] = []
         if not self._waiting or self.in_flight >= self.limits.max_in_flight:
             return ready
-        kept: deque[tuple[str, Job]] = deque()
+        kept: deque[tuple[str, Job, int]] = deque()
         while self._waiting:
-            lane, job = self._waiting.popleft()
+            lane, job, size = self._waiting.popleft()
             state = self._lanes[lane]
             if state.running or self.in_flight >= self.limits.max_in_flight:
-                kept.append((lane, job))
+                kept.append((lane, job, size))
                 continue
             state.running = True
             self.in_flight += 1
+            self.queued_bytes -= size
             ready.append((lane, job))
         self._waiting = kept
         return ready
+
+    def replace_queued(self, lane: str, old: Job, new: Job) -> bool:
+        """Swap a job still waiting for its turn (a transport annotating it); False when it has started."""
+        for index, (waiting_lane, job, size) in enumerate(self._waiting):
+            if waiting_lane == lane and job is old:
+                self._waiting[index] = (lane, new, size)
+                return True
+        return False
 
     def is_running(self, lane: str) -> bool:
         state = self._lanes.get(lane)
@@ -144,17 +173,25 @@ class ConnectionState(Generic[Job]):
         if state is None:
             state = self._lanes[cached.lane] = _Lane()
         if state.latest is not None:
-            self._by_id.pop(state.latest.id, None)
+            self._drop(state.latest)
         state.latest = cached
         self._by_id[cached.id] = cached
 
     def evict(self, response_id: str) -> None:
-        cached = self._by_id.pop(response_id, None)
-        if cached is None:
-            return
+        cached = self._by_id.get(response_id)
+        if cached is not None:
+            self._drop(cached)
+
+    def _drop(self, cached: CachedResponse) -> None:
+        """The one way a response leaves the cache (replaced by its lane's next, evicted after a failure or
+        for the budget, or the connection closing): the account forgets it at once, and the engine's render
+        state is released when its last reference goes (engines/base.py, RenderState)."""
+        del self._by_id[cached.id]
         state = self._lanes.get(cached.lane)
         if state is not None and state.latest is cached:
             state.latest = None
+        if self.account is not None:
+            self.account.discard(self, cached)
 
     def evict_after_failure(self, parent_id: str | None, lane: str) -> bool:
         """A failed continuation evicts its parent, unless it was a fork from another lane. True when it
@@ -168,10 +205,12 @@ class ConnectionState(Generic[Job]):
         return True
 
     def clear(self) -> None:
-        self._by_id.clear()
+        for cached in list(self._by_id.values()):
+            self._drop(cached)
         self._lanes.clear()
         self._waiting.clear()
         self.in_flight = 0
+        self.queued_bytes = 0
 
     @property
     def cached_count(self) -> int:

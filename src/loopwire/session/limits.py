@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..protocol.compaction import MAX_PAYLOAD_CHARS, MAX_SUMMARY_BYTES
+
 MIB = 1024 * 1024
 
 
@@ -18,6 +20,9 @@ class Limits:
     """Distinct `stream_id` lanes per connection (`websocket_stream_limit_reached` past it)."""
     max_queued: int = 256
     """Creates waiting on one connection before new ones are refused with 429."""
+    max_queued_bytes: int = 64 * MIB
+    """Frame bytes of the creates waiting on one connection (not yet started) before new ones are refused
+    with 429: without it, 256 queued frames of 16 MiB would park 4 GiB. At least `max_message_bytes`."""
     max_connection_age_s: float = 3600.0
     """A WebSocket older than this gets `websocket_connection_limit_reached` and is closed."""
     send_deadline_s: float = 30.0
@@ -41,7 +46,17 @@ class Limits:
     are evicted (their continuations then resolve from the store or get previous_response_not_found)."""
     max_input_items: int = 20_000
     """Items in one request's `input`."""
+    max_tools: int = 128
+    """Function tools in one request (as the hosted API)."""
+    max_json_depth: int = 64
+    """Nesting of the free-form JSON values a request carries and the server keeps or echoes (`reasoning`,
+    `text`, `tool_choice`, tool `parameters`, reasoning items' `summary`/`content`, output annotations).
+    Anything nested deeper than the decoder goes (~1,000 levels, anywhere in the body) is refused too."""
     max_stream_id_length: int = 256
     max_metadata_pairs: int = 16
     max_metadata_key_length: int = 64
     max_metadata_value_length: int = 512
+    max_compaction_payload_chars: int = MAX_PAYLOAD_CHARS
+    """Longest `encrypted_content` of a loopwire compaction item read back (400 past it)."""
+    max_compaction_summary_bytes: int = MAX_SUMMARY_BYTES
+    """Most bytes a compaction payload may inflate to (400 past it; never inflated further)."""

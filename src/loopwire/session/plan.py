@@ -5,28 +5,33 @@ Owns field validation, item ids, item references and call-id checks; resolves no
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
+
+import msgspec
 
 from ..engines.base import EngineRequest, NamedToolChoice, ToolChoice, ToolSpec
 from ..protocol import ids
 from ..protocol.context import EMPTY_CONTEXT, Context
-from ..protocol.errors import invalid_request, missing_parameter
+from ..protocol.errors import ProtocolError, invalid_request, missing_parameter
 from ..protocol.items import (
-    Compaction,
-    FunctionCall,
     FunctionCallOutput,
     InputItem,
     ItemReference,
+    McpApprovalResponse,
     Message,
-    Reasoning,
+    answered_call_id,
+    call_id_of,
+    item_type,
+    set_id,
 )
 from ..protocol.request import CreateRequest
 from ..protocol.response import DEFAULT_REASONING, DEFAULT_TEXT, Response
+from ..protocol.tools import HOSTED_TOOLS, CustomTool, FunctionTool, NamespaceTool, ToolSet, parse_tools
+from .bounds import check_bounds
 from .cache import CachedResponse, missing_call_ids
 from .limits import Limits
-
-_ID_PREFIX = {Message: "msg", FunctionCall: "fc", FunctionCallOutput: "fco", Compaction: "cmp"}
 
 
 @dataclass(slots=True)
@@ -69,12 +74,7 @@ def validate_fields(request: CreateRequest, limits: Limits, *, websocket: bool) 
     if request.truncation not in (None, "auto", "disabled"):
         raise invalid_request("'truncation' must be 'auto' or 'disabled'.", param="truncation")
     _validate_metadata(request.metadata, limits)
-    if isinstance(request.input, list) and len(request.input) > limits.max_input_items:
-        raise invalid_request(
-            f"'input' has {len(request.input)} items; at most {limits.max_input_items} are accepted.",
-            param="input",
-            code="array_above_max_length",
-        )
+    check_bounds(request, limits)
 
 
 def _validate_metadata(metadata: dict[str, str] | None, limits: Limits) -> None:
@@ -96,23 +96,67 @@ def _validate_metadata(metadata: dict[str, str] | None, limits: Limits) -> None:
             )
 
 
-def tool_choice_of(request: CreateRequest, tools: tuple[ToolSpec, ...]) -> ToolChoice:
+_CHOICE_HELP = (
+    "'tool_choice' must be 'auto', 'none', 'required', {\"type\": \"function\" | \"custom\", \"name\": ...}, "
+    '{"type": "allowed_tools", ...} or a tool type in \'tools\'.'
+)
+
+
+def tool_choice_of(
+    request: CreateRequest, tools: tuple[ToolSpec, ...], sent: ToolSet, *, runs_hosted: bool
+) -> tuple[ToolChoice, tuple[ToolSpec, ...]]:
+    """The engine's tool choice and the tools it offers (`allowed_tools` narrows them). A choice that
+    forces a hosted tool is passed on by an engine that runs hosted tools and refused by the others."""
     choice = request.tool_choice
     if choice is None or choice == "auto":
-        return "auto"
+        return "auto", tools
     if choice in ("none", "required"):
-        return "none" if choice == "none" else "required"
-    if isinstance(choice, dict) and choice.get("type") == "function":
+        return ("none" if choice == "none" else "required"), tools
+    if not isinstance(choice, dict) or not isinstance(choice.get("type"), str):
+        raise invalid_request(_CHOICE_HELP, param="tool_choice")
+    kind = choice["type"]
+    if kind in ("function", "custom"):
         name = choice.get("name")
-        if not isinstance(name, str) or name not in {tool.name for tool in tools}:
+        if not isinstance(name, str) or not any(t.name == name and t.kind == kind for t in tools):
             raise invalid_request(
-                f"tool_choice names function {name!r}, which is not in 'tools'.", param="tool_choice"
+                f"tool_choice names {kind} tool {name!r}, which is not in 'tools'.", param="tool_choice"
             )
-        return NamedToolChoice(name)
+        return NamedToolChoice(name, kind), tools
+    if kind == "allowed_tools":
+        return _allowed_tools(choice, tools)
+    if runs_hosted:
+        return "auto", tools  # the engine passes the client's own tool_choice on
+    if kind in HOSTED_TOOLS:
+        what = f"the hosted tool '{kind}'"
+    elif kind in sent.types():
+        what = f"a tool of type '{kind}', which this server does not know,"
+    else:
+        raise invalid_request(_CHOICE_HELP, param="tool_choice.type")
     raise invalid_request(
-        "'tool_choice' must be 'auto', 'none', 'required' or {\"type\": \"function\", \"name\": ...}.",
-        param="tool_choice",
+        f"tool_choice forces {what} and this server's engine cannot run it.",
+        param="tool_choice.type",
+        code="unsupported_parameter",
     )
+
+
+def _allowed_tools(
+    choice: dict[str, Any], tools: tuple[ToolSpec, ...]
+) -> tuple[ToolChoice, tuple[ToolSpec, ...]]:
+    mode = choice.get("mode", "auto")
+    listed = choice.get("tools")
+    if mode not in ("auto", "required"):
+        raise invalid_request("'tool_choice.mode' must be 'auto' or 'required'.", param="tool_choice.mode")
+    if not isinstance(listed, list) or not all(isinstance(entry, dict) for entry in listed):
+        raise invalid_request(
+            "'tool_choice.tools' must be a list of tool objects.", param="tool_choice.tools"
+        )
+    names = {
+        (entry.get("type"), entry.get("name"))
+        for entry in listed
+        if entry.get("type") in ("function", "custom")
+    }
+    allowed = tuple(tool for tool in tools if (tool.kind, tool.name) in names)
+    return ("required" if mode == "required" and allowed else "auto"), allowed
 
 
 def _input_items(request: CreateRequest) -> list[InputItem]:
@@ -126,51 +170,102 @@ def _input_items(request: CreateRequest) -> list[InputItem]:
 def _find_item(context: Context, item_id: str) -> InputItem | None:
     for segment in context.reversed_segments():
         for item in segment:
-            if not isinstance(item, ItemReference) and item.id == item_id:
+            if not isinstance(item, ItemReference) and getattr(item, "id", None) == item_id:
                 return item
     return None
 
 
+_ID_PREFIX = {
+    "message": "msg",
+    "function_call": "fc",
+    "function_call_output": "fco",
+    "custom_tool_call": "ctc",
+    "custom_tool_call_output": "ctco",
+    "reasoning": "rs",
+    "compaction": "cmp",
+}
+_SCANNED_REFERENCES = 8
+"""References resolved by scanning the context (newest segment first: cheap for recent items); past these,
+one index of the context resolves the rest, so n references cost O(history + n), not O(history x n)."""
+
+
+def _index_by_id(context: Context) -> dict[str, InputItem]:
+    index: dict[str, InputItem] = {}
+    # The item _find_item would return: the newest segment wins, and the first such item within a segment.
+    for segment in context.segments():
+        for item in reversed(segment):
+            item_id = getattr(item, "id", None)
+            if not isinstance(item, ItemReference) and item_id is not None:
+                index[item_id] = item
+    return index
+
+
 def _prepare_items(items: list[InputItem], base: Context) -> list[InputItem]:
-    """Resolve item references, give every item an id, and check that each function_call_output
-    answers a call issued earlier in the context or in this input."""
+    """Resolve item references, give every item an id, and check that each tool output (function,
+    custom, shell, patch, computer, ... and MCP approval responses) answers a call issued earlier in the
+    context or in this input."""
     prepared: list[InputItem] = []
     issued: set[str] = set()
     answered: dict[str, int] = {}
+    scanned = 0
+    by_id: dict[str, InputItem] | None = None
     for index, item in enumerate(items):
         if isinstance(item, ItemReference):
-            found = _find_item(base, item.id)
+            scanned += 1
+            if scanned > _SCANNED_REFERENCES and by_id is None:
+                by_id = _index_by_id(base)
+            found = by_id.get(item.id) if by_id is not None else _find_item(base, item.id)
             if found is None:
                 raise invalid_request(
                     f"Item with id '{item.id}' not found.", param=f"input[{index}].id", code="item_not_found"
                 )
             prepared.append(found)
             continue
-        if isinstance(item, Reasoning):
-            prepared.append(item)
-            continue
-        if item.id is None:
-            item.id = ids.new_id(_ID_PREFIX[type(item)])
-        if isinstance(item, FunctionCall):
-            issued.add(item.call_id)
-        elif isinstance(item, FunctionCallOutput) and item.call_id not in issued:
-            answered.setdefault(item.call_id, index)
+        if getattr(item, "id", "") is None:
+            kind = item_type(item)
+            set_id(item, ids.new_id(_ID_PREFIX.get(kind, "item")))
+        issues = call_id_of(item)
+        if issues is not None:
+            issued.add(issues)
+        answers = answered_call_id(item)
+        if answers is not None and answers not in issued:
+            answered.setdefault(answers, index)
         prepared.append(item)
     unknown = missing_call_ids(base, answered)
     if unknown:
         call_id = min(unknown, key=answered.__getitem__)
+        index = answered[call_id]
+        output = items[index]
+        if isinstance(output, FunctionCallOutput):
+            message, code = f"No tool call found for function call output with call_id {call_id}.", None
+        else:
+            message = f"No tool call found for {item_type(output)} with call_id {call_id}."
+            code = "invalid_tool_call_output"
+        field = "approval_request_id" if isinstance(output, McpApprovalResponse) else "call_id"
         raise invalid_request(
-            f"No tool call found for function call output with call_id {call_id}.",
-            param=f"input[{answered[call_id]}].call_id",
-            code="invalid_function_call_output",
+            message, param=f"input[{index}].{field}", code=code or "invalid_function_call_output"
         )
     return prepared
 
 
-def _tools_of(request: CreateRequest) -> tuple[ToolSpec, ...]:
-    if not request.tools:
-        return ()
-    return tuple(ToolSpec(t.name, t.description, t.parameters, t.strict) for t in request.tools)
+@functools.lru_cache(maxsize=64)
+def specs_of(tools: ToolSet) -> tuple[ToolSpec, ...]:
+    """What a model can run: function and custom tools, and those inside namespaces, in the order sent.
+    Hosted and unknown tools are not among them. Remembered per (shared) ToolSet, so a lane that resends
+    its tools hands the engine the very same specs every turn."""
+    specs: list[ToolSpec] = []
+    for tool in tools.tools:
+        if isinstance(tool, FunctionTool | CustomTool):
+            specs.append(_spec(tool, None))
+        elif isinstance(tool, NamespaceTool):
+            specs.extend(_spec(member, tool.name) for member in tool.tools)
+    return tuple(specs)
+
+
+def _spec(tool: FunctionTool | CustomTool, namespace: str | None) -> ToolSpec:
+    if isinstance(tool, FunctionTool):
+        return ToolSpec(tool.name, tool.description, tool.parameters, tool.strict, namespace=namespace)
+    return ToolSpec(tool.name, tool.description, kind="custom", namespace=namespace, format=tool.format)
 
 
 def plan_turn(
@@ -182,13 +277,14 @@ def plan_turn(
     response_id: str,
     now: int,
     generate: bool = True,
+    runs_hosted_tools: bool = False,
 ) -> TurnPlan:
     """Build the turn. Raises ProtocolError for input that cannot continue `parent`."""
+    sent = parse_tools(request.tools)
+    choice, tools = tool_choice_of(request, specs_of(sent), sent, runs_hosted=runs_hosted_tools)
     base = parent.context if parent is not None else EMPTY_CONTEXT
     new_items = _prepare_items(_input_items(request), base)
     context = base.extend(new_items)
-    tools = _tools_of(request)
-    choice = tool_choice_of(request, tools)
     store = True if request.store is None else request.store
     prefix = parent.render if parent is not None else None
     engine_request = EngineRequest(
@@ -207,21 +303,35 @@ def plan_turn(
         cache_key=request.prompt_cache_key or f"{owner}/{lane}",
         store=store,
         metadata=request.metadata or {},
+        sent_tools=sent.sent,
+        sent_tool_choice=request.tool_choice,
+        client_metadata=request.client_metadata,
+        reasoning=request.reasoning,
+        include=tuple(request.include or ()),
+        text_format=_structured_format(request.text),
     )
-    response = Response(
+    response = response_of(request, response_id, now, sent.echo, status="in_progress")
+    return TurnPlan(response, lane, owner, parent, new_items, context, engine_request, store, generate)
+
+
+def response_of(
+    request: CreateRequest, response_id: str, now: int, tools: list[msgspec.Raw], *, status: str
+) -> Response:
+    """The Response a create starts as: every request field echoed, defaults where the client sent none."""
+    return Response(
         id=response_id,
         created_at=now,
-        status="in_progress",
+        status=status,
         instructions=request.instructions,
         metadata=request.metadata or {},
         model=request.model or "",
-        parallel_tool_calls=engine_request.parallel_tool_calls,
+        parallel_tool_calls=True if request.parallel_tool_calls is None else request.parallel_tool_calls,
         temperature=1.0 if request.temperature is None else request.temperature,
         tool_choice=_echo_choice(request.tool_choice),
-        tools=list(request.tools or ()),
+        tools=list(tools),
         top_p=1.0 if request.top_p is None else request.top_p,
         previous_response_id=request.previous_response_id,
-        store=store,
+        store=True if request.store is None else request.store,
         text=request.text or dict(DEFAULT_TEXT),
         truncation=request.truncation or "disabled",
         reasoning=request.reasoning or dict(DEFAULT_REASONING),
@@ -235,7 +345,23 @@ def plan_turn(
         prompt_cache_key=request.prompt_cache_key,
         user=request.user,
     )
-    return TurnPlan(response, lane, owner, parent, new_items, context, engine_request, store, generate)
+
+
+def queued_response(request: CreateRequest, response_id: str, now: int) -> Response | None:
+    """The Response of a `response.queued` event (WebSocket mode), or None when the request's tools are
+    malformed: the turn then fails with that error when it starts, and is not announced as queued."""
+    try:
+        tools = parse_tools(request.tools).echo
+    except ProtocolError:
+        return None
+    return response_of(request, response_id, now, tools, status="queued")
+
+
+def _structured_format(text: dict[str, Any] | None) -> dict[str, Any] | None:
+    fmt = text.get("format") if text else None
+    if isinstance(fmt, dict) and fmt.get("type") not in (None, "text"):
+        return fmt
+    return None
 
 
 def _echo_choice(choice: str | dict[str, Any] | None) -> str | dict[str, Any]:

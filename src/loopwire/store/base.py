@@ -6,7 +6,7 @@ Owns the contract only; implementations live in their own modules and never see 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,3 +47,11 @@ class Store(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class SupportsAvailability(Protocol):
+    """A store that knows, without a call, that its backend is unreachable right now."""
+
+    @property
+    def available(self) -> bool: ...

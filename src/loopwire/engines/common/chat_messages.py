@@ -1,9 +1,10 @@
 """Responses items into the message list of a chat model: the one walk every chat-shaped engine shares.
 
 Owns the grouping rule (instructions as a leading system message; an assistant message and the function
-calls after it as one assistant message, as the model produced them in one turn; reasoning carried to the
-assistant message it precedes) and the memo of encoded messages by item identity. Must not decide how one
-item looks (roles, content parts, argument forms: each engine's `ChatForm`) nor do I/O.
+and custom tool calls after it as one assistant message, as the model produced them in one turn; reasoning
+carried to the assistant message it precedes; hosted tools' items left out) and the memo of encoded
+messages by item identity. Must not decide how one item looks (roles, content parts, argument forms: each
+engine's `ChatForm`) nor do I/O.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import msgspec
 
 from ...protocol.items import (
     Compaction,
+    CustomToolCall,
+    CustomToolCallOutput,
     FunctionCall,
     FunctionCallOutput,
     InputItem,
@@ -28,10 +31,13 @@ from ..base import EngineError
 
 ChatMessage = dict[str, Any]
 
-StandaloneItem = Message | FunctionCallOutput | Compaction
+StandaloneItem = Message | FunctionCallOutput | CustomToolCallOutput | Compaction
 """Items whose chat message depends on the item (and the engine's settings) alone: never an assistant
 message, which takes reasoning and the function calls that follow it."""
-CachedItem = StandaloneItem | FunctionCall
+ToolCallItem = FunctionCall | CustomToolCall
+"""Calls a chat model makes as `tool_calls` of an assistant message (a custom tool is offered as a
+function: common/tool_names.py)."""
+CachedItem = StandaloneItem | ToolCallItem
 
 _encode = msgspec.json.Encoder().encode
 
@@ -44,8 +50,8 @@ class ChatForm:
     """A user, system or developer message, a tool output or a compaction (never role `assistant`)."""
     assistant: Callable[[Message], ChatMessage]
     """An assistant message, before reasoning or function calls join it."""
-    tool_call: Callable[[FunctionCall], dict[str, Any]]
-    """A function call's entry in its assistant message's `tool_calls`."""
+    tool_call: Callable[[ToolCallItem], dict[str, Any]]
+    """A function (or custom tool) call's entry in its assistant message's `tool_calls`."""
     reasoning: Callable[[Reasoning], str] | None
     """The text a reasoning item carries to the assistant message after it; None drops reasoning items."""
     reasoning_field: str = "reasoning_content"
@@ -94,7 +100,7 @@ class MessageCache:
         previous = self._entries.pop(key, None)
         if previous is not None:
             self.size -= len(previous[1])
-        self._entries[key] = (item, raw, isinstance(item, FunctionCall))
+        self._entries[key] = (item, raw, isinstance(item, FunctionCall | CustomToolCall))
         self.size += size
         while self.size > self.max_bytes:
             _, (_, evicted, _) = self._entries.popitem(last=False)
@@ -167,7 +173,7 @@ def chat_messages(
                     _attach_reasoning(open_assistant, reasoning, field)
                     open_assistant.setdefault("tool_calls", []).append(entry[1])
                 continue
-        if isinstance(item, FunctionCall):
+        if isinstance(item, FunctionCall | CustomToolCall):
             if open_assistant is None:
                 open_assistant = {"role": "assistant", "content": ""}
                 append(open_assistant)
@@ -186,12 +192,14 @@ def chat_messages(
             _attach_reasoning(message, reasoning, field)
             open_assistant = message
             append(message)
-        elif isinstance(item, Message | FunctionCallOutput | Compaction):
+        elif isinstance(item, Message | FunctionCallOutput | CustomToolCallOutput | Compaction):
             append(keep(item, standalone(item)))
         elif isinstance(item, ItemReference):
             raise EngineError(
                 f"item_reference {item.id!r} reached the engine unresolved", code="server_error"
             )
+        # any other item (a hosted tool's call or output, an MCP item, ...) was run by some provider, not
+        # by this model: a chat has no message for it
     if cache is not None:
         cache.hits += hits
     return messages

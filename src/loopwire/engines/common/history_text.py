@@ -28,11 +28,14 @@ def compaction_text(item: Compaction) -> str:
 
 
 def reasoning_text(item: Reasoning) -> str:
-    """The readable text of a reasoning item: its content when present, else its summary."""
+    """The readable text of a reasoning item: its content when present, else its summary, else what this
+    deployment sealed into its `encrypted_content` (a store=false client may send only that back)."""
     entries = item.content if item.content else item.summary
     texts: list[str] = []
     for entry in entries:
         text = entry.get("text") if isinstance(entry, Mapping) else getattr(entry, "text", None)
         if isinstance(text, str) and text:
             texts.append(text)
+    if not texts and item.encrypted_content:
+        return decode_summary(item.encrypted_content) or ""
     return "\n".join(texts)

@@ -13,6 +13,7 @@ from collections.abc import AsyncGenerator
 from concurrent.futures import ThreadPoolExecutor
 
 from ..base import EngineDelta, EngineError, EngineRequest, Finished
+from ..common.tool_names import CallRestorer, ChatToolNames
 from .generation import Emit, GenerationStats, Generator, TurnJob
 from .kv_pool import KvPool, LocalRenderState
 from .loader import LoadedModel, cache_bytes, load
@@ -48,8 +49,9 @@ class LocalEngine:
     def render(self, request: EngineRequest) -> list[int]:
         """The prompt's token ids: the whole conversation through the template, with the generation prompt
         when the turn generates. Re-rendered every turn; KV reuse compares ids, not items."""
-        messages = build_messages(request.history, request.instructions)
-        return self.template.ids(messages, build_tools(request.tools), generate=request.generate)
+        names = ChatToolNames(request.tools)
+        messages = build_messages(request.history, request.instructions, names)
+        return self.template.ids(messages, build_tools(request.tools, names), generate=request.generate)
 
     def count_tokens(self, request: EngineRequest) -> int:
         return len(self.render(request))
@@ -91,11 +93,13 @@ class LocalEngine:
             self._executor.submit(work)
         except RuntimeError:
             raise EngineError("the local engine is closed") from None
+        restorer = CallRestorer(ChatToolNames(request.tools))
         try:
             while True:
                 batch = await _gather(queue)
                 if isinstance(batch, EngineError):
                     raise batch
+                batch = restorer.restore(batch)  # Finished, last, flushes a custom tool's input first
                 yield batch
                 if batch and isinstance(batch[-1], Finished):
                     return

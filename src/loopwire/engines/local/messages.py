@@ -8,18 +8,20 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
+from functools import partial
 from typing import Any, cast
 
-from ...protocol.items import FunctionCall, FunctionCallOutput, InputItem, Message, text_of
+from ...protocol.items import CustomToolCallOutput, FunctionCallOutput, InputItem, Message, text_of
 from ..base import ToolSpec
-from ..common.chat_messages import ChatForm, ChatMessage, StandaloneItem, chat_messages
+from ..common.chat_messages import ChatForm, ChatMessage, StandaloneItem, ToolCallItem, chat_messages
 from ..common.history_text import compaction_text
+from ..common.tool_names import ChatToolNames
 
 
 def _standalone(item: StandaloneItem) -> ChatMessage:
     if isinstance(item, Message):
         return {"role": "system" if item.role == "developer" else item.role, "content": text_of(item.content)}
-    if isinstance(item, FunctionCallOutput):
+    if isinstance(item, FunctionCallOutput | CustomToolCallOutput):
         return {"role": "tool", "tool_call_id": item.call_id, "content": text_of(item.output)}
     return {"role": "system", "content": compaction_text(item)}
 
@@ -28,43 +30,37 @@ def _assistant(item: Message) -> ChatMessage:
     return {"role": "assistant", "content": text_of(item.content)}
 
 
-def build_messages(history: Iterable[InputItem], instructions: str | None) -> list[ChatMessage]:
+def build_messages(
+    history: Iterable[InputItem], instructions: str | None, names: ChatToolNames | None = None
+) -> list[ChatMessage]:
     """Instructions as a leading system message, then the items (grouped as common/chat_messages.py says:
     an assistant message and the function calls after it are one assistant message); `developer` becomes
-    `system` (few templates know it); reasoning items are dropped (templates drop past thinking)."""
-    return cast(list[ChatMessage], chat_messages(history, instructions, _FORM))
+    `system` (few templates know it); reasoning items are dropped (templates drop past thinking); calls
+    are named as `names` offers the tools (common/tool_names.py)."""
+    form = ChatForm(
+        standalone=_standalone,
+        assistant=_assistant,
+        tool_call=partial(_tool_call, names or ChatToolNames(())),
+        reasoning=None,
+    )
+    return cast(list[ChatMessage], chat_messages(history, instructions, form))
 
 
-def _tool_call(item: FunctionCall) -> dict[str, Any]:
+def _tool_call(names: ChatToolNames, item: ToolCallItem) -> dict[str, Any]:
     """Templates write `arguments | tojson`, so arguments go in as the object they encode; a string that
     is not a JSON object stays a string."""
+    name, encoded = names.call(item)
     try:
-        arguments: Any = json.loads(item.arguments) if item.arguments else {}
+        arguments: Any = json.loads(encoded) if encoded else {}
     except json.JSONDecodeError:
-        arguments = item.arguments
+        arguments = encoded
     if not isinstance(arguments, dict):
-        arguments = item.arguments
-    return {"id": item.call_id, "type": "function", "function": {"name": item.name, "arguments": arguments}}
+        arguments = encoded
+    return {"id": item.call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
 
 
-_FORM = ChatForm(standalone=_standalone, assistant=_assistant, tool_call=_tool_call, reasoning=None)
-"""Items as Hugging Face chat templates read them; reasoning items are dropped."""
-
-
-def build_tools(tools: Sequence[ToolSpec]) -> list[dict[str, Any]]:
-    """Flat Responses function tools as the nested JSON-schema tools templates expect."""
-    built: list[dict[str, Any]] = []
-    for tool in tools:
-        function: dict[str, Any] = {"name": tool.name}
-        if tool.description:
-            function["description"] = tool.description
-        function["parameters"] = (
-            tool.parameters
-            if tool.parameters is not None
-            else {
-                "type": "object",
-                "properties": {},
-            }
-        )
-        built.append({"type": "function", "function": function})
-    return built
+def build_tools(tools: Sequence[ToolSpec], names: ChatToolNames | None = None) -> list[dict[str, Any]]:
+    """Responses function and custom tools, namespaced or not, as the nested JSON-schema tools templates
+    expect (named and shaped as common/tool_names.py says)."""
+    names = names or ChatToolNames(tools)
+    return [{"type": "function", "function": names.function(tool)} for tool in tools]

@@ -33,6 +33,7 @@ from ..base import (
     EngineDelta,
     EngineError,
     Finished,
+    ReasoningDelta,
     StopReason,
     TextDelta,
     ToolArgumentsDelta,
@@ -239,7 +240,10 @@ class ChunkParser:
             out.append(TextDelta(text))
             produced += len(text.encode())
         reasoning = delta.reasoning_content or delta.reasoning
-        if reasoning:  # no Responses reasoning item is produced; it still cost output tokens
+        if reasoning:  # vLLM and llama.cpp: reasoning_content; Ollama: reasoning
+            if self._current is not None and self._current.started:
+                self._end_current()  # as text does: the Turn closes the call for a new item
+            out.append(ReasoningDelta(reasoning))
             produced += len(reasoning.encode())
         if delta.tool_calls:
             for position, call in enumerate(delta.tool_calls):

@@ -54,12 +54,12 @@ def plan_turn(body: dict[str, Any], request: EngineRequest, settings: OpenAIChat
     body = {**body, "messages": [_visible(message) for message in body["messages"]]}
     tools = body.get("tools")
     choice = request.tool_choice
-    if not tools or choice == "none" or isinstance(choice, NamedToolChoice):
-        if isinstance(choice, NamedToolChoice):
-            body = {**body, "tool_choice": _named(choice.name)}  # never the `required` rewrite: a 500 here
+    if not tools or choice == "none":
         return TurnPlan(body, probe=True)
-    if choice == "required" and len(tools) == 1:
-        return TurnPlan({**body, "tool_choice": _named(tools[0]["function"]["name"])}, probe=True)
+    if isinstance(choice, NamedToolChoice) or (choice == "required" and len(tools) == 1):
+        if body.get("tool_choice") == "required":  # named_tool_choice=required sent the one tool alone
+            return TurnPlan({**body, "tool_choice": _named(tools[0]["function"]["name"])}, probe=True)
+        return TurnPlan(body, probe=True)  # the object form, under the flat name translate gave it
     whole = _not_streamed({**body, "tool_choice": "auto"})
     if choice == "required":
         return TurnPlan(whole)

@@ -28,6 +28,7 @@ from ..base import (
 )
 from ..common.chat_messages import MessageCache
 from ..common.estimate import estimate_input_tokens, plain_messages
+from ..common.tool_names import CallRestorer, ChatToolNames
 from .chunks import ChunkParser
 from .dialect import plan_turn, probe_body
 from .settings import OpenAIChatSettings
@@ -67,6 +68,8 @@ class OpenAIChatEngine:
 
     def __init__(self, settings: OpenAIChatSettings) -> None:
         self.settings = settings
+        self.model_ids = (settings.model,) if settings.model else ()
+        self.accepts_any_model = settings.model is None  # the client's model name is sent on
         self.pool = UpstreamPool(settings)
         self.stats = OpenAIChatStats()
         self.message_cache: MessageCache | None = (
@@ -75,6 +78,12 @@ class OpenAIChatEngine:
 
     async def aclose(self) -> None:
         await self.pool.aclose()
+
+    async def list_models(self) -> list[str]:
+        """`--upstream-model` when set (every request goes to it), else what the upstream lists."""
+        if self.model_ids:
+            return list(self.model_ids)
+        return await self.pool.models() or []
 
     def count_tokens(self, request: EngineRequest) -> int:
         """An estimate (common/estimate.py), not the upstream's count: the Engine protocol asks for it
@@ -157,11 +166,12 @@ class OpenAIChatEngine:
                 last_failure = failure
                 continue
             produced = called = False
+            restorer = CallRestorer(ChatToolNames(request.tools))
             try:
                 parser = ChunkParser()
                 first_delta_at: float | None = None
                 if not upstream.streaming:  # not streamed: asked so (a dialect), or `stream: true` ignored
-                    batch = parser.feed_completion(await upstream.read_all())
+                    batch = restorer.restore(parser.feed_completion(await upstream.read_all()))
                 while upstream.streaming:
                     data = await upstream.read()
                     if not data:
@@ -175,7 +185,7 @@ class OpenAIChatEngine:
                                 retryable=False,
                                 replica_down=False,
                             )
-                        batch = parser.close()
+                        batch = restorer.restore(parser.close())
                         if not parser.complete:
                             raise UpstreamFailure(
                                 f"{replica.label} closed the stream before the turn finished",
@@ -184,7 +194,7 @@ class OpenAIChatEngine:
                                 replica_down=True,
                             )
                         break
-                    batch = parser.feed(data)  # what one network read completed leaves as one batch
+                    batch = restorer.restore(parser.feed(data))  # what one network read completed
                     if parser.done:
                         await upstream.drain()  # so the connection is reused by the next turn
                         break
@@ -194,6 +204,7 @@ class OpenAIChatEngine:
                         produced = True
                         called = called or any(isinstance(delta, ToolCallStart) for delta in batch)
                         yield batch
+                batch += restorer.flush()
                 finished = parser.finish(estimate)
                 called = called or any(isinstance(delta, ToolCallStart) for delta in batch)
                 if forced and not called:

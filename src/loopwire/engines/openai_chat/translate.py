@@ -13,7 +13,7 @@ import msgspec
 
 from ...protocol.items import (
     ContentPart,
-    FunctionCall,
+    CustomToolCallOutput,
     FunctionCallOutput,
     InputFile,
     InputImage,
@@ -25,14 +25,18 @@ from ...protocol.items import (
 )
 from ..base import EngineError, EngineRequest, NamedToolChoice, ToolChoice, ToolSpec
 from ..common.affinity import affinity_token
-from ..common.chat_messages import ChatForm, ChatMessage, MessageCache, StandaloneItem, chat_messages
+from ..common.chat_messages import (
+    ChatForm,
+    ChatMessage,
+    MessageCache,
+    StandaloneItem,
+    ToolCallItem,
+    chat_messages,
+)
 from ..common.history_text import compaction_text, reasoning_text
 from ..common.sampling import sampling_fields
+from ..common.tool_names import ChatToolNames
 from .settings import OpenAIChatSettings
-
-EMPTY_PARAMETERS: Mapping[str, Any] = {"type": "object", "properties": {}}
-"""A function tool without parameters: the chat API reads an omitted schema the same way, but some
-servers' tool parsers expect one."""
 
 _encode = msgspec.json.Encoder().encode
 
@@ -40,48 +44,54 @@ _encode = msgspec.json.Encoder().encode
 # -- messages ------------------------------------------------------------------------------------------
 
 
-def chat_completions_form(settings: OpenAIChatSettings) -> ChatForm:
-    """Items as the chat-completions API takes them, with these settings' roles and reasoning field."""
+def chat_completions_form(settings: OpenAIChatSettings, names: ChatToolNames | None = None) -> ChatForm:
+    """Items as the chat-completions API takes them, with these settings' roles and reasoning field, and
+    calls named as `names` offers the tools (common/tool_names.py)."""
     drop = settings.reasoning == "drop"
     return ChatForm(
         standalone=partial(_standalone, settings),  # positional: the fastest call through a partial
         assistant=_assistant,
-        tool_call=_tool_call,
+        tool_call=partial(_tool_call, names or ChatToolNames(())),
         reasoning=None if drop else reasoning_text,
         reasoning_field=settings.reasoning,
     )
 
 
 def build_messages(
-    history: Iterable[InputItem], instructions: str | None, settings: OpenAIChatSettings
+    history: Iterable[InputItem],
+    instructions: str | None,
+    settings: OpenAIChatSettings,
+    names: ChatToolNames | None = None,
 ) -> list[ChatMessage]:
     """The chat `messages` for a turn (see common/chat_messages.py for the grouping), as dicts."""
-    return cast(list[ChatMessage], chat_messages(history, instructions, chat_completions_form(settings)))
+    form = chat_completions_form(settings, names)
+    return cast(list[ChatMessage], chat_messages(history, instructions, form))
 
 
 def build_wire_messages(
-    history: Iterable[InputItem], instructions: str | None, settings: OpenAIChatSettings, cache: MessageCache
+    history: Iterable[InputItem],
+    instructions: str | None,
+    settings: OpenAIChatSettings,
+    cache: MessageCache,
+    names: ChatToolNames | None = None,
 ) -> list[ChatMessage | msgspec.Raw]:
     """build_messages for the wire, from `cache`: what stands for one item alone is its encoded JSON,
     translated and encoded only the first time the item is seen. Encoding the result gives exactly the
     bytes that encoding build_messages' result gives."""
-    return chat_messages(history, instructions, chat_completions_form(settings), cache)
+    return chat_messages(history, instructions, chat_completions_form(settings, names), cache)
 
 
 def _standalone(settings: OpenAIChatSettings, item: StandaloneItem) -> ChatMessage:
     if isinstance(item, Message):
         return _message(settings, item)
-    if isinstance(item, FunctionCallOutput):
+    if isinstance(item, FunctionCallOutput | CustomToolCallOutput):
         return {"role": "tool", "tool_call_id": item.call_id, "content": _tool_output(item)}
     return {"role": "system", "content": compaction_text(item)}
 
 
-def _tool_call(item: FunctionCall) -> dict[str, Any]:
-    return {
-        "id": item.call_id,
-        "type": "function",
-        "function": {"name": item.name, "arguments": item.arguments},
-    }
+def _tool_call(names: ChatToolNames, item: ToolCallItem) -> dict[str, Any]:
+    name, arguments = names.call(item)
+    return {"id": item.call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
 
 
 def _assistant(item: Message) -> ChatMessage:
@@ -104,7 +114,7 @@ def _message(settings: OpenAIChatSettings, item: Message) -> ChatMessage:
     return {"role": role, "content": [_chat_part(part) for part in content]}
 
 
-def _tool_output(item: FunctionCallOutput) -> str | list[dict[str, Any]]:
+def _tool_output(item: FunctionCallOutput | CustomToolCallOutput) -> str | list[dict[str, Any]]:
     output = item.output
     if isinstance(output, str):
         return output
@@ -160,46 +170,68 @@ def _chat_part(part: ContentPart) -> dict[str, Any]:
 # -- tools ---------------------------------------------------------------------------------------------
 
 
-def build_tools(tools: Sequence[ToolSpec]) -> list[dict[str, Any]]:
-    """Flat Responses function tools as nested chat tools."""
+def build_tools(tools: Sequence[ToolSpec], names: ChatToolNames | None = None) -> list[dict[str, Any]]:
+    """Responses function and custom tools, namespaced or not, as nested chat function tools (named and
+    shaped as common/tool_names.py says)."""
+    names = names or ChatToolNames(tools)
     chat_tools: list[dict[str, Any]] = []
     for tool in tools:
-        function: dict[str, Any] = {"name": tool.name}
-        if tool.description is not None:
+        function = names.function(tool)
+        if tool.kind == "function" and tool.description is not None:
             function["description"] = tool.description
-        function["parameters"] = tool.parameters if tool.parameters is not None else dict(EMPTY_PARAMETERS)
-        if tool.strict is not None:
+        if tool.kind == "function" and tool.strict is not None:
             function["strict"] = tool.strict
         chat_tools.append({"type": "function", "function": function})
     return chat_tools
 
 
 def tool_fields(
-    tools: Sequence[ToolSpec], choice: ToolChoice, parallel: bool, settings: OpenAIChatSettings
+    tools: Sequence[ToolSpec],
+    choice: ToolChoice,
+    parallel: bool,
+    settings: OpenAIChatSettings,
+    names: ChatToolNames | None = None,
 ) -> dict[str, Any]:
     """`tools`, `tool_choice` and `parallel_tool_calls`, or nothing without tools (several servers reject
     a tool_choice without tools). "auto" is every server's default with tools, so it is not sent."""
     if not tools:
         return {}
+    names = names or ChatToolNames(tools)
     fields: dict[str, Any] = {}
     if isinstance(choice, NamedToolChoice):
-        named = [tool for tool in tools if tool.name == choice.name]
+        named = [tool for tool in tools if tool.name == choice.name and tool.kind == choice.kind]
         if not named:
             raise EngineError(
                 f"tool_choice names {choice.name!r}, which is not among the tools", code="invalid_request"
             )
         if settings.named_tool_choice == "required":
-            fields["tools"] = build_tools(named)
+            fields["tools"] = build_tools(named, names)
             fields["tool_choice"] = "required"
         else:
-            fields["tools"] = build_tools(tools)
-            fields["tool_choice"] = {"type": "function", "function": {"name": choice.name}}
+            fields["tools"] = build_tools(tools, names)
+            flat = names.flat(named[0].name, named[0].namespace, named[0].kind)
+            fields["tool_choice"] = {"type": "function", "function": {"name": flat}}
     else:
-        fields["tools"] = build_tools(tools)
+        fields["tools"] = build_tools(tools, names)
         if choice != "auto":
             fields["tool_choice"] = choice
     fields["parallel_tool_calls"] = parallel
     return fields
+
+
+def response_format(text_format: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """`text.format` (json_schema, json_object) as the chat API's `response_format`."""
+    if not text_format:
+        return None
+    if text_format.get("type") == "json_schema":
+        schema: dict[str, Any] = {"name": text_format.get("name") or "response"}
+        for key in ("schema", "strict", "description"):
+            if text_format.get(key) is not None:
+                schema[key] = text_format[key]
+        return {"type": "json_schema", "json_schema": schema}
+    if text_format.get("type") == "json_object":
+        return {"type": "json_object"}
+    return None
 
 
 # -- the whole request ---------------------------------------------------------------------------------
@@ -210,10 +242,11 @@ def build_body(
 ) -> dict[str, Any]:
     """The chat-completions request body for one turn (always streamed). With `cache`, `messages` holds
     encoded messages (msgspec.Raw) for the wire: encode it, do not read it."""
+    names = ChatToolNames(request.tools)
     messages: list[ChatMessage] | list[ChatMessage | msgspec.Raw] = (
-        build_messages(request.history, request.instructions, settings)
+        build_messages(request.history, request.instructions, settings, names)
         if cache is None
-        else build_wire_messages(request.history, request.instructions, settings, cache)
+        else build_wire_messages(request.history, request.instructions, settings, cache, names)
     )
     body: dict[str, Any] = {
         "model": settings.model or request.model,
@@ -222,7 +255,10 @@ def build_body(
     }
     if settings.include_usage:
         body["stream_options"] = {"include_usage": True}
-    body.update(tool_fields(request.tools, request.tool_choice, request.parallel_tool_calls, settings))
+    body.update(tool_fields(request.tools, request.tool_choice, request.parallel_tool_calls, settings, names))
+    structured = response_format(request.text_format)
+    if structured is not None:
+        body["response_format"] = structured
     body.update(sampling_fields(request, settings.max_tokens_field))
     if request.max_output_tokens is None and settings.default_max_output_tokens:
         body[settings.max_tokens_field] = settings.default_max_output_tokens

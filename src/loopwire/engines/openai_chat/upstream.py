@@ -18,8 +18,9 @@ import aiohttp
 
 from ..base import EngineError
 from ..common.upstream_http import KeepalivePool, ReadClock, drain, upstream_headers
+from ..common.upstream_models import models_url, upstream_models
 from .chunks import error_text
-from .settings import OpenAIChatSettings
+from .settings import CHAT_COMPLETIONS_PATH, OpenAIChatSettings
 
 log = logging.getLogger("loopwire.upstream")
 
@@ -200,6 +201,18 @@ class UpstreamPool:
 
     def cooling_down(self, replica: Replica) -> bool:
         return self._down_until.get(replica.endpoint, 0.0) > time.monotonic()
+
+    async def models(self) -> list[str] | None:
+        """The model ids the first replica that answers lists on `GET /models` (None when none does)."""
+        settings = self.settings
+        for replica in self.candidates(""):
+            url = models_url(replica.endpoint, CHAT_COMPLETIONS_PATH)
+            found = await upstream_models(
+                self._http.client(), url, settings.connect_timeout_s + settings.first_byte_timeout_s
+            )
+            if found is not None:
+                return found
+        return None
 
     # -- one request ---------------------------------------------------------------------------------
 

@@ -11,7 +11,16 @@ from typing import Any
 
 import msgspec
 
-from ...protocol.items import Compaction, FunctionCall, FunctionCallOutput, InputItem, Message
+from ...protocol.items import (
+    Compaction,
+    CustomToolCall,
+    CustomToolCallOutput,
+    FunctionCall,
+    FunctionCallOutput,
+    InputItem,
+    Message,
+    sent_json,
+)
 from ..base import EngineRequest, NamedToolChoice, ToolSpec
 from ..common.affinity import affinity_token
 from ..common.history_text import compaction_text
@@ -21,17 +30,28 @@ from .settings import ResponsesSettings
 _encode = msgspec.json.Encoder().encode
 
 
-def upstream_item(item: InputItem) -> InputItem:
-    """An item as it goes upstream. Ids of messages, calls and outputs are this server's, which the
-    upstream never issued (strict servers reject unknown ids), so they are dropped; a compaction is this
-    server's own payload and goes as the summary text it holds. Reasoning items and references pass as-is."""
-    if isinstance(item, Message | FunctionCall | FunctionCallOutput):
+_OWN_IDS = (Message, FunctionCall, FunctionCallOutput, CustomToolCall, CustomToolCallOutput)
+_decode_fields = msgspec.json.Decoder(dict[str, Any]).decode
+
+
+def upstream_item(item: InputItem) -> InputItem | msgspec.Raw | dict[str, Any]:
+    """An item as it goes upstream, every field the client sent kept. Ids of messages, calls and outputs
+    are this server's, which the upstream never issued (strict servers reject unknown ids), so they are
+    dropped; a compaction is this server's own payload and goes as the summary text it holds. Reasoning
+    items, references and the items of hosted tools pass as they are."""
+    if isinstance(item, _OWN_IDS):
+        sent = sent_json(item)
+        if sent is not None:
+            fields = _decode_fields(sent)
+            fields.pop("id", None)
+            fields.pop("status", None)
+            return fields
         if item.id is None and item.status is None:
             return item
         return msgspec.structs.replace(item, id=None, status=None)
     if isinstance(item, Compaction):
         return Message(role="developer", content=compaction_text(item))
-    return item
+    return sent_json(item) or item
 
 
 def tool_json(tools: Sequence[ToolSpec]) -> list[dict[str, Any]]:
@@ -69,13 +89,25 @@ def build_body(
         body["previous_response_id"] = previous_id
     body["store"] = store
     body["stream"] = True
-    if request.tools:
+    if request.sent_tools:  # every tool as the client sent it: the upstream may run hosted ones itself
+        body["tools"] = [msgspec.Raw(tool) for tool in request.sent_tools]
+        body["tool_choice"] = request.sent_tool_choice or "auto"
+        body["parallel_tool_calls"] = request.parallel_tool_calls
+    elif request.tools:
         body["tools"] = tool_json(request.tools)
         choice = request.tool_choice
         body["tool_choice"] = (
-            {"type": "function", "name": choice.name} if isinstance(choice, NamedToolChoice) else choice
+            {"type": choice.kind, "name": choice.name} if isinstance(choice, NamedToolChoice) else choice
         )
         body["parallel_tool_calls"] = request.parallel_tool_calls
+    if request.reasoning is not None:
+        body["reasoning"] = request.reasoning
+    if request.include:
+        body["include"] = list(request.include)
+    if request.text_format is not None:
+        body["text"] = {"format": request.text_format}
+    if request.client_metadata is not None:
+        body["client_metadata"] = request.client_metadata
     body.update(sampling_fields(request, "max_output_tokens"))
     if request.metadata:
         body["metadata"] = request.metadata

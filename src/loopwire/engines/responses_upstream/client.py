@@ -12,6 +12,7 @@ import logging
 import aiohttp
 
 from ..common.upstream_http import KeepalivePool, ReadClock, drain, upstream_headers
+from ..common.upstream_models import models_url, upstream_models
 from .events import UpstreamFailure, error_body_failure
 from .settings import ResponsesSettings
 
@@ -145,6 +146,14 @@ class UpstreamClient:
             return None
         count = answer.get("input_tokens") if isinstance(answer, dict) else None
         return count if isinstance(count, int) and not isinstance(count, bool) and count >= 0 else None
+
+    async def models(self) -> list[str] | None:
+        """The model ids the upstream lists on `GET /models` (None when it lists none)."""
+        settings = self.settings
+        url = models_url(settings.http_endpoint, "/responses")
+        return await upstream_models(
+            self._http.client(), url, settings.connect_timeout_s + settings.first_byte_timeout_s
+        )
 
     async def connect(self) -> aiohttp.ClientWebSocketResponse:
         """A new upstream WebSocket; UpgradeRefused when the upstream answers the upgrade without 101."""

@@ -68,8 +68,13 @@ class ResponsesEngine:
     loopwire). A lane's continuation goes upstream as a continuation too: only the items after the cached
     prefix, with the upstream's `previous_response_id`, on the lane chain's own socket in WebSocket mode."""
 
+    runs_hosted_tools = True
+    """Every tool goes upstream as the client sent it; the upstream runs the hosted ones (or refuses)."""
+
     def __init__(self, settings: ResponsesSettings) -> None:
         self.settings = settings
+        self.model_ids = (settings.model,) if settings.model else ()
+        self.accepts_any_model = settings.model is None  # the client's model name is sent on
         self.client = UpstreamClient(settings)
         self.pool = SocketPool(settings, self.client)
         self.stats = ResponsesStats()
@@ -84,6 +89,12 @@ class ResponsesEngine:
         for it synchronously, and `/responses/input_tokens` is a network call."""
         messages = plain_messages(request.history, request.instructions)
         return estimate_input_tokens(messages, tool_json(request.tools))
+
+    async def list_models(self) -> list[str]:
+        """`--upstream-model` when set (every request goes to it), else what the upstream lists."""
+        if self.model_ids:
+            return list(self.model_ids)
+        return await self.client.models() or []
 
     async def count_input_tokens(self, request: EngineRequest) -> int:
         """The upstream's count of the whole context (what `/input_tokens` answers), else the estimate."""

@@ -5,11 +5,22 @@ Owns decoding events, following output items, the terminal outcome and usage; mu
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
-from ..base import EngineDelta, EngineError, StopReason, TextDelta, ToolArgumentsDelta, ToolCallStart, Usage
+from ..base import (
+    EngineDelta,
+    EngineError,
+    ReasoningDelta,
+    StopReason,
+    TextDelta,
+    ToolArgumentsDelta,
+    ToolCallStart,
+    UpstreamEvent,
+    UpstreamItem,
+    Usage,
+)
 
 PREVIOUS_NOT_FOUND = "previous_response_not_found"
 
@@ -29,6 +40,9 @@ class _Item(msgspec.Struct):
     call_id: str | None = None
     name: str | None = None
     arguments: str | None = None
+    input: str | None = None  # a custom tool call's
+    namespace: str | None = None
+    encrypted_content: str | None = None  # a reasoning item's
 
 
 class _InputDetails(msgspec.Struct):
@@ -67,6 +81,8 @@ class _Event(msgspec.Struct):
     item: _Item | None = None
     item_id: str | None = None
     arguments: str | None = None
+    input: str | None = None
+    summary_index: int = 0
     response: _Response | None = None
     error: _Error | None = None
     code: str | None = None  # an SSE `error` event has its fields at the top level
@@ -77,7 +93,27 @@ class _Head(msgspec.Struct):
     type: str = ""
 
 
+class _ItemOnly(msgspec.Struct):
+    item: msgspec.Raw
+
+
 _decode_event = msgspec.json.Decoder(_Event).decode
+_decode_item_json = msgspec.json.Decoder(_ItemOnly).decode
+
+_CALLS = frozenset({"function_call", "custom_tool_call"})
+_STREAMED_ITEMS = frozenset({"message", "function_call", "custom_tool_call", "reasoning"})
+"""Output item types whose content arrives as deltas; every other type is passed on as it is."""
+_FORWARDED_PREFIXES = (
+    "response.web_search_call.",
+    "response.file_search_call.",
+    "response.code_interpreter_call",
+    "response.image_generation_call.",
+    "response.mcp_call",
+    "response.mcp_list_tools.",
+    "response.shell_call_command.",
+    "response.shell_call_output_content.",
+)
+"""The progress events of the items an upstream runs itself, passed on (renumbered by the session)."""
 _decode_head = msgspec.json.Decoder(_Head).decode
 _decode_error_body = msgspec.json.Decoder(dict[str, Any]).decode
 
@@ -91,6 +127,10 @@ _HANDLED = frozenset(
         "response.refusal.delta",
         "response.function_call_arguments.delta",
         "response.function_call_arguments.done",
+        "response.custom_tool_call_input.delta",
+        "response.custom_tool_call_input.done",
+        "response.reasoning_text.delta",
+        "response.reasoning_summary_text.delta",
         "response.completed",
         "response.incomplete",
         "response.failed",
@@ -171,22 +211,31 @@ class EventParser:
                 return []
             self.output_chars += len(event.delta)
             return [TextDelta(event.delta)]
-        if kind == "response.function_call_arguments.delta":
+        if kind in ("response.reasoning_text.delta", "response.reasoning_summary_text.delta"):
+            if not event.delta:
+                return []
+            self.output_chars += len(event.delta)
+            part: Literal["text", "summary"] = (
+                "text" if kind == "response.reasoning_text.delta" else "summary"
+            )
+            return [ReasoningDelta(event.delta, part, event.summary_index, item_id=event.item_id)]
+        if kind in ("response.function_call_arguments.delta", "response.custom_tool_call_input.delta"):
             if not event.delta:
                 return []
             self._check_call(event.item_id)
             self._call_arguments.append(event.delta)
             self.output_chars += len(event.delta)
             return [ToolArgumentsDelta(event.delta)]
+        if kind.startswith(_FORWARDED_PREFIXES):
+            return [UpstreamEvent(data if isinstance(data, bytes) else data.encode())]
         if kind == "response.output_item.added":
-            return self._added(event.item)
+            return self._added(event.item, data)
         if kind == "response.function_call_arguments.done":
             return self._arguments_done(event.item_id, event.arguments)
+        if kind == "response.custom_tool_call_input.done":
+            return self._arguments_done(event.item_id, event.input)
         if kind == "response.output_item.done":
-            item = event.item
-            if item is not None and item.type == "function_call":
-                return self._arguments_done(item.id, item.arguments)
-            return []
+            return self._item_done(event.item, data)
         if kind in ("response.created", "response.in_progress"):
             if event.response is not None and event.response.id:
                 self.response_id = event.response.id
@@ -206,19 +255,42 @@ class EventParser:
             raise failure_from(code, message, "refused the turn")
         return []
 
-    def _added(self, item: _Item | None) -> list[EngineDelta]:
-        if item is None or item.type != "function_call":
+    def _added(self, item: _Item | None, data: bytes | str) -> list[EngineDelta]:
+        if item is not None and item.type == "reasoning":
+            return [ReasoningDelta("", item_id=item.id)]  # opens the item under the upstream's id
+        if item is not None and item.type not in _STREAMED_ITEMS:
+            return [UpstreamItem(bytes(_decode_item_json(data).item), done=False)]
+        if item is None or item.type not in _CALLS:
             return []
         if not item.call_id or not item.name:
-            raise UpstreamFailure("the upstream started a function call without call_id or name")
+            raise UpstreamFailure("the upstream started a tool call without call_id or name")
         self.calls += 1
         self._call_item = item.id
         self._call_arguments = []
-        deltas: list[EngineDelta] = [ToolCallStart(item.call_id, item.name)]
-        if item.arguments:
-            self._call_arguments.append(item.arguments)
-            deltas.append(ToolArgumentsDelta(item.arguments))
+        custom = item.type == "custom_tool_call"
+        start = ToolCallStart(item.call_id, item.name, "custom" if custom else "function", item.namespace)
+        deltas: list[EngineDelta] = [start]
+        initial = item.input if custom else item.arguments
+        if initial:
+            self._call_arguments.append(initial)
+            deltas.append(ToolArgumentsDelta(initial))
         return deltas
+
+    def _item_done(self, item: _Item | None, data: bytes | str) -> list[EngineDelta]:
+        if item is None:
+            return []
+        if item.type in _CALLS:
+            return self._arguments_done(
+                item.id, item.input if item.type == "custom_tool_call" else item.arguments
+            )
+        if item.type == "reasoning":
+            if item.encrypted_content is None:
+                return []
+            return [ReasoningDelta("", encrypted_content=item.encrypted_content, item_id=item.id)]
+        if item.type in _STREAMED_ITEMS:
+            return []
+        # a hosted tool's item (web search, MCP, code interpreter, ...): the upstream ran it; pass it on
+        return [UpstreamItem(bytes(_decode_item_json(data).item))]
 
     def _check_call(self, item_id: str | None) -> None:
         if self.calls == 0:

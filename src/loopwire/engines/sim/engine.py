@@ -12,15 +12,26 @@ import time
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
 from hashlib import blake2b
+from typing import Literal
 
 from ...protocol.context import Context
-from ...protocol.items import FunctionCall, InputItem, Message, OutputText
+from ...protocol.items import (
+    CustomToolCall,
+    FunctionCall,
+    InputItem,
+    Message,
+    OutputText,
+    Reasoning,
+    ReasoningText,
+    SummaryText,
+)
 from ..base import (
     EngineDelta,
     EngineError,
     EngineRequest,
     Finished,
     NamedToolChoice,
+    ReasoningDelta,
     RenderState,
     StopReason,
     TextDelta,
@@ -32,9 +43,11 @@ from ..base import (
 from .coding_policy import scripted_policy
 from .prefix_cache import PrefixCache, chain_hash, header_hash
 from .renderer import GENERATION_PROMPT_TOKENS, ChatRenderer, function_call_pieces
-from .schema_args import WORDS, generate_arguments
+from .schema_args import WORDS, generate_arguments, structured_answer
 from .tokenizer import count_tokens, split_tokens
 
+_REASONING_WORDS = 8
+_CUSTOM_INPUT_WORDS = 6
 _CALL_ID_ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 _HEADER_MEMO_SIZE = 16
 
@@ -126,11 +139,15 @@ class _Plan:
     items: list[InputItem] = field(default_factory=list)
     output_tokens: int = 0
     stop_reason: StopReason = "stop"
+    reasoning_tokens: int = 0
 
 
 class SimEngine:
     """A deterministic simulated model: renders like a chat template, caches prefixes like automatic prefix
     caching (per item), and sleeps only as long as its latency model says."""
+
+    model_ids = ("loopwire-sim",)
+    accepts_any_model = True
 
     def __init__(self, settings: SimSettings | None = None) -> None:
         self.settings = settings if settings is not None else SimSettings()
@@ -216,7 +233,12 @@ class SimEngine:
         finished_at = time.perf_counter()
         timings["ttft_ms"] = ((first_delta_at or finished_at) - started) * 1000.0
         timings["total_ms"] = (finished_at - started) * 1000.0
-        usage = Usage(input_tokens=input_tokens, cached_tokens=cached, output_tokens=plan.output_tokens)
+        usage = Usage(
+            input_tokens=input_tokens,
+            cached_tokens=cached,
+            output_tokens=plan.output_tokens,
+            reasoning_tokens=plan.reasoning_tokens,
+        )
         batch.append(Finished(usage, plan.stop_reason, state, timings))
         yield batch
 
@@ -308,6 +330,36 @@ class SimEngine:
 
     def _generate(self, request: EngineRequest, prompt: _Prompt, *, per_token: bool) -> _Plan:
         rng = self._rng(prompt)
+        plan = self._answer(request, rng, per_token)
+        effort = request.reasoning.get("effort") if request.reasoning else None
+        if effort is not None and effort != "none":
+            summary = request.reasoning.get("summary") if request.reasoning else None
+            return self._with_reasoning(plan, rng, per_token, summary=summary is not None)
+        return plan
+
+    def _with_reasoning(self, plan: _Plan, rng: random.Random, per_token: bool, *, summary: bool) -> _Plan:
+        """A short thought before the answer: a summary when the request asks for one, else the raw
+        reasoning text (as open-weight models stream it)."""
+        chosen = [rng.choice(WORDS) for _ in range(_REASONING_WORDS)]
+        pieces = ["Thinking:", *(" " + word for word in chosen)]
+        text = "".join(pieces)
+        part: Literal["summary", "text"] = "summary" if summary else "text"
+        steps = pieces if per_token else [text]
+        thought: list[tuple[int, EngineDelta]] = [
+            (index, ReasoningDelta(piece, part)) for index, piece in enumerate(steps)
+        ]
+        shift = len(pieces)
+        item = Reasoning(
+            summary=[SummaryText(text=text)] if summary else [],
+            content=None if summary else [ReasoningText(text=text)],
+        )
+        plan.deltas = thought + [(position + shift, delta) for position, delta in plan.deltas]
+        plan.items.insert(0, item)
+        plan.output_tokens += shift
+        plan.reasoning_tokens = shift
+        return plan
+
+    def _answer(self, request: EngineRequest, rng: random.Random, per_token: bool) -> _Plan:
         choice = request.tool_choice
         tools = request.tools
         # The scripted "model" of loopwire.agent's coding task (a simulation), when the metadata asks for it.
@@ -317,15 +369,17 @@ class SimEngine:
             if isinstance(decision, str):
                 return self._text(request, rng, per_token, decision)
             return self._calls(
-                len(decision), lambda n: (decision[n].name, decision[n].arguments), rng, per_token
+                len(decision), lambda n: (decision[n].name, decision[n].arguments, None), rng, per_token
             )
         if isinstance(choice, NamedToolChoice):
-            named = next((tool for tool in tools if tool.name == choice.name), None)
+            named = next((t for t in tools if t.name == choice.name and t.kind == choice.kind), None)
             if named is None:
                 raise EngineError(f"tool_choice names {choice.name!r}, which is not among the tools")
             return self._tool_calls(request, [named], rng, per_token)
         if choice == "required" and tools:
             return self._tool_calls(request, list(tools), rng, per_token)
+        if request.text_format is not None:
+            return self._text(request, rng, per_token, structured_answer(request.text_format, rng))
         return self._text(request, rng, per_token)
 
     def _text(
@@ -357,26 +411,37 @@ class SimEngine:
     ) -> _Plan:
         calls = self.settings.parallel_calls if request.parallel_tool_calls else 1
 
-        def pick(_: int) -> tuple[str, str]:
+        def pick(_: int) -> tuple[str, str, ToolSpec]:
             tool = rng.choice(candidates)
-            return tool.name, json.dumps(generate_arguments(tool.parameters, rng), ensure_ascii=False)
+            if tool.kind == "custom":
+                return tool.name, " ".join(rng.choice(WORDS) for _ in range(_CUSTOM_INPUT_WORDS)), tool
+            arguments = json.dumps(generate_arguments(tool.parameters, rng), ensure_ascii=False)
+            return tool.name, arguments, tool
 
         return self._calls(calls, pick, rng, per_token)
 
     def _calls(
-        self, calls: int, pick: Callable[[int], tuple[str, str]], rng: random.Random, per_token: bool
+        self,
+        calls: int,
+        pick: Callable[[int], tuple[str, str, ToolSpec | None]],
+        rng: random.Random,
+        per_token: bool,
     ) -> _Plan:
-        """The plan emitting `calls` function calls, the n-th named and argued by `pick(n)`."""
+        """The plan emitting `calls` tool calls, the n-th named and argued by `pick(n)` (a custom tool's
+        arguments are its free-text input)."""
         plan = _Plan(stop_reason="tool_calls")
         position = 0  # output tokens generated so far
         for number in range(calls):
-            name, arguments = pick(number)
+            name, arguments, tool = pick(number)
+            kind = tool.kind if tool is not None else "function"
+            namespace = tool.namespace if tool is not None else None
             call_id = "call_" + "".join(rng.choices(_CALL_ID_ALPHABET, k=24))
             prompt_piece, head, args, tail, end = function_call_pieces(name, arguments)
             if number:  # the first call's "<|im_start|>assistant\n" is the prompt's generation prompt
                 position += count_tokens(prompt_piece)
             position += count_tokens(head)
-            plan.deltas.append((position - 1, ToolCallStart(call_id=call_id, name=name)))
+            start = ToolCallStart(call_id=call_id, name=name, kind=kind, namespace=namespace)
+            plan.deltas.append((position - 1, start))
             if per_token:
                 for token in split_tokens(args):
                     plan.deltas.append((position, ToolArgumentsDelta(token)))
@@ -385,7 +450,14 @@ class SimEngine:
                 plan.deltas.append((position, ToolArgumentsDelta(args)))
                 position += count_tokens(args)
             position += count_tokens(tail) + count_tokens(end)
-            plan.items.append(FunctionCall(call_id=call_id, name=name, arguments=arguments))
+            if kind == "custom":
+                plan.items.append(
+                    CustomToolCall(call_id=call_id, name=name, input=arguments, namespace=namespace)
+                )
+            else:
+                plan.items.append(
+                    FunctionCall(call_id=call_id, name=name, arguments=arguments, namespace=namespace)
+                )
         plan.output_tokens = position
         return plan
 

@@ -6,22 +6,25 @@ Owns how an item looks to the model and what it costs in tokens; must not hash, 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, assert_never
+from typing import Any
 
 from ...protocol.items import (
     Compaction,
+    CustomToolCall,
+    CustomToolCallOutput,
     FunctionCall,
     FunctionCallOutput,
     InputItem,
     ItemReference,
     Message,
     Reasoning,
+    item_type,
     text_of,
 )
 from ..base import ToolSpec
-from ..common.history_text import COMPACTION_PREFIX, compaction_summary
+from ..common.history_text import COMPACTION_PREFIX, compaction_summary, reasoning_text
 from .tokenizer import count_tokens
 
 IM_START = "<|im_start|>"
@@ -71,7 +74,18 @@ def header_pieces(instructions: str | None, tools: Sequence[ToolSpec]) -> tuple[
 
 
 def _tool_line(tool: ToolSpec) -> str:
+    if tool.kind == "custom":
+        custom: dict[str, Any] = {"type": "custom", "name": tool.name}
+        if tool.namespace:
+            custom["namespace"] = tool.namespace
+        if tool.description:
+            custom["description"] = tool.description
+        if tool.format:
+            custom["format"] = tool.format
+        return json.dumps(custom, ensure_ascii=False) + "\n"
     function: dict[str, Any] = {"name": tool.name}
+    if tool.namespace:
+        function["namespace"] = tool.namespace
     if tool.description:
         function["description"] = tool.description
     function["parameters"] = tool.parameters if tool.parameters is not None else {}
@@ -98,21 +112,22 @@ def item_pieces(item: InputItem) -> tuple[str, ...]:
     if isinstance(item, FunctionCallOutput):
         return (IM_START + "tool\n", "<tool_response>\n", text_of(item.output), "\n</tool_response>", IM_END)
     if isinstance(item, Reasoning):
-        return (GENERATION_PROMPT, "<think>\n", _summary_text(item.summary), "\n</think>", IM_END)
+        return (GENERATION_PROMPT, "<think>\n", reasoning_text(item), "\n</think>", IM_END)
     if isinstance(item, ItemReference):
         return ("<|item_ref|>", item.id, "\n")
     if isinstance(item, Compaction):
         return (IM_START + "system\n", COMPACTION_PREFIX, compaction_summary(item), IM_END)
-    assert_never(item)
+    return _other_pieces(item)
 
 
-def _summary_text(summary: Sequence[Any]) -> str:
-    parts: list[str] = []
-    for entry in summary:
-        text = entry.get("text") if isinstance(entry, Mapping) else getattr(entry, "text", entry)
-        if isinstance(text, str):
-            parts.append(text)
-    return "\n".join(parts)
+def _other_pieces(item: InputItem) -> tuple[str, ...]:
+    """Custom tool calls and outputs render like function calls; an item of a hosted tool (run by some
+    provider, not by this model) renders as its type and call id, so it costs a few tokens."""
+    if isinstance(item, CustomToolCall):
+        return function_call_pieces(item.name, item.input)
+    if isinstance(item, CustomToolCallOutput):
+        return (IM_START + "tool\n", "<tool_response>\n", text_of(item.output), "\n</tool_response>", IM_END)
+    return (f"<|{item_type(item)}|>", getattr(item, "call_id", None) or getattr(item, "id", None) or "", "\n")
 
 
 class ChatRenderer:
