@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +78,17 @@ def prompt_tokens(llama: LlamaServer, messages: list[dict[str, Any]], **extra: A
 def sdk(real_server: ServerProcess) -> Iterator[openai.OpenAI]:
     with make_client(real_server.base_url, strict=True) as client:
         yield client
+
+
+@pytest.fixture
+async def connection(real_server: ServerProcess) -> AsyncIterator[Any]:
+    """A WebSocket-mode connection of the official SDK to the real-model server."""
+    client = make_async_client(real_server.base_url)
+    try:
+        async with client.responses.connect() as socket:
+            yield socket
+    finally:
+        await client.close()
 
 
 def call_of(response: Any) -> Any:
@@ -233,82 +244,65 @@ async def ws_turn(connection: Any, **fields: Any) -> list[Any]:
             return events
 
 
-async def test_websocket_store_false_continuation_carries_the_context(real_server: ServerProcess) -> None:
-    client = make_async_client(real_server.base_url)
-    try:
-        async with client.responses.connect() as connection:
-            first = (
-                await ws_turn(connection, input="My name is Ada.", store=False, max_output_tokens=SHORT)
-            )[-1]
-            assert first.type in ("response.completed", "response.incomplete"), first
-            second = (
-                await ws_turn(
-                    connection,
-                    input="What is my name?",
-                    previous_response_id=first.response.id,
-                    store=False,
-                    max_output_tokens=SHORT,
-                )
-            )[-1]
-            assert second.type in ("response.completed", "response.incomplete"), second
-            # only the new input was sent; the server carried the first turn (input and output) upstream
-            assert second.response.usage.input_tokens > (
-                first.response.usage.input_tokens + first.response.usage.output_tokens
-            )
-            assert second.response.output_text.strip()
-    finally:
-        await client.close()
+async def test_websocket_store_false_continuation_carries_the_context(connection: Any) -> None:
+    first = (await ws_turn(connection, input="My name is Ada.", store=False, max_output_tokens=SHORT))[-1]
+    assert first.type in ("response.completed", "response.incomplete"), first
+    second = (
+        await ws_turn(
+            connection,
+            input="What is my name?",
+            previous_response_id=first.response.id,
+            store=False,
+            max_output_tokens=SHORT,
+        )
+    )[-1]
+    assert second.type in ("response.completed", "response.incomplete"), second
+    # only the new input was sent; the server carried the first turn (input and output) upstream
+    assert second.response.usage.input_tokens > (
+        first.response.usage.input_tokens + first.response.usage.output_tokens
+    )
+    assert second.response.output_text.strip()
 
 
-async def test_websocket_forced_call_then_output(real_server: ServerProcess) -> None:
-    client = make_async_client(real_server.base_url)
-    try:
-        async with client.responses.connect() as connection:
-            events = await ws_turn(
-                connection, input="Weather in Lima?", tools=[WEATHER], tool_choice="required", store=False
-            )
-            done = events[-1]
-            assert done.type == "response.completed", done
-            call = call_of(done.response)
-            assert "response.function_call_arguments.delta" in {event.type for event in events}
-            after = (
-                await ws_turn(
-                    connection,
-                    input=[{"type": "function_call_output", "call_id": call.call_id, "output": "18 C"}],
-                    previous_response_id=done.response.id,
-                    tools=[WEATHER],
-                    tool_choice="none",
-                    store=False,
-                    max_output_tokens=SHORT,
-                )
-            )[-1]
-            assert after.type in ("response.completed", "response.incomplete"), after
-            assert after.response.output_text.strip()
-    finally:
-        await client.close()
+async def test_websocket_forced_call_then_output(connection: Any) -> None:
+    events = await ws_turn(
+        connection, input="Weather in Lima?", tools=[WEATHER], tool_choice="required", store=False
+    )
+    done = events[-1]
+    assert done.type == "response.completed", done
+    call = call_of(done.response)
+    assert "response.function_call_arguments.delta" in {event.type for event in events}
+    after = (
+        await ws_turn(
+            connection,
+            input=[{"type": "function_call_output", "call_id": call.call_id, "output": "18 C"}],
+            previous_response_id=done.response.id,
+            tools=[WEATHER],
+            tool_choice="none",
+            store=False,
+            max_output_tokens=SHORT,
+        )
+    )[-1]
+    assert after.type in ("response.completed", "response.incomplete"), after
+    assert after.response.output_text.strip()
 
 
-async def test_websocket_lanes_run_side_by_side(real_server: ServerProcess) -> None:
-    client = make_async_client(real_server.base_url)
-    try:
-        async with client.responses.connect() as connection:
-            for lane in ("a", "b"):
-                await connection.response.create(
-                    model=MODEL,
-                    input=f"Lane {lane}: say hi.",
-                    store=False,
-                    max_output_tokens=8,
-                    stream_id=lane,
-                )
-            finished: dict[str, str] = {}
-            while len(finished) < 2:
-                event = await asyncio.wait_for(connection.recv(), 60.0)
-                if event.type in TERMINAL:
-                    finished[event.stream_id] = event.type
-            assert set(finished) == {"a", "b"}
-            assert set(finished.values()) <= {"response.completed", "response.incomplete"}
-    finally:
-        await client.close()
+async def test_websocket_lanes_run_side_by_side(connection: Any) -> None:
+    for lane in ("a", "b"):
+        await connection.response.create(
+            model=MODEL,
+            input=f"Lane {lane}: say hi.",
+            store=False,
+            max_output_tokens=8,
+            stream_id=lane,
+        )
+    finished: dict[str, str] = {}
+    while len(finished) < 2:
+        event = await asyncio.wait_for(connection.recv(), 60.0)
+        if event.type in TERMINAL:
+            finished[event.stream_id] = event.type
+    assert set(finished) == {"a", "b"}
+    assert set(finished.values()) <= {"response.completed", "response.incomplete"}
 
 
 # -- the default output cap ------------------------------------------------------------------------------
