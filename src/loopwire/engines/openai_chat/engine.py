@@ -48,6 +48,7 @@ class OpenAIChatStats:
     estimated_usage_turns: int = 0
     usage_probes: int = 0
     text_fallbacks: int = 0
+    uncapped_retries: int = 0
 
 
 class _ProbeUsage(msgspec.Struct):
@@ -125,18 +126,49 @@ class OpenAIChatEngine:
 
         plan = plan_turn(body, request, self.settings)
         headers = build_headers(request, self.settings)
+        capped = request.max_output_tokens is None and bool(self.settings.default_max_output_tokens)
+
+        def run(body: dict[str, Any], probe: bool) -> AsyncGenerator[list[EngineDelta], None]:
+            return self._run_within_context(body, probe, capped, request, headers, estimate, started)
+
         if plan.text_fallback is None:
-            async for batch in self._run(plan.body, plan.probe, request, headers, estimate, started):
+            async for batch in run(plan.body, plan.probe):
                 yield batch
             return
         # a non-streamed first answer: held until it is known not to be llama-cpp-python's empty message
-        held = [batch async for batch in self._run(plan.body, False, request, headers, estimate, started)]
+        held = [batch async for batch in run(plan.body, False)]
         if any(isinstance(delta, ToolCallStart | TextDelta) for batch in held for delta in batch):
             for batch in held:
                 yield batch
             return
         self.stats.text_fallbacks += 1
-        async for batch in self._run(plan.text_fallback, True, request, headers, estimate, started):
+        async for batch in run(plan.text_fallback, True):
+            yield batch
+
+    async def _run_within_context(
+        self,
+        body: dict[str, Any],
+        probe: bool,
+        capped: bool,
+        request: EngineRequest,
+        headers: dict[str, str],
+        estimate: Callable[[], int],
+        started: float,
+    ) -> AsyncGenerator[list[EngineDelta], None]:
+        """_run, and when the upstream refused (HTTP 400) a request that carried the default output cap
+        (not the client's), once more without it: vLLM and OpenAI refuse a limit that would not fit the
+        context after the prompt, where their own default (what is left of the context) is bounded."""
+        try:
+            async for batch in self._run(body, probe, request, headers, estimate, started):
+                yield batch
+            return
+        except UpstreamFailure as failure:  # a refusal comes before any output: nothing was yielded
+            if not capped or failure.status != 400:
+                raise
+            log.info("the upstream refused the default output cap (%s); sending no limit", failure)
+        self.stats.uncapped_retries += 1
+        uncapped = {name: value for name, value in body.items() if name != self.settings.max_tokens_field}
+        async for batch in self._run(uncapped, probe, request, headers, estimate, started):
             yield batch
 
     async def _run(

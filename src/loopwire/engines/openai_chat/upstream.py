@@ -33,12 +33,16 @@ MAX_COMPLETION_BODY_BYTES = 64 * 1024 * 1024
 class UpstreamFailure(EngineError):
     """A replica could not serve the request. `retryable`: nothing of the turn was produced by this
     failure's nature (no connection, a 5xx, a cut before any output), so another replica may take it.
-    `replica_down`: the replica itself looks unhealthy and goes into cooldown."""
+    `replica_down`: the replica itself looks unhealthy and goes into cooldown. `status`: the HTTP status
+    of a refusal (None for transport failures)."""
 
-    def __init__(self, message: str, *, code: str, retryable: bool, replica_down: bool) -> None:
+    def __init__(
+        self, message: str, *, code: str, retryable: bool, replica_down: bool, status: int | None = None
+    ) -> None:
         super().__init__(message, code=code)
         self.retryable = retryable
         self.replica_down = replica_down
+        self.status = status
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,6 +273,7 @@ class UpstreamPool:
             code="upstream_error",
             retryable=server_side,
             replica_down=server_side,
+            status=response.status,
         )
 
 
