@@ -30,7 +30,7 @@ from ..protocol.request import CreateRequest
 from ..protocol.response import DEFAULT_REASONING, DEFAULT_TEXT, Response
 from ..protocol.tools import HOSTED_TOOLS, CustomTool, FunctionTool, NamespaceTool, ToolSet, parse_tools
 from .bounds import check_bounds
-from .cache import CachedResponse, missing_call_ids
+from .cache import CachedResponse, conversation_root, missing_call_ids
 from .limits import Limits
 
 
@@ -47,6 +47,8 @@ class TurnPlan:
     engine_request: EngineRequest
     store: bool
     generate: bool
+    root: str
+    """The conversation's root response id (see session.cache.conversation_root)."""
 
 
 def validate_fields(request: CreateRequest, limits: Limits, *, websocket: bool) -> None:
@@ -287,6 +289,7 @@ def plan_turn(
     context = base.extend(new_items)
     store = True if request.store is None else request.store
     prefix = parent.render if parent is not None else None
+    root = conversation_root(parent, response_id, store)
     engine_request = EngineRequest(
         model=request.model or "",
         history=context,
@@ -300,7 +303,8 @@ def plan_turn(
         generate=generate,
         prefix=prefix,
         prefix_items=base.length if prefix is not None else 0,
-        cache_key=request.prompt_cache_key or f"{owner}/{lane}",
+        # Every node derives the same key for a conversation, so they all pick the same engine replica.
+        cache_key=request.prompt_cache_key or f"{owner}/{root}",
         store=store,
         metadata=request.metadata or {},
         sent_tools=sent.sent,
@@ -311,7 +315,7 @@ def plan_turn(
         text_format=_structured_format(request.text),
     )
     response = response_of(request, response_id, now, sent.echo, status="in_progress")
-    return TurnPlan(response, lane, owner, parent, new_items, context, engine_request, store, generate)
+    return TurnPlan(response, lane, owner, parent, new_items, context, engine_request, store, generate, root)
 
 
 def response_of(
