@@ -93,6 +93,16 @@ def previous_response_not_found(response_id: str) -> ProtocolError:
     )
 
 
+def context_length_exceeded(input_tokens: int, window: int) -> ProtocolError:
+    """The input does not fit the model's context window (and the request allows no truncation)."""
+    return invalid_request(
+        f"Your input exceeds the context window of this model ({input_tokens} tokens > {window}). "
+        "Please adjust your input and try again, or set truncation to 'auto'.",
+        param="input",
+        code="context_length_exceeded",
+    )
+
+
 def response_not_found(response_id: str) -> ProtocolError:
     return ProtocolError(404, f"No response found with id '{response_id}'.", code="not_found")
 

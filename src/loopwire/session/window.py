@@ -1,0 +1,183 @@
+"""Fitting a turn's input into the model's context window: truncation, server-side compaction, or refusal.
+
+Owns the rule of what may leave a context (the oldest items first, in whole call/output groups; never the
+instructions, system or developer messages, or the turn's own new input) and when the server compacts
+(`context_management` compaction past `compact_threshold`). Pure: the token counts come from a `measure`
+the caller provides (the engine's own `count_tokens`), and it does no I/O and keeps no state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..protocol import ids
+from ..protocol.compaction import encode_summary
+from ..protocol.context import Context
+from ..protocol.errors import context_length_exceeded, invalid_request
+from ..protocol.items import Compaction, InputItem, Message, Reasoning, answered_call_id, call_id_of
+from .compact import SUMMARY_HEAD_CHARS, SUMMARY_TAIL_CHARS, shorten, summary_of
+
+Measure = Callable[[Sequence[InputItem]], int]
+"""The input tokens of the turn's request with this history (instructions and tools included)."""
+
+_PINNED_ROLES = frozenset({"system", "developer"})
+_MIN_SUMMARY_CHARS = 64
+
+
+@dataclass(frozen=True, slots=True)
+class WindowRule:
+    """`window`: the input tokens the model can take (None: unbounded); `truncate`: `truncation: "auto"`;
+    `compact_threshold`: compact once the input passes this many tokens (None: never)."""
+
+    window: int | None
+    truncate: bool = False
+    compact_threshold: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Fitted:
+    """The history the engine sees: `items` None when it is the context unchanged; else the kept items,
+    led by `compaction` when the server compacted (that item then also opens the turn's output).
+    `dropped` counts the items left out or compacted; `tokens` is the measured input."""
+
+    items: tuple[InputItem, ...] | None
+    tokens: int
+    dropped: int = 0
+    compaction: Compaction | None = None
+
+
+def compact_threshold_of(context_management: Any) -> int | None:
+    """The threshold of the request's `context_management` compaction entry; a malformed entry is a 400
+    naming it. Entries of other types are newer than this server and ignored."""
+    if context_management is None:
+        return None
+    if not isinstance(context_management, list):
+        raise invalid_request("'context_management' must be an array.", param="context_management")
+    threshold: int | None = None
+    for index, entry in enumerate(context_management):
+        if not isinstance(entry, dict) or not isinstance(entry.get("type"), str):
+            raise invalid_request(
+                "Each 'context_management' entry must be an object with a 'type'.",
+                param=f"context_management[{index}]",
+            )
+        if entry["type"] != "compaction":
+            continue
+        value = entry.get("compact_threshold")
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise invalid_request(
+                "'compact_threshold' must be a positive integer.",
+                param=f"context_management[{index}].compact_threshold",
+            )
+        threshold = value
+    return threshold
+
+
+def cut_points(items: Sequence[InputItem], limit: int) -> list[int]:
+    """Every k in 1..limit where dropping items[:k] splits no call from its output(s) and leaves no
+    reasoning item without the item it precedes; ascending."""
+    n = len(items)
+    open_spans = [0] * (n + 2)
+    issued: dict[str, int] = {}
+    for position, item in enumerate(items):
+        call_id = call_id_of(item)
+        if call_id is not None:
+            issued.setdefault(call_id, position)
+        answered = answered_call_id(item)
+        if answered is not None and answered in issued:
+            # cutting at any k in (call, output] would split them
+            open_spans[issued[answered] + 1] += 1
+            open_spans[position + 1] -= 1
+    cuts: list[int] = []
+    depth = 0
+    for k in range(1, min(limit, n) + 1):
+        depth += open_spans[k]
+        if depth == 0 and not isinstance(items[k - 1], Reasoning):
+            cuts.append(k)
+    return cuts
+
+
+def _pinned(item: InputItem) -> bool:
+    return isinstance(item, Message) and item.role in _PINNED_ROLES
+
+
+def _kept(items: Sequence[InputItem], k: int) -> tuple[InputItem, ...]:
+    """items[k:] after the system and developer messages among items[:k]."""
+    return (*(item for item in items[:k] if _pinned(item)), *items[k:])
+
+
+def fit_window(context: Context, new_from: int, rule: WindowRule, tokens: int, measure: Measure) -> Fitted:
+    """What the engine may see of `context` (`tokens` long as it is; the turn's new input starts at item
+    `new_from`). Compacts first when asked and past the threshold; then, past the window, truncates when
+    allowed, else raises context_length_exceeded (as it does when even the newest input does not fit)."""
+    threshold = rule.compact_threshold
+    if threshold is not None and tokens > threshold:
+        return _compact(list(context), new_from, rule, measure, tokens)
+    if rule.window is None or tokens <= rule.window:
+        return Fitted(None, tokens)
+    if not rule.truncate:
+        raise context_length_exceeded(tokens, rule.window)
+    return _truncate(list(context), new_from, rule.window, measure, tokens)
+
+
+def _truncate(
+    items: Sequence[InputItem], new_from: int, window: int, measure: Measure, tokens: int
+) -> Fitted:
+    """The fewest oldest items dropped (a binary search over the cut points: fewer items never render
+    to more tokens) so that the rest fits."""
+    cuts = cut_points(items, new_from)
+    if not cuts:
+        raise context_length_exceeded(tokens, window)
+    low, high = 0, len(cuts) - 1
+    best: tuple[tuple[InputItem, ...], int, int] | None = None
+    while low <= high:
+        middle = (low + high) // 2
+        kept = _kept(items, cuts[middle])
+        measured = measure(kept)
+        if measured <= window:
+            best = (kept, measured, cuts[middle])
+            high = middle - 1
+        else:
+            low = middle + 1
+    if best is None:
+        raise context_length_exceeded(measure(_kept(items, cuts[-1])), window)
+    kept, measured, _ = best
+    return Fitted(kept, measured, dropped=len(items) - len(kept))
+
+
+def _compact(
+    items: Sequence[InputItem], new_from: int, rule: WindowRule, measure: Measure, tokens: int
+) -> Fitted:
+    """Everything before the newest input (and the calls it answers) becomes one compaction item, its
+    summary shortened until the result takes at most half the threshold (or, failing that, fits the
+    window). System and developer messages stay as they are."""
+    cuts = cut_points(items, new_from)
+    if not cuts:
+        if rule.window is not None and tokens > rule.window:
+            raise context_length_exceeded(tokens, rule.window)
+        return Fitted(None, tokens)
+    cut = cuts[-1]
+    older = items[:cut]
+    pinned = tuple(item for item in older if _pinned(item))
+    text = summary_of(item for item in older if not _pinned(item))
+    assert rule.compact_threshold is not None
+    target = rule.compact_threshold // 2
+    if rule.window is not None:
+        target = min(target, rule.window)
+    head, tail = SUMMARY_HEAD_CHARS, SUMMARY_TAIL_CHARS
+    item_id = ids.new_id("cmp")
+    while True:
+        compaction = Compaction(encrypted_content=encode_summary(shorten(text, head, tail)), id=item_id)
+        kept = (*pinned, compaction, *items[cut:])
+        measured = measure(kept)
+        if measured <= target or head + tail < _MIN_SUMMARY_CHARS:
+            break
+        head, tail = head // 2, tail // 2
+        if head + tail < _MIN_SUMMARY_CHARS:
+            head = tail = 0
+    if rule.window is not None and measured > rule.window:
+        raise context_length_exceeded(measured, rule.window)
+    return Fitted(kept, measured, dropped=len(older) - len(pinned), compaction=compaction)
