@@ -25,7 +25,7 @@ from loopwire.protocol.items import (
 from loopwire.protocol.request import decode_http_create
 from loopwire.session.cache import CachedResponse
 from loopwire.session.plan import fit_plan, plan_turn, window_rule
-from loopwire.session.window import WindowRule, compact_threshold_of, cut_points, fit_window
+from loopwire.session.window import WindowRule, compact_threshold_of, cut_points, fit_window, newest_input
 
 HEADER = 5
 
@@ -61,8 +61,8 @@ def agent(turns: int) -> list[InputItem]:
     return items
 
 
-def fit(items: list[InputItem], new_from: int, rule: WindowRule) -> tuple[InputItem, ...] | None:
-    fitted = fit_window(ctx(items), new_from, rule, measure(items), measure)
+def fit(items: list[InputItem], rule: WindowRule) -> tuple[InputItem, ...] | None:
+    fitted = fit_window(ctx(items), rule, measure(items), measure)
     assert fitted.tokens == measure(fitted.items if fitted.items is not None else items)
     return fitted.items
 
@@ -76,9 +76,9 @@ def assert_pairs_whole(items: Sequence[InputItem]) -> None:
 
 def test_fits_exactly_at_the_window_and_is_left_alone() -> None:
     items = agent(3)  # 7 items: 75 tokens
-    assert fit(items, 6, WindowRule(75, truncate=False)) is None
+    assert fit(items, WindowRule(75, truncate=False)) is None
     with pytest.raises(ProtocolError) as refused:
-        fit(items, 6, WindowRule(74, truncate=False))
+        fit(items, WindowRule(74, truncate=False))
     assert refused.value.status == 400
     assert refused.value.code == "context_length_exceeded"
     assert refused.value.param == "input"
@@ -86,7 +86,7 @@ def test_fits_exactly_at_the_window_and_is_left_alone() -> None:
 
 def test_truncation_drops_the_fewest_oldest_items_in_whole_pairs() -> None:
     items = agent(5)  # 11 items, 115 tokens; the new input is the last output
-    kept = fit(items, 10, WindowRule(100, truncate=True))
+    kept = fit(items, WindowRule(100, truncate=True))
     assert kept is not None
     # 100 tokens hold 9 items, but dropping 2 would part call_0 from its output: 3 go.
     assert kept == tuple(items[3:])
@@ -102,11 +102,13 @@ def test_truncation_never_splits_a_call_from_its_outputs() -> None:
         FunctionCall(call_id="b", name="t", arguments="{}", id="fc_b"),
         FunctionCallOutput(call_id="a", output="1", id="fco_a"),
         FunctionCallOutput(call_id="b", output="2", id="fco_b"),
+        Message(role="assistant", content="both read", id="msg_a"),
         Message(role="user", content="next", id="msg_n"),
     ]
-    assert cut_points(items, 5) == [1, 5]
-    kept = fit(items, 5, WindowRule(HEADER + 20, truncate=True))
-    assert kept == (items[5],)
+    assert newest_input(items) == 6
+    assert cut_points(items, 6) == [1, 5, 6]
+    kept = fit(items, WindowRule(HEADER + 20, truncate=True))
+    assert kept == tuple(items[5:])
 
 
 def test_a_reasoning_item_stays_with_what_follows_it() -> None:
@@ -126,28 +128,28 @@ def test_instructions_and_system_messages_are_never_dropped() -> None:
         Message(role="developer", content="be terse", id="msg_dev"),
         *agent(4),
     ]
-    kept = fit(items, len(items) - 1, WindowRule(HEADER + 40, truncate=True))
+    kept = fit(items, WindowRule(HEADER + 40, truncate=True))
     assert kept is not None
     assert kept[0] == items[0]
     assert kept[1:] == tuple(items[-2:])
 
 
 def test_the_newest_input_is_never_dropped_even_with_auto() -> None:
-    items = agent(4)
+    items = [*agent(4), Message(role="assistant", content="done", id="msg_a")]
     new = [Message(role="user", content="a", id="m1"), Message(role="user", content="b", id="m2")]
     items += new
     # the two new messages alone are 25 tokens: a window of 24 cannot hold them
     with pytest.raises(ProtocolError) as refused:
-        fit(items, len(items) - 2, WindowRule(HEADER + 19, truncate=True))
+        fit(items, WindowRule(HEADER + 19, truncate=True))
     assert refused.value.code == "context_length_exceeded"
-    kept = fit(items, len(items) - 2, WindowRule(HEADER + 20, truncate=True))
+    kept = fit(items, WindowRule(HEADER + 20, truncate=True))
     assert kept == tuple(new)
 
 
 def test_a_single_item_too_large_is_refused_even_with_auto() -> None:
     items = [Message(role="user", content="huge", id="msg_huge")]
     with pytest.raises(ProtocolError) as refused:
-        fit(items, 0, WindowRule(HEADER + 9, truncate=True))
+        fit(items, WindowRule(HEADER + 9, truncate=True))
     assert refused.value.code == "context_length_exceeded"
 
 
@@ -155,17 +157,17 @@ def test_an_output_answering_an_old_call_keeps_that_call() -> None:
     # the new input answers call_0 (issued long ago): the call must stay, so nothing before it may go
     items: list[InputItem] = [Message(role="user", content="go", id="msg_u"), call(0), call(1), output(1)]
     items += [call(2), output(2), output(0)]
-    new_from = len(items) - 1
-    assert cut_points(items, new_from) == [1]
-    kept = fit(items, new_from, WindowRule(measure(items) - 10, truncate=True))
+    assert newest_input(items) == 5
+    assert cut_points(items, 5) == [1]
+    kept = fit(items, WindowRule(measure(items) - 10, truncate=True))
     assert kept == tuple(items[1:])
     with pytest.raises(ProtocolError):
-        fit(items, new_from, WindowRule(measure(items) - 11, truncate=True))
+        fit(items, WindowRule(measure(items) - 11, truncate=True))
 
 
 def test_compaction_past_the_threshold_keeps_the_newest_input_and_summarises_the_rest() -> None:
     items = agent(10)  # 21 items, 215 tokens
-    fitted = fit_window(ctx(items), 20, WindowRule(None, compact_threshold=200), measure(items), measure)
+    fitted = fit_window(ctx(items), WindowRule(None, compact_threshold=200), measure(items), measure)
     assert fitted.compaction is not None and fitted.items is not None
     # the newest input (the last output) and its call stay; everything before is in the summary
     assert fitted.items == (fitted.compaction, items[19], items[20])
@@ -174,13 +176,13 @@ def test_compaction_past_the_threshold_keeps_the_newest_input_and_summarises_the
     assert fitted.tokens <= 100
     assert fitted.dropped == 19
     # below the threshold nothing happens
-    assert fit(items, 20, WindowRule(None, compact_threshold=215)) is None
+    assert fit(items, WindowRule(None, compact_threshold=215)) is None
 
 
 def test_compaction_shortens_its_summary_until_it_fits() -> None:
     items: list[InputItem] = [Message(role="user", content="w" * 20_000, id="msg_big"), *agent(3)]
     rule = WindowRule(300, compact_threshold=40)
-    fitted = fit_window(ctx(items), len(items) - 1, rule, measure(items), measure)
+    fitted = fit_window(ctx(items), rule, measure(items), measure)
     assert fitted.compaction is not None
     assert fitted.tokens <= 300
     assert fitted.tokens <= 20 or len(decode_summary(fitted.compaction.encrypted_content) or "") < 100
@@ -189,7 +191,7 @@ def test_compaction_shortens_its_summary_until_it_fits() -> None:
 def test_compaction_that_cannot_fit_the_window_is_refused() -> None:
     items: list[InputItem] = [*agent(2), Message(role="user", content="x", id="m_new")]
     with pytest.raises(ProtocolError) as refused:
-        fit(items, len(items) - 1, WindowRule(HEADER + 5, compact_threshold=10))
+        fit(items, WindowRule(HEADER + 5, compact_threshold=10))
     assert refused.value.code == "context_length_exceeded"
 
 

@@ -345,8 +345,7 @@ def fit_plan(plan: TurnPlan, rule: WindowRule, count_tokens: Callable[[EngineReq
         history = EMPTY_CONTEXT.extend(items)
         return count_tokens(dataclasses.replace(request, history=history, prefix=None, prefix_items=0))
 
-    new_from = plan.context.length - len(plan.new_items)
-    fitted = fit_window(plan.context, new_from, rule, count_tokens(request), measure)
+    fitted = fit_window(plan.context, rule, count_tokens(request), measure)
     if fitted.items is None:
         return fitted.tokens
     plan.context = EMPTY_CONTEXT.extend(fitted.items)

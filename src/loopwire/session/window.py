@@ -109,18 +109,34 @@ def _kept(items: Sequence[InputItem], k: int) -> tuple[InputItem, ...]:
     return (*(item for item in items[:k] if _pinned(item)), *items[k:])
 
 
-def fit_window(context: Context, new_from: int, rule: WindowRule, tokens: int, measure: Measure) -> Fitted:
-    """What the engine may see of `context` (`tokens` long as it is; the turn's new input starts at item
-    `new_from`). Compacts first when asked and past the threshold; then, past the window, truncates when
-    allowed, else raises context_length_exceeded (as it does when even the newest input does not fit)."""
+def newest_input(items: Sequence[InputItem]) -> int:
+    """Where the newest input starts: the trailing items the model has not answered yet (user, system and
+    developer messages, tool outputs), whether they came in this request or were resent with the whole
+    history (store=false). Never before the last item, so a context is never emptied."""
+    start = len(items)
+    while start > 0:
+        item = items[start - 1]
+        if isinstance(item, Message) and item.role != "assistant" or answered_call_id(item) is not None:
+            start -= 1
+        else:
+            break
+    return min(start, max(len(items) - 1, 0))
+
+
+def fit_window(context: Context, rule: WindowRule, tokens: int, measure: Measure) -> Fitted:
+    """What the engine may see of `context` (`tokens` long as it is). Compacts first when asked and past
+    the threshold; then, past the window, truncates when allowed, else raises context_length_exceeded (as
+    it does when even the newest input does not fit)."""
     threshold = rule.compact_threshold
     if threshold is not None and tokens > threshold:
-        return _compact(list(context), new_from, rule, measure, tokens)
+        items = list(context)
+        return _compact(items, newest_input(items), rule, measure, tokens)
     if rule.window is None or tokens <= rule.window:
         return Fitted(None, tokens)
     if not rule.truncate:
         raise context_length_exceeded(tokens, rule.window)
-    return _truncate(list(context), new_from, rule.window, measure, tokens)
+    items = list(context)
+    return _truncate(items, newest_input(items), rule.window, measure, tokens)
 
 
 def _truncate(
@@ -130,7 +146,7 @@ def _truncate(
     to more tokens) so that the rest fits."""
     cuts = cut_points(items, new_from)
     if not cuts:
-        raise context_length_exceeded(tokens, window)
+        raise context_length_exceeded(tokens, window, truncating=True)
     low, high = 0, len(cuts) - 1
     best: tuple[tuple[InputItem, ...], int, int] | None = None
     while low <= high:
@@ -143,7 +159,7 @@ def _truncate(
         else:
             low = middle + 1
     if best is None:
-        raise context_length_exceeded(measure(_kept(items, cuts[-1])), window)
+        raise context_length_exceeded(measure(_kept(items, cuts[-1])), window, truncating=True)
     kept, measured, _ = best
     return Fitted(kept, measured, dropped=len(items) - len(kept))
 
@@ -157,7 +173,7 @@ def _compact(
     cuts = cut_points(items, new_from)
     if not cuts:
         if rule.window is not None and tokens > rule.window:
-            raise context_length_exceeded(tokens, rule.window)
+            raise context_length_exceeded(tokens, rule.window, truncating=True)
         return Fitted(None, tokens)
     cut = cuts[-1]
     older = items[:cut]
@@ -179,5 +195,5 @@ def _compact(
         if head + tail < _MIN_SUMMARY_CHARS:
             head = tail = 0
     if rule.window is not None and measured > rule.window:
-        raise context_length_exceeded(measured, rule.window)
+        raise context_length_exceeded(measured, rule.window, truncating=True)
     return Fitted(kept, measured, dropped=len(older) - len(pinned), compaction=compaction)
