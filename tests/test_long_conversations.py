@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -177,6 +178,9 @@ def test_without_truncation_the_overflowing_turn_is_a_400_and_the_server_keeps_s
     assert isinstance(body, dict) and body["type"] == "invalid_request_error"
     with make_client(windowed.base_url) as client:
         assert client.responses.create(model=MODEL, input="still there?").status == "completed"
+    with urllib.request.urlopen(windowed.origin + "/metrics", timeout=10) as reply:
+        metrics = reply.read().decode()
+    assert 'loopwire_context_fits_total{result="refused"}' in metrics
 
 
 async def test_without_truncation_the_overflowing_ws_turn_is_an_error_event_and_the_socket_stays(

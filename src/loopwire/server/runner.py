@@ -44,6 +44,9 @@ STORE_HIT: Labels = (("result", "store"),)
 NOT_FOUND: Labels = (("result", "not_found"),)
 FAILURE: Labels = (("reason", "failure"),)
 BUDGET: Labels = (("reason", "budget"),)
+TRUNCATED: Labels = (("result", "truncated"),)
+COMPACTED: Labels = (("result", "compacted"),)
+OVERFLOW: Labels = (("result", "refused"),)
 
 
 class TurnClock:
@@ -256,7 +259,11 @@ async def run_turn(
         rule = window_rule(request, context_window_of(state.engine))
         if rule is not None:
             fit_plan(plan, rule, state.engine.count_tokens)
+            if plan.pruned:
+                metrics.context_fits.inc(COMPACTED if plan.compaction is not None else TRUNCATED)
     except ProtocolError as error:
+        if error.code == "context_length_exceeded":
+            metrics.context_fits.inc(OVERFLOW)
         if conn.evict_after_failure(previous_id, lane):
             metrics.evictions.inc(FAILURE)
         metrics.turns.inc((*transport, ("outcome", "refused")))

@@ -116,7 +116,7 @@ def newest_input(items: Sequence[InputItem]) -> int:
     start = len(items)
     while start > 0:
         item = items[start - 1]
-        if isinstance(item, Message) and item.role != "assistant" or answered_call_id(item) is not None:
+        if (isinstance(item, Message) and item.role != "assistant") or answered_call_id(item) is not None:
             start -= 1
         else:
             break
