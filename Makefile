@@ -5,13 +5,27 @@ TORCH ?= torch==2.13.0
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
+# The real clients the suite drives, pinned: openai in pyproject.toml (dev extra); openai-agents here, in a venv
+# of its own (it requires websockets<17, loopwire >=17), with the same openai; the Codex CLI here, from npm.
+# `make test-latest` runs the same client tests against the newest releases of all three.
+CODEX_VERSION ?= 0.171.0
+AGENTS_PINS := openai-agents==0.24.0 openai==3.63.0
+NODE_TOOLS := .tools/node
+AGENTS_VENV := .venv-agents
+AGENTS_STAMP := $(AGENTS_VENV)/.installed-$(subst ==,-,$(subst $() ,_,$(AGENTS_PINS)))
+LATEST_VENV := .venv-latest
+LATEST_BIN := $(LATEST_VENV)/bin
+LATEST_AGENTS_VENV := .venv-agents-latest
+CLIENT_TESTS := tests/test_codex_cli.py tests/test_agents_sdk.py tests/test_sdk_websocket.py tests/test_sdk_http.py \
+	tests/test_sdk_vocab.py tests/test_compatibility_doc.py
 # The demo's lighter install: loopwire, the openai SDK and matplotlib; no torch, no test tools.
 DEMO_STAMP := $(VENV)/.installed-demo
 
 # Real servers the tests start themselves (COMMAND=Debian package), installed by `make test` when missing.
 SYSTEM_PACKAGES := redis-server=redis-server haproxy=haproxy openssl=openssl
 
-.PHONY: system-packages setup demo test lint bench bench-agent bench-quick bench-gateway bench-local bench-redis fuzz soak serve clean
+.PHONY: system-packages setup demo test test-latest codex lint bench bench-agent bench-quick bench-gateway \
+	bench-local bench-redis fuzz soak serve clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "loopwire needs Python 3.11+")'
@@ -36,8 +50,49 @@ demo: $(DEMO_STAMP)
 system-packages:
 	@bash scripts/system-packages.sh $(SYSTEM_PACKAGES)
 
-test: $(STAMP) system-packages
-	$(BIN)/python -m pytest
+# Codex CLI $(1) from npm into $(NODE_TOOLS)/codex-$(1), once (a stamp marks a complete install); without npm
+# nothing is installed and the Codex tests skip, saying so.
+define install_codex
+	@if [ -f $(NODE_TOOLS)/codex-$(1)/.installed ]; then :; \
+	elif ! command -v npm >/dev/null 2>&1; then \
+		echo "npm is not on this machine: Codex CLI $(1) is not installed and its tests will be skipped"; \
+	else \
+		echo "installing Codex CLI $(1) into $(NODE_TOOLS)/codex-$(1)"; \
+		rm -rf $(NODE_TOOLS)/codex-$(1) && mkdir -p $(NODE_TOOLS)/codex-$(1) && \
+		npm install --prefix $(NODE_TOOLS)/codex-$(1) --no-audit --no-fund --no-save --loglevel=error \
+			@openai/codex@$(1) && touch $(NODE_TOOLS)/codex-$(1)/.installed; \
+	fi
+endef
+
+codex:
+	$(call install_codex,$(CODEX_VERSION))
+
+$(AGENTS_STAMP):
+	rm -rf $(AGENTS_VENV)
+	$(PYTHON) -m venv $(AGENTS_VENV)
+	$(AGENTS_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(AGENTS_VENV)/bin/python -m pip install --quiet $(AGENTS_PINS)
+	@touch $@
+
+test: $(STAMP) system-packages codex $(AGENTS_STAMP)
+	LOOPWIRE_CODEX_VERSION=$(CODEX_VERSION) LOOPWIRE_AGENTS_PYTHON=$(CURDIR)/$(AGENTS_VENV)/bin/python $(BIN)/python -m pytest
+
+# The client tests against the newest openai, openai-agents and Codex releases, in a venv of their own so the
+# pinned suite is untouched. Not part of CI: a failure here is the next client change, found before a user.
+test-latest: $(STAMP)
+	@test -x $(LATEST_BIN)/python || $(PYTHON) -m venv $(LATEST_VENV)
+	$(LATEST_BIN)/python -m pip install --quiet --upgrade pip
+	$(LATEST_BIN)/python -m pip install --quiet -e ".[dev]"
+	$(LATEST_BIN)/python -m pip install --quiet --upgrade "openai[realtime]"
+	@test -x $(LATEST_AGENTS_VENV)/bin/python || $(PYTHON) -m venv $(LATEST_AGENTS_VENV)
+	$(LATEST_AGENTS_VENV)/bin/python -m pip install --quiet --upgrade pip openai-agents openai
+	@$(LATEST_BIN)/python -m pip list 2>/dev/null | grep -E "^openai "
+	@$(LATEST_AGENTS_VENV)/bin/python -m pip list 2>/dev/null | grep -E "^openai(-agents)? "
+	@codex=none; if command -v npm >/dev/null 2>&1; then codex=$$(npm view @openai/codex version); fi; \
+	if [ "$$codex" != none ]; then $(MAKE) --no-print-directory codex CODEX_VERSION=$$codex; fi; \
+	echo "Codex CLI: $$codex"; \
+	LOOPWIRE_CODEX_VERSION=$$codex LOOPWIRE_AGENTS_PYTHON=$(CURDIR)/$(LATEST_AGENTS_VENV)/bin/python \
+		$(LATEST_BIN)/python -m pytest $(CLIENT_TESTS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests examples
@@ -79,4 +134,4 @@ serve: $(STAMP)
 	$(BIN)/loopwire serve
 
 clean:
-	rm -rf $(VENV) .loopwire .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(LATEST_VENV) $(AGENTS_VENV) $(LATEST_AGENTS_VENV) .tools .loopwire .pytest_cache .mypy_cache .ruff_cache

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -201,3 +202,18 @@ def taught_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 WEATHER_PARAMETERS = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+
+
+def metric(server: ServerProcess, name: str, **labels: str) -> float:
+    """The sum of a /metrics sample family's values whose labels include `labels` (0 when none)."""
+    with urllib.request.urlopen(f"{server.origin}/metrics", timeout=10) as reply:
+        text = reply.read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        found = re.fullmatch(rf"{name}(?:\{{(.*)\}})? (\S+)", line)
+        if found is None:
+            continue
+        have = dict(re.findall(r'(\w+)="([^"]*)"', found.group(1) or ""))
+        if all(have.get(key) == value for key, value in labels.items()):
+            total += float(found.group(2))
+    return total
