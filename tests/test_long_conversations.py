@@ -127,16 +127,19 @@ def test_truncation_auto_runs_200_turns_over_http(windowed: ServerProcess) -> No
     responses = agent_over_http(windowed, TURNS, truncation="auto")
     check_within_window(responses)
     assert all(response.truncation == "auto" for response in responses)
-    # the window was really reached: late turns sit just under it, and no compaction happened
+    # the window was really reached: late turns sit between three quarters of it (less one turn) and all of it
     late = [response.usage.input_tokens for response in responses[-50:]]
-    assert min(late) > WINDOW * 0.8
+    assert min(late) > WINDOW * 0.6
     assert not any(compactions(response) for response in responses)
 
 
 async def test_truncation_auto_runs_200_turns_over_websocket(windowed: ServerProcess) -> None:
     responses = await agent_over_ws(windowed, TURNS, truncation="auto")
     check_within_window(responses)
-    assert min(response.usage.input_tokens for response in responses[-50:]) > WINDOW * 0.8
+    assert min(response.usage.input_tokens for response in responses[-50:]) > WINDOW * 0.6
+    # truncating to three quarters leaves room: most late turns extend a prefix the engine has cached
+    reused = [response.usage.input_tokens_details.cached_tokens for response in responses[-50:]]
+    assert sum(1 for tokens in reused if tokens > WINDOW // 2) > 35, reused
 
 
 def check_compacted(responses: list[Any]) -> None:

@@ -84,14 +84,23 @@ def test_fits_exactly_at_the_window_and_is_left_alone() -> None:
     assert refused.value.param == "input"
 
 
-def test_truncation_drops_the_fewest_oldest_items_in_whole_pairs() -> None:
+def test_truncation_drops_the_oldest_items_in_whole_pairs_down_to_three_quarters() -> None:
     items = agent(5)  # 11 items, 115 tokens; the new input is the last output
     kept = fit(items, WindowRule(100, truncate=True))
     assert kept is not None
-    # 100 tokens hold 9 items, but dropping 2 would part call_0 from its output: 3 go.
-    assert kept == tuple(items[3:])
-    assert measure(kept) <= 100
+    # 75 tokens hold 7 items, but dropping 4 would part call_1 from its output: 5 go
+    assert kept == tuple(items[5:])
+    assert measure(kept) <= 75
     assert_pairs_whole(kept)
+    # the next turns extend what was kept without truncating again, until the window fills
+    assert fit([*kept, call(5), output(5)], WindowRule(100, truncate=True)) is None
+
+
+def test_truncation_falls_back_to_the_window_when_the_newest_input_is_larger_than_the_target() -> None:
+    items = [*agent(3), Message(role="assistant", content="ok", id="msg_a")]
+    items += [Message(role="user", content=str(n), id=f"m{n}") for n in range(6)]  # 65 tokens of new input
+    kept = fit(items, WindowRule(HEADER + 60, truncate=True))  # target 48: only the window can hold it
+    assert kept == tuple(items[-6:])
 
 
 def test_truncation_never_splits_a_call_from_its_outputs() -> None:
@@ -107,7 +116,7 @@ def test_truncation_never_splits_a_call_from_its_outputs() -> None:
     ]
     assert newest_input(items) == 6
     assert cut_points(items, 6) == [1, 5, 6]
-    kept = fit(items, WindowRule(HEADER + 20, truncate=True))
+    kept = fit(items, WindowRule(HEADER + 30, truncate=True))  # target 26: two items
     assert kept == tuple(items[5:])
 
 

@@ -8,6 +8,7 @@ the caller provides (the engine's own `count_tokens`), and it does no I/O and ke
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +17,15 @@ from ..protocol import ids
 from ..protocol.compaction import encode_summary
 from ..protocol.context import Context
 from ..protocol.errors import context_length_exceeded, invalid_request
-from ..protocol.items import Compaction, InputItem, Message, Reasoning, answered_call_id, call_id_of
+from ..protocol.items import (
+    Compaction,
+    InputItem,
+    Message,
+    Reasoning,
+    answered_call_id,
+    approx_size,
+    call_id_of,
+)
 from .compact import SUMMARY_HEAD_CHARS, SUMMARY_TAIL_CHARS, shorten, summary_of
 
 Measure = Callable[[Sequence[InputItem]], int]
@@ -24,6 +33,10 @@ Measure = Callable[[Sequence[InputItem]], int]
 
 _PINNED_ROLES = frozenset({"system", "developer"})
 _MIN_SUMMARY_CHARS = 64
+TRUNCATE_TO = 0.75
+"""Truncation drops down to this share of the window, not just under it: the turns after it then extend
+the same kept prefix (an engine's KV or prefix cache hits) until the window fills again, instead of every
+turn dropping one more item and prefilling everything anew."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,26 +155,66 @@ def fit_window(context: Context, rule: WindowRule, tokens: int, measure: Measure
 def _truncate(
     items: Sequence[InputItem], new_from: int, window: int, measure: Measure, tokens: int
 ) -> Fitted:
-    """The fewest oldest items dropped (a binary search over the cut points: fewer items never render
-    to more tokens) so that the rest fits."""
+    """The oldest items dropped down to TRUNCATE_TO of the window (else, when the newest input alone is
+    larger than that, down to the window), the fewest that do it."""
     cuts = cut_points(items, new_from)
     if not cuts:
         raise context_length_exceeded(tokens, window, truncating=True)
-    low, high = 0, len(cuts) - 1
-    best: tuple[tuple[InputItem, ...], int, int] | None = None
-    while low <= high:
-        middle = (low + high) // 2
-        kept = _kept(items, cuts[middle])
-        measured = measure(kept)
-        if measured <= window:
-            best = (kept, measured, cuts[middle])
-            high = middle - 1
-        else:
-            low = middle + 1
-    if best is None:
-        raise context_length_exceeded(measure(_kept(items, cuts[-1])), window, truncating=True)
-    kept, measured, _ = best
+    search = _CutSearch(items, cuts, measure, tokens)
+    found = search.first_fit(int(window * TRUNCATE_TO))
+    if found is None:
+        found = search.first_fit(window)
+    if found is None:
+        raise context_length_exceeded(search.measured(len(cuts) - 1), window, truncating=True)
+    kept, measured = found
     return Fitted(kept, measured, dropped=len(items) - len(kept))
+
+
+class _CutSearch:
+    """Finds the first cut whose rest measures at most a limit (fewer items never measure more) in a few
+    counts, each of which renders the whole rest: the first probe is where the items' sizes say the limit
+    falls, then it gallops towards the answer and bisects."""
+
+    def __init__(self, items: Sequence[InputItem], cuts: list[int], measure: Measure, tokens: int) -> None:
+        self.items, self.cuts, self.measure, self.tokens = items, cuts, measure, tokens
+        self.memo: dict[int, tuple[tuple[InputItem, ...], int]] = {}
+        sizes = [approx_size((item,)) for item in items]
+        self.total = max(sum(sizes), 1)
+        self.dropped_at: list[int] = []  # the bytes each cut drops
+        running, position = 0, 0
+        for cut in cuts:
+            running += sum(sizes[position:cut])
+            position = cut
+            self.dropped_at.append(running)
+
+    def measured(self, index: int) -> int:
+        if index not in self.memo:
+            kept = _kept(self.items, self.cuts[index])
+            self.memo[index] = (kept, self.measure(kept))
+        return self.memo[index][1]
+
+    def first_fit(self, limit: int) -> tuple[tuple[InputItem, ...], int] | None:
+        last = len(self.cuts) - 1
+        if self.measured(last) > limit:
+            return None
+        share = max(self.tokens - limit, 0) / max(self.tokens, 1)
+        guess = min(bisect_left(self.dropped_at, share * self.total), last)
+        step = 1
+        if self.measured(guess) <= limit:  # gallop towards the oldest cut while the rest still fits
+            low, high = guess - 1, guess
+            while low >= 0 and self.measured(low) <= limit:
+                high, low, step = low, max(low - step * 2, -1), step * 2
+        else:  # gallop towards the newest cut until it fits
+            low, high = guess, min(guess + 1, last)
+            while self.measured(high) > limit:
+                low, high, step = high, min(high + step * 2, last), step * 2
+        while high - low > 1:  # measured(low) > limit (or low is before the first cut) >= measured(high)
+            middle = (low + high) // 2
+            if self.measured(middle) <= limit:
+                high = middle
+            else:
+                low = middle
+        return self.memo[high]
 
 
 def _compact(
