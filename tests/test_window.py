@@ -254,3 +254,51 @@ def test_the_sim_engine_counts_and_the_plan_takes_the_truncated_context() -> Non
     assert kept[-1] == plan.new_items[0]
     assert_pairs_whole(kept[:-1])
     assert len(kept) < context.length + 1
+
+
+def test_the_cut_search_finds_what_a_scan_of_every_cut_finds() -> None:
+    """Varied item sizes (so the size-based first probe is sometimes off), every window from tiny to
+    roomy: the search returns the first cut a linear scan returns, or refuses where the scan finds none."""
+    import random
+
+    from loopwire.session.window import TRUNCATE_TO
+
+    rng = random.Random(7)
+
+    def sized(item: InputItem) -> int:
+        if isinstance(item, FunctionCallOutput) and isinstance(item.output, str):
+            return 2 + len(item.output) // 10
+        return 3
+
+    def measure_sized(items: Sequence[InputItem]) -> int:
+        return HEADER + sum(sized(item) for item in items)
+
+    for case in range(60):
+        items: list[InputItem] = [Message(role="user", content="go", id="msg_u")]
+        for n in range(rng.randint(1, 40)):
+            items.append(call(n))
+            items.append(
+                FunctionCallOutput(call_id=f"call_{n}", output="y" * rng.randint(0, 400), id=f"o{n}")
+            )
+        total = measure_sized(items)
+        window = rng.randint(HEADER, total + 5)
+        start = len(items) - 1
+        cuts = cut_points(items, start)
+
+        def scan(items: list[InputItem], cuts: list[int], limit: int) -> tuple[InputItem, ...] | None:
+            for k in cuts:
+                if measure_sized(items[k:]) <= limit:
+                    return tuple(items[k:])
+            return None
+
+        expected = (
+            None
+            if total <= window
+            else scan(items, cuts, int(window * TRUNCATE_TO)) or scan(items, cuts, window)
+        )
+        try:
+            fitted = fit_window(ctx(items), WindowRule(window, truncate=True), total, measure_sized)
+        except ProtocolError:
+            assert total > window and expected is None, case
+            continue
+        assert fitted.items == expected, case
