@@ -1,7 +1,8 @@
 """Fitting a turn's input into the model's context window: truncation, server-side compaction, or refusal.
 
 Owns the rule of what may leave a context (the oldest items first, in whole call/output groups; never the
-instructions, system or developer messages, or the turn's own new input) and when the server compacts
+instructions, system or developer messages, or the newest input: the items the model has not answered yet)
+and when the server compacts
 (`context_management` compaction past `compact_threshold`). Pure: the token counts come from a `measure`
 the caller provides (the engine's own `count_tokens`), and it does no I/O and keeps no state.
 """
