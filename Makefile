@@ -25,7 +25,7 @@ DEMO_STAMP := $(VENV)/.installed-demo
 SYSTEM_PACKAGES := redis-server=redis-server haproxy=haproxy openssl=openssl
 
 .PHONY: system-packages setup demo test test-latest codex lint bench bench-agent bench-quick bench-gateway \
-	bench-local bench-redis fuzz soak serve clean
+	bench-local bench-redis bench-scale fuzz soak serve clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "loopwire needs Python 3.11+")'
@@ -119,6 +119,10 @@ bench-local: $(STAMP)
 # Redis vs SQLite as the store: chain resolution (N = 1..200) and put + get (needs redis-server).
 bench-redis: $(STAMP) system-packages
 	$(BIN)/loopwire bench redis --lengths 1,10,50,200 --reps 200 --puts 1000
+
+# Redis vs SQLite per turn, and 1/2/3 nodes behind HAProxy on one Redis (needs redis-server and haproxy).
+bench-scale: $(STAMP) system-packages
+	$(BIN)/loopwire bench scale --turns 50 --conversations 6 --load 16 --load-turns 60
 
 bench-quick: $(STAMP)
 	$(BIN)/loopwire bench turns --turns 50 --conversations 4 --output-bytes 6000

@@ -965,3 +965,22 @@ def test_budget_never_evicts_a_running_lane_and_forgets_closed_connections() -> 
     assert budget.total == 80 and len(budget) == 1
     conn.clear()
     assert budget.total == 0 and len(budget) == 0
+
+
+# -- the conversation's root: the replica key every node derives ---------------------------------------------
+
+
+def test_the_engine_key_is_the_conversations_root_on_every_lane_and_node() -> None:
+    first = plan(request(input="hi"))
+    assert first.root == "resp_new" and first.engine_request.cache_key == "alice/resp_new"
+    parent = CachedResponse("resp_2", "alice", "a", EMPTY_CONTEXT, None, stored=True, root="resp_1")
+    for lane in ("a", "another-lane"):  # a continuation and a fork keep the root, whatever the lane
+        follow = plan(request(input="more", previous_response_id="resp_2", store=False), parent, lane)
+        assert follow.root == "resp_1" and follow.engine_request.cache_key == "alice/resp_1"
+    # a stored turn whose parent never was stored is stored unlinked: it roots the chain other nodes see
+    unstored = CachedResponse("resp_3", "alice", "a", EMPTY_CONTEXT, None, stored=False, root="resp_1")
+    assert plan(request(input="x", previous_response_id="resp_3"), unstored).root == "resp_new"
+    assert plan(request(input="x", previous_response_id="resp_3", store=False), unstored).root == "resp_1"
+    keyed = plan(request(input="x", previous_response_id="resp_2", prompt_cache_key="k"), parent)
+    assert keyed.engine_request.cache_key == "k"  # the client's own key wins
+    assert CachedResponse("resp_9", "alice", "a", EMPTY_CONTEXT, None, stored=False).root_id == "resp_9"

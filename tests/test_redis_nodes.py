@@ -20,21 +20,13 @@ import websockets
 from conftest import API_KEY, ServerProcess, keyed_post, make_async_client, make_client
 from redis_server import RedisClusterProcesses, RedisServer
 
+from loopwire.bench import processes
+
 
 def start_nodes(
     redis: RedisServer | RedisClusterProcesses, directory: Path, count: int, *extra: str
 ) -> list[ServerProcess]:
-    nodes = [
-        ServerProcess(redis.url, directory / f"node-{index}.log", tuple(extra)) for index in range(count)
-    ]
-    try:
-        for node in nodes:
-            node.start()
-    except BaseException:
-        for node in nodes:
-            node.stop()
-        raise
-    return nodes
+    return processes.start_nodes(count, redis.url, directory, extra)
 
 
 @pytest.fixture(scope="module")

@@ -254,6 +254,9 @@ def test_the_sim_engine_counts_and_the_plan_takes_the_truncated_context() -> Non
     assert kept[-1] == plan.new_items[0]
     assert_pairs_whole(kept[:-1])
     assert len(kept) < context.length + 1
+    # stored whole and unlinked, the turn roots its chain: its own id is the conversation's root and key
+    assert plan.root == "resp_x"
+    assert plan.engine_request.cache_key == "owner/resp_x"
 
 
 def test_the_cut_search_finds_what_a_scan_of_every_cut_finds() -> None:

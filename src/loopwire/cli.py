@@ -154,6 +154,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="on SIGTERM, how long running turns may take to finish (default: %(default)s)",
     )
     serve.add_argument(
+        "--resume-grace-s",
+        type=float,
+        default=0.0,
+        help="reconnect grace: keep the lane caches of a WebSocket that dropped uncleanly this long for a "
+        "new socket presenting its resume token (x-loopwire-resume); in the cache budget (default: off)",
+    )
+    serve.add_argument(
+        "--node-id",
+        default="",
+        help="this node's name in resume tokens, what a load balancer routes a token on (default: random)",
+    )
+    serve.add_argument(
+        "--drain-s",
+        type=float,
+        default=0.0,
+        help="on SIGTERM, first answer GET /readyz with 503 for this long while still serving, so a load "
+        "balancer's health check takes the node out of rotation before it stops (default: %(default)s)",
+    )
+    serve.add_argument(
         "--api-keys",
         metavar="FILE",
         help="accept only these bearer keys (one per line); without it the server is open for local use",
@@ -251,6 +270,9 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         settings=ServerSettings(
             ws_per_message_deflate=args.ws_deflate,
             graceful_shutdown_s=args.graceful_shutdown_s,
+            drain_s=args.drain_s,
+            resume_grace_s=args.resume_grace_s,
+            node_id=args.node_id,
             timing_events=args.timing_events,
         ),
         limits=parse_limits(args.limit),
@@ -266,6 +288,7 @@ def serve(config: ServerConfig) -> None:
 
     from .server.app import LoopwireApp
     from .server.coalesce import CoalescingHttpToolsProtocol, CoalescingWebSocketProtocol
+    from .server.lifecycle import DrainingServer
     from .server.logs import configure as configure_logging
 
     config.check()
@@ -293,7 +316,7 @@ def serve(config: ServerConfig) -> None:
             file=sys.stderr,
             flush=True,
         )
-    uvicorn.run(
+    uvicorn_config = uvicorn.Config(
         app,
         host=config.host,
         port=config.port,
@@ -308,6 +331,11 @@ def serve(config: ServerConfig) -> None:
         access_log=False,
         timeout_graceful_shutdown=config.settings.graceful_shutdown_s,
     )
+
+    def on_drain() -> None:
+        app.draining = True
+
+    DrainingServer(uvicorn_config, drain_s=config.settings.drain_s, on_drain=on_drain).run()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

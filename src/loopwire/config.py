@@ -6,6 +6,7 @@ Owns option names, defaults and turning them into a ServerState; starts nothing 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 
 from .engines.factory import build_engine, check_options
@@ -116,5 +117,11 @@ class ServerConfig:
         check_spec(self.store)
         if self.store_ttl_s < 0:
             raise ValueError("the store TTL must be >= 0 seconds (0 keeps responses forever)")
+        if self.settings.resume_grace_s < 0:
+            raise ValueError("--resume-grace-s must be >= 0 seconds (0: off)")
+        if self.settings.node_id and not re.fullmatch(r"[A-Za-z0-9_-]{1,32}", self.settings.node_id):
+            raise ValueError("--node-id takes 1-32 letters, digits, '_' or '-'")
+        if self.settings.drain_s < 0:
+            raise ValueError("--drain-s must be >= 0 seconds")
         if self.connection_lease_s <= 0:
             raise ValueError("the connection lease must be > 0 seconds")

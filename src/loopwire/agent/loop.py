@@ -62,6 +62,8 @@ class TurnRecord:
     """Attempts of this turn cut off after output had arrived, then asked again."""
     usage: dict[str, Any] = field(default_factory=dict)
     """The response's usage object (input, cached and output tokens)."""
+    response_id: str = ""
+    """The id of the response that answered this turn."""
 
 
 class TurnObserver(Protocol):
@@ -159,6 +161,7 @@ async def run_agent(
                 result.metrics,
                 interrupted=interrupted,
                 usage=usage if isinstance(usage, dict) else {},
+                response_id=str(result.response.get("id", "")),
             )
             turns.append(record)
             if observer is not None:

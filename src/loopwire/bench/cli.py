@@ -19,6 +19,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "local": ("local_kv", "the local engine's TTFT with the lane's KV cache reused vs a full prefill"),
     "soak": ("soak", "hundreds of concurrent WebSocket tool loops plus HTTP: nothing lost, RSS flat"),
     "store": ("store_put", "how long a durable write takes as the turn sees it, per store and write mode"),
+    "scale": ("scale", "Redis vs SQLite per turn; turns/s and CPU per turn for 1-3 nodes behind HAProxy"),
+    "grace": ("grace", "reconnect grace on a mobile link with cuts: bytes re-sent and time lost per cut"),
     "redis": (
         "store_redis",
         "Redis vs SQLite: chain resolution for 1..200 turns (round trips, CPU), put+get",
@@ -28,7 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 def usage() -> str:
     lines = ["usage: loopwire bench [COMMAND] [options]   (loopwire bench COMMAND --help)", "", "commands:"]
-    lines += [f"  {name:<8} {text}" for name, (_, text) in COMMANDS.items()]
+    lines += [f"  {name:<11} {text}" for name, (_, text) in COMMANDS.items()]
     lines.append("\nwithout a command (e.g. loopwire bench --quick): agent")
     return "\n".join(lines)
 

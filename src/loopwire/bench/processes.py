@@ -143,6 +143,21 @@ class ServerProcess:
         return self.proc.returncode
 
 
+def start_nodes(count: int, store: str, directory: Path, extra: Sequence[str] = ()) -> list[ServerProcess]:
+    """`count` started servers on one store (e.g. a shared Redis), logs in `directory`; none is left
+    running when one fails to start."""
+    directory.mkdir(parents=True, exist_ok=True)
+    nodes = [ServerProcess(store, directory / f"node-{index}.log", extra) for index in range(count)]
+    try:
+        for node in nodes:
+            node.start()
+    except BaseException:
+        for node in nodes:
+            node.stop()
+        raise
+    return nodes
+
+
 @contextlib.contextmanager
 def serving(store: str, extra_args: Sequence[str] = ()) -> Iterator[ServerProcess]:
     """A started `ServerProcess` (output discarded), stopped on leaving."""

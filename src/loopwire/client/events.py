@@ -15,6 +15,13 @@ LIFECYCLE_TYPES = frozenset({"response.created", "response.in_progress", "respon
 """Events that announce a response before the model has produced anything."""
 CONNECTION_RETIRED = "websocket_connection_limit_reached"
 """The error code of a socket that reached its age limit: the server takes no new request on it."""
+RETIRING_CODES = frozenset({CONNECTION_RETIRED, "server_shutting_down", "websocket_idle_timeout"})
+"""Connection-level errors of a socket the server is retiring (age limit, shutdown, idle): a request that
+gets one was refused without running, and goes again on a new socket."""
+RESUME_EVENT = "loopwire.resume_token"
+"""The server's reconnect-grace token for the socket, sent once right after the upgrade when asked for."""
+RESUME_HEADER = "x-loopwire-resume"
+"""Upgrade header asking for a token: `new`, or the token of a dropped socket whose lanes to take back."""
 TIMING_EVENT = "loopwire.timing"
 """The server's opt-in time breakdown of a turn (`--timing-events on`), sent before its terminal event."""
 RESEND_EVENT = "loopwire.client.resend"

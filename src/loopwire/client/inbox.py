@@ -11,10 +11,11 @@ from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable
 
 from .errors import ConnectionLost
-from .events import CONNECTION_RETIRED
+from .events import CONNECTION_RETIRED, RESUME_EVENT, decode
 from .result import TurnMetrics
 
 _RETIRED_MARK = CONNECTION_RETIRED.encode()
+_RESUME_PREFIX = b'{"type":"' + RESUME_EVENT.encode() + b'"'
 
 
 class FrameInbox:
@@ -27,8 +28,20 @@ class FrameInbox:
         self.reading = False
         self.closed = False
         self.retiring = False
+        self.resume_token: str | None = None
+        """The server's reconnect-grace token for this socket (`loopwire.resume_token`), once it came."""
+        self.resumed = False
+        """The server gave this socket the lanes of the dropped one whose token it presented."""
+        self.resume_seen = asyncio.Event()
 
     def deliver(self, payload: bytes) -> None:
+        if payload.startswith(_RESUME_PREFIX):  # the connection's own notice: never part of a turn
+            event = decode(payload)
+            token = event.get("token")
+            self.resume_token = token if isinstance(token, str) else None
+            self.resumed = event.get("resumed") is True
+            self.resume_seen.set()
+            return
         if self.reading:
             self.frames.append(payload)
             self._wake()

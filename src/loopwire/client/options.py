@@ -43,6 +43,11 @@ class SessionOptions:
     """Reuse HTTP connections between turns. Off, every turn pays a TCP connect (and, through a link
     emulator, its handshake round trip): the unfair baseline some clients still are."""
 
+    resume: bool = False
+    """Ask the server for a reconnect-grace token (`--resume-grace-s` on loopwire) and present it when a
+    dropped socket is replaced: the new socket continues the lost one's lanes by id, store=false too,
+    instead of sending the whole history again. A server without grace ignores the header."""
+
     def __post_init__(self) -> None:
         if self.rotate_after_s <= 0:
             raise ValueError("rotate_after_s must be positive")

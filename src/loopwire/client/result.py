@@ -33,6 +33,8 @@ class TurnMetrics:
     """Requests sent again because the link dropped before any output of them arrived."""
     reconnects: int = 0
     """Sockets opened during the turn to replace one that was lost."""
+    resumed: bool = False
+    """A socket opened during the turn got the lost one's lanes back (reconnect grace)."""
     rotated: bool = False
     """The socket was replaced before the turn because it neared the server's age limit."""
     fell_back: bool = False

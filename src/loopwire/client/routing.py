@@ -6,6 +6,7 @@ Owns the socket's lifecycle and the fallback state; knows nothing of conversatio
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import Mapping
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 
 from .backoff import SocketHealth
 from .errors import TransportError, UpgradeRefused
+from .events import RESUME_HEADER
 from .options import SessionOptions, TransportName
 from .result import TurnMetrics
 from .socket import ClientSocket
@@ -52,6 +54,8 @@ class Router:
         self.health = SocketHealth(options.max_socket_failures, options.fallback_cooldown_s)
         self.conn: ClientSocket | None = None
         self._ever_connected = False
+        self._lost: ClientSocket | None = None
+        """The last socket dropped with its lanes on the server (its resume token is presented next)."""
 
     def socket_allowed(self) -> bool:
         return self.transport == "ws" and self.health.socket_allowed(time.monotonic())
@@ -66,6 +70,8 @@ class Router:
             if conn.usable and conn.age(time.monotonic()) < self._options.rotate_after_s:
                 return Route("ws", conn)
             self.conn = None
+            if not conn.usable and not conn.inbox.retiring:
+                self._keep_for_resume(conn)  # dropped between turns
             if conn.usable:  # old, not lost: retire it ourselves before the server does
                 metrics.rotated = True
             await conn.close()  # at once when already closed; else the close handshake
@@ -94,12 +100,26 @@ class Router:
                 metrics.reconnects += 1
             self._ever_connected = True
             self.conn = conn
+            lost, self._lost = self._lost, None
+            if lost is not None and conn.inbox.resumed:
+                conn.resumed_from = lost
+                metrics.resumed = True
             return Route("ws", conn)
 
     async def _open(self) -> ClientSocket:
+        headers = dict(self._headers)
+        token = self._lost.inbox.resume_token if self._lost is not None else None
+        if self._options.resume:
+            headers[RESUME_HEADER] = token or "new"
         if self._options.ws_deflate:
-            return await DeflateWsConnection.open(self.ws_url, self._headers, self._options)
-        return await WsConnection.open(self.ws_url, self._headers, self._options)
+            conn: ClientSocket = await DeflateWsConnection.open(self.ws_url, headers, self._options)
+        else:
+            conn = await WsConnection.open(self.ws_url, headers, self._options)
+        if self._options.resume and token is not None:  # whether the lanes came back decides the next plan
+            # (a server that stopped issuing tokens sends nothing: then it is a plain new socket)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(conn.inbox.resume_seen.wait(), self._options.connect_timeout_s)
+        return conn
 
     def _failed(self, metrics: TurnMetrics) -> bool:
         if self.health.failure(time.monotonic()):
@@ -114,8 +134,13 @@ class Router:
         self.drop(route.conn)
         self._failed(metrics)
 
+    def _keep_for_resume(self, conn: ClientSocket) -> None:
+        if conn.inbox.resume_token is not None:
+            self._lost = conn
+
     def drop(self, conn: ClientSocket) -> None:
         """Abort a socket whose request was abandoned; not a failure of the socket."""
+        self._keep_for_resume(conn)
         conn.abort()
         if self.conn is conn:
             self.conn = None

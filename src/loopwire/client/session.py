@@ -18,7 +18,7 @@ from typing import Any
 from .delta import InputPlan, Item, LastResponse, full_input, plan_input
 from .errors import ConnectionLost, RequestError, TurnInterrupted
 from .events import (
-    CONNECTION_RETIRED,
+    RETIRING_CODES,
     TERMINAL_TYPES,
     TIMING_EVENT,
     decode,
@@ -364,7 +364,7 @@ class Session:
                     return
                 if kind == "error":
                     error = RequestError.from_event(decode(payload))
-                    if route.conn is None or error.code != CONNECTION_RETIRED:
+                    if route.conn is None or error.code not in RETIRING_CODES:
                         raise error
                     route.conn.mark_retiring()
                     if not attempt.output_seen:  # refused, never run: like a drop before any output
@@ -386,7 +386,9 @@ class Session:
         last = self._last
         if last is None or route.name == "http-full":
             return full_input(turn.conversation)
-        reachable = last.stored or self._resumed or (route.conn is not None and route.conn is self._holder)
+        conn = route.conn
+        same_lanes = conn is not None and (conn is self._holder or conn.resumed_from is self._holder)
+        reachable = last.stored or self._resumed or same_lanes
         return plan_input(last if reachable else None, turn.fields, turn.conversation)
 
     def _commit(self, turn: TurnStream, attempt: _Attempt, started: float) -> None:
@@ -407,6 +409,8 @@ class Session:
                 str(response["id"]), turn.fields, turn.conversation + output, stored=self.store
             )
             self._holder = route.conn
+            if route.conn is not None:
+                route.conn.resumed_from = None  # the holder now: no chain of dropped sockets is kept
             self._resumed = False
         else:
             self._last = None  # a failed response is no parent, and the server evicted the one before it

@@ -8,11 +8,17 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 from typing import Protocol
 
+from .inbox import FrameInbox
 from .result import TurnMetrics
 
 
 class ClientSocket(Protocol):
     opened_at: float
+    resumed_from: ClientSocket | None
+    """The dropped socket whose lanes the server gave this one (reconnect grace), if any."""
+
+    @property
+    def inbox(self) -> FrameInbox: ...
 
     @property
     def usable(self) -> bool:

@@ -15,6 +15,7 @@ from .errors import RequestError, TransportError, UpgradeRefused
 from .inbox import FrameInbox
 from .options import SessionOptions
 from .result import TurnMetrics
+from .socket import ClientSocket
 
 _TEXT = picows.WSMsgType.TEXT
 _BINARY = picows.WSMsgType.BINARY
@@ -72,6 +73,11 @@ class WsConnection:
         self._listener = listener
         self._read_timeout_s = read_timeout_s
         self.opened_at = time.monotonic()
+        self.resumed_from: ClientSocket | None = None
+
+    @property
+    def inbox(self) -> FrameInbox:
+        return self._listener.inbox
 
     @classmethod
     async def open(cls, url: str, headers: Mapping[str, str], options: SessionOptions) -> WsConnection:

@@ -18,6 +18,7 @@ from .errors import ConnectionLost, RequestError, TransportError, UpgradeRefused
 from .inbox import FrameInbox
 from .options import SessionOptions
 from .result import TurnMetrics
+from .socket import ClientSocket
 
 _DEFLATE_WINDOW_BITS = 15
 _ENDED = (
@@ -44,7 +45,12 @@ class DeflateWsConnection:
         self.opened_at = time.monotonic()
         self.compressed = bool(ws.compress)
         self._inbox = FrameInbox()
+        self.resumed_from: ClientSocket | None = None
         self._reader = asyncio.get_running_loop().create_task(self._read())
+
+    @property
+    def inbox(self) -> FrameInbox:
+        return self._inbox
 
     @classmethod
     async def open(cls, url: str, headers: Mapping[str, str], options: SessionOptions) -> DeflateWsConnection:

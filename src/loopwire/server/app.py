@@ -20,7 +20,9 @@ log = logging.getLogger("loopwire.server")
 
 PREFIX = "/v1/responses"
 MODELS_PREFIX = "/v1/models"
-HEALTH_PATHS = ("/healthz", "/readyz")
+LIVE_PATH = "/healthz"
+READY_PATH = "/readyz"
+HEALTH_PATHS = (LIVE_PATH, READY_PATH)
 METRICS_PATH = "/metrics"
 StateFactory = Callable[[], Awaitable[ServerState]]
 
@@ -39,6 +41,8 @@ class LoopwireApp:
     def __init__(self, state_factory: StateFactory) -> None:
         self._state_factory = state_factory
         self.state: ServerState | None = None
+        self.draining = False
+        """Set on SIGTERM (server/lifecycle.py): /readyz answers 503 so a balancer sends no new work here."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -101,7 +105,10 @@ class LoopwireApp:
         method: str = scope["method"]
         path: str = scope["path"].rstrip("/") or "/"
         if path in HEALTH_PATHS:
-            await http.send_json(send, 200, b'{"status":"ok"}')
+            if path == READY_PATH and self.draining:
+                await http.send_json(send, 503, b'{"status":"draining"}')
+            else:
+                await http.send_json(send, 200, b'{"status":"ok"}')
             return
         if path == METRICS_PATH and method == "GET":
             body = state.render_metrics()

@@ -103,6 +103,12 @@ class Metrics:
         self.connections = Gauge("loopwire_open_connections", "Open WebSocket connections.")
         self.lanes = Gauge("loopwire_open_lanes", "Lanes with a cached response, over open connections.")
         self.cached_bytes = Gauge("loopwire_cached_bytes", "Approximate text held by connection caches.")
+        self.parked = Gauge(
+            "loopwire_parked_connections", "Dropped WebSockets whose lanes are kept for reconnect grace."
+        )
+        self.resumed = Gauge(
+            "loopwire_resumed_connections", "WebSockets that got a dropped one's lanes back."
+        )
         self.store_round_trips = Counter(
             "loopwire_store_round_trips_total", "Requests this node sent to the shared (Redis) store."
         )
@@ -127,6 +133,8 @@ class Metrics:
             self.store_up,
             self.lanes,
             self.cached_bytes,
+            self.parked,
+            self.resumed,
         )
 
     def render(self) -> bytes:

@@ -160,7 +160,7 @@ async def resolve_parent(
         context = context.extend(inputs).extend(outputs)
         size += approx_size(inputs) + approx_size(outputs)
     return CachedResponse(
-        previous_response_id, conn.owner, lane, context, render=None, stored=True, size=size
+        previous_response_id, conn.owner, lane, context, render=None, stored=True, size=size, root=chain[0].id
     )
 
 
@@ -300,7 +300,14 @@ async def run_turn(
         parent_size = plan.parent.size if plan.parent is not None else 0
         size = parent_size + approx_size(plan.new_items) + approx_size(model_output)
     cached = CachedResponse(
-        response.id, conn.owner, lane, plan.context.extend(model_output), finished.render, plan.store, size
+        response.id,
+        conn.owner,
+        lane,
+        plan.context.extend(model_output),
+        finished.render,
+        plan.store,
+        size,
+        plan.root,
     )
     conn.commit(cached)
     if websocket:

@@ -7,6 +7,7 @@ Owns their lifetime (open at startup, close at shutdown); holds no single connec
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,7 @@ from ..store.factory import redis_store_of
 from .admission import Admission, LocalAdmission, Ticket
 from .auth import ApiKeys
 from .metrics import Metrics
+from .resume import ResumeRegistry
 
 log = logging.getLogger("loopwire.server")
 
@@ -31,6 +33,13 @@ class ServerSettings:
     """permessage-deflate costs ~80-160 us of CPU per small turn on loopback, so it is opt-in."""
     graceful_shutdown_s: int = 30
     """On SIGTERM, how long running turns may take to finish before they are cancelled."""
+    resume_grace_s: float = 0.0
+    """Reconnect grace: how long the lane caches of a WebSocket that dropped uncleanly are kept for a new
+    socket presenting its resume token (0: off)."""
+    node_id: str = ""
+    """This node's name in resume tokens (what a balancer routes a token on); empty: a random one."""
+    drain_s: float = 0.0
+    """On SIGTERM, how long /readyz answers 503 (everything else still served) before the shutdown starts."""
     timing_events: bool = False
     """Send a `loopwire.timing` event before each terminal event with the server's time breakdown."""
     merge_ready_deltas: bool = True
@@ -51,6 +60,8 @@ class ServerState:
     """Open WebSocket connections, for /metrics (connections, cached lanes)."""
 
     budget: CacheBudget = field(init=False)
+    resume: ResumeRegistry = field(init=False)
+    """Parked lane caches of dropped sockets (reconnect grace)."""
     shared_admission: Admission | None = None
     """Limits shared by all nodes (RedisAdmission); without it each node keeps its own."""
     admission: Admission = field(init=False)
@@ -60,6 +71,8 @@ class ServerState:
 
     def __post_init__(self) -> None:
         self.budget = CacheBudget(self.limits.cache_budget_bytes)
+        node_id = self.settings.node_id or secrets.token_hex(4)
+        self.resume = ResumeRegistry(node_id, self.settings.resume_grace_s)
         self.admission = self.shared_admission or LocalAdmission(self.limits)
 
     async def check_rate(self, owner: str) -> None:
@@ -82,6 +95,8 @@ class ServerState:
         self.metrics.connections.set((), len(self.sessions))
         self.metrics.lanes.set((), sum(conn.cached_count for conn in self.sessions))
         self.metrics.cached_bytes.set((), self.budget.total)
+        self.metrics.parked.set((), self.resume.parked)
+        self.metrics.resumed.set((), self.resume.resumed)
         shared = redis_store_of(self.store)
         if shared is not None:
             self.metrics.store_round_trips.set_total((), shared.round_trips)
@@ -89,6 +104,7 @@ class ServerState:
         return self.metrics.render()
 
     async def aclose(self) -> None:
+        self.resume.close()
         await self.admission.aclose()
         await self.engine.aclose()
         try:

@@ -22,6 +22,7 @@ from ..session.plan import queued_response
 from .asgi_types import Receive, Scope, Send
 from .coalesce import DRAIN, TEXT_FRAMES
 from .metrics import WS, Counter
+from .resume import NEW, requested_resume
 from .runner import run_turn
 from .state import ServerState
 
@@ -101,13 +102,27 @@ class _SocketSink:
 
 
 class WebSocketSession:
-    def __init__(self, state: ServerState, send: Send, owner: str, *, batched: bool = False) -> None:
+    def __init__(
+        self,
+        state: ServerState,
+        send: Send,
+        owner: str,
+        *,
+        batched: bool = False,
+        resumed: ConnectionState[Job] | None = None,
+    ) -> None:
         self.state = state
         self.send = send
         self.batched = batched
-        self.conn: ConnectionState[Job] = ConnectionState(
-            state.limits, opened_at=time.monotonic(), owner=owner, account=state.budget
-        )
+        if resumed is not None:  # reconnect grace: the lanes of a dropped socket, a new connection's age
+            resumed.opened_at = time.monotonic()
+            self.conn: ConnectionState[Job] = resumed
+        else:
+            self.conn = ConnectionState(
+                state.limits, opened_at=time.monotonic(), owner=owner, account=state.budget
+            )
+        self.resume_token: str | None = None
+        """Set when the client holds a token for this connection: an unclean drop parks its lanes."""
         self.tasks: set[asyncio.Task[None]] = set()
         self.retiring: Retirement | None = None
         self.closed = False
@@ -246,12 +261,19 @@ class WebSocketSession:
         except ClientDisconnected:
             log.debug("the client left before the connection was retired")
 
-    async def close(self) -> None:
+    async def close(self, *, unclean: bool = False) -> None:
+        """Cancel the running turns; the lanes' caches go with the connection, or, after an unclean drop of
+        a connection that gave out a resume token, are parked for the reconnect grace."""
+        self.closed = True
         for task in list(self.tasks):
             task.cancel()
         if self.tasks:
             await asyncio.gather(*self.tasks, return_exceptions=True)
-        self.conn.clear()
+        if unclean and self.resume_token is not None and self.retiring is None:
+            self.conn.release_jobs()
+            self.state.resume.park(self.resume_token, self.conn)
+        else:
+            self.conn.clear()
 
 
 async def refuse_upgrade(send: Send, error: ProtocolError) -> None:
@@ -279,8 +301,15 @@ async def serve_websocket(state: ServerState, scope: Scope, receive: Receive, se
 
 async def _serve_accepted(state: ServerState, scope: Scope, receive: Receive, send: Send, owner: str) -> None:
     await send({"type": "websocket.accept"})
-    session = WebSocketSession(state, send, owner, batched=TEXT_FRAMES in scope.get("extensions", {}))
+    asked = requested_resume(scope) if state.resume.enabled else None
+    resumed = state.resume.claim(asked, owner) if asked not in (None, NEW) else None
+    batched = TEXT_FRAMES in scope.get("extensions", {})
+    session = WebSocketSession(state, send, owner, batched=batched, resumed=resumed)
+    if asked is not None:
+        session.resume_token = state.resume.issue()
+        await send({"type": "websocket.send", "text": state.resume.event(session.resume_token, resumed)})
     state.sessions.add(session.conn)
+    unclean = False
     retirement = asyncio.create_task(session.watch())
     draining: asyncio.Task[None] | None = None
     try:
@@ -288,6 +317,7 @@ async def _serve_accepted(state: ServerState, scope: Scope, receive: Receive, se
             message = await receive()
             kind = message["type"]
             if kind == "websocket.disconnect":
+                unclean = message.get("code", 1005) != 1000  # 1006: the link dropped without a close
                 break
             if kind == DRAIN:
                 draining = asyncio.create_task(session.retire(shutting_down()))
@@ -305,4 +335,4 @@ async def _serve_accepted(state: ServerState, scope: Scope, receive: Receive, se
         if draining is not None:
             draining.cancel()
         state.sessions.discard(session.conn)
-        await session.close()  # its cached lanes leave the budget with it
+        await session.close(unclean=unclean)  # its cached lanes leave the budget, or are parked

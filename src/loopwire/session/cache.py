@@ -26,6 +26,22 @@ class CachedResponse:
     stored: bool
     size: int = 0
     """Approximate bytes of text the context holds (see protocol.items.approx_size), for the memory budget."""
+    root: str = ""
+    """The id of the conversation's root response ("" = this response is its own root): the same on every
+    node, so every node sends the conversation to the same engine replica (see `conversation_root`)."""
+
+    @property
+    def root_id(self) -> str:
+        return self.root or self.id
+
+
+def conversation_root(parent: CachedResponse | None, response_id: str, store: bool) -> str:
+    """The root id of a new response. A record stored without a link (its parent was never stored, so it
+    carries the whole context) roots its chain: any node resolving it from the store sees it as the first
+    record, so the connection that made it must call it the root too."""
+    if parent is None or (store and not parent.stored):
+        return response_id
+    return parent.root_id
 
 
 def missing_call_ids(context: Context, wanted: Iterable[str]) -> set[str]:

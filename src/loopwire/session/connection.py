@@ -208,9 +208,16 @@ class ConnectionState(Generic[Job]):
         for cached in list(self._by_id.values()):
             self._drop(cached)
         self._lanes.clear()
+        self.release_jobs()
+
+    def release_jobs(self) -> None:
+        """The socket is gone and its turns cancelled, but its caches may be kept (reconnect grace): forget
+        the queued jobs and the running marks, keep every lane's latest response."""
         self._waiting.clear()
         self.in_flight = 0
         self.queued_bytes = 0
+        for lane in self._lanes.values():
+            lane.running = False
 
     @property
     def cached_count(self) -> int:

@@ -33,7 +33,7 @@ from ..protocol.request import CreateRequest
 from ..protocol.response import DEFAULT_REASONING, DEFAULT_TEXT, Response
 from ..protocol.tools import HOSTED_TOOLS, CustomTool, FunctionTool, NamespaceTool, ToolSet, parse_tools
 from .bounds import check_bounds
-from .cache import CachedResponse, missing_call_ids
+from .cache import CachedResponse, conversation_root, missing_call_ids
 from .limits import Limits
 from .window import WindowRule, compact_threshold_of, fit_window
 
@@ -51,6 +51,8 @@ class TurnPlan:
     engine_request: EngineRequest
     store: bool
     generate: bool
+    root: str
+    """The conversation's root response id (see session.cache.conversation_root)."""
     pruned: bool = False
     """The context was truncated or compacted to fit the window: it no longer extends the parent's."""
     compaction: Compaction | None = None
@@ -296,6 +298,7 @@ def plan_turn(
     context = base.extend(new_items)
     store = True if request.store is None else request.store
     prefix = parent.render if parent is not None else None
+    root = conversation_root(parent, response_id, store)
     engine_request = EngineRequest(
         model=request.model or "",
         history=context,
@@ -309,7 +312,8 @@ def plan_turn(
         generate=generate,
         prefix=prefix,
         prefix_items=base.length if prefix is not None else 0,
-        cache_key=request.prompt_cache_key or f"{owner}/{lane}",
+        # Every node derives the same key for a conversation, so they all pick the same engine replica.
+        cache_key=request.prompt_cache_key or _conversation_key(owner, root),
         store=store,
         metadata=request.metadata or {},
         sent_tools=sent.sent,
@@ -320,7 +324,11 @@ def plan_turn(
         text_format=_structured_format(request.text),
     )
     response = response_of(request, response_id, now, sent.echo, status="in_progress")
-    return TurnPlan(response, lane, owner, parent, new_items, context, engine_request, store, generate)
+    return TurnPlan(response, lane, owner, parent, new_items, context, engine_request, store, generate, root)
+
+
+def _conversation_key(owner: str, root: str) -> str:
+    return f"{owner}/{root}"
 
 
 def window_rule(request: CreateRequest, context_window: int | None) -> WindowRule | None:
@@ -354,6 +362,12 @@ def fit_plan(plan: TurnPlan, rule: WindowRule, count_tokens: Callable[[EngineReq
     request.history = plan.context
     request.prefix = None
     request.prefix_items = 0
+    if plan.store:
+        # Stored whole and unlinked, this turn's record roots its chain for every node that resolves it
+        # (session.cache.conversation_root); the engine's warm state is gone anyway: moving replica is free.
+        if request.cache_key == _conversation_key(plan.owner, plan.root):
+            request.cache_key = _conversation_key(plan.owner, plan.response.id)
+        plan.root = plan.response.id
     return fitted.tokens
 
 
