@@ -16,9 +16,11 @@ from typing import Any
 import openai
 import pytest
 from conftest import ServerProcess, make_async_client, make_client
-from openai.types.responses import ResponseCompactionItem, ResponseFunctionToolCall
+from openai.types.responses import ResponseCompactionItem, ResponseFunctionToolCall, ResponseStreamEvent
+from sdk_types import classes_by_type
 from test_sdk_websocket import check_event
 
+SSE_EVENT_CLASSES = classes_by_type(ResponseStreamEvent)
 WINDOW = 1_200
 TURNS = 200
 THRESHOLD = 800
@@ -258,3 +260,36 @@ def test_gateways_take_a_context_window_option(tmp_path: Path) -> None:
     assert getattr(engine, "context_window", None) == 8192
     with pytest.raises(ValueError, match="--context-window"):
         config_from_args(build_parser().parse_args(["serve", "--context-window", "8192"]))
+
+
+def test_a_compaction_streams_as_the_first_output_item_over_sse(windowed: ServerProcess) -> None:
+    """stream=true: the compaction item is announced (added, done) before the model's output, and the
+    completed response lists it first; every event is the SDK's typed class."""
+    with make_client(windowed.base_url, strict=True) as client:
+        first = client.responses.create(model=MODEL, input=" ".join(f"fact{n}" for n in range(400)))
+        events = list(
+            client.responses.create(
+                model=MODEL,
+                previous_response_id=first.id,
+                input="Summarise what you know.",
+                context_management=[{"type": "compaction", "compact_threshold": 300}],
+                stream=True,
+            )
+        )
+    for event in events:
+        expected = SSE_EVENT_CLASSES[event.type]
+        assert type(event) is expected, event.type
+        expected.model_validate(event.to_dict(mode="json", exclude_unset=True, warnings=False))
+    types = [event.type for event in events]
+    assert types[:4] == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.output_item.done",
+    ]
+    assert events[2].item.type == "compaction" and events[3].item.type == "compaction"
+    completed = events[-1]
+    assert completed.type == "response.completed"
+    assert completed.response.output[0].type == "compaction"
+    assert completed.response.output[1].type == "message"
+    assert completed.response.usage.input_tokens <= 300
