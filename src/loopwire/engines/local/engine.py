@@ -29,6 +29,7 @@ class LocalEngine:
     def __init__(self, settings: LocalSettings, loaded: LoadedModel | None = None) -> None:
         self.settings = settings
         self.loaded = loaded if loaded is not None else load(settings)
+        self.context_window = self.loaded.max_positions
         self.template = Template(self.loaded.tokenizer)
         self.pool = KvPool(settings.kv_budget_bytes, cache_bytes)
         self.generator = Generator(

@@ -71,6 +71,7 @@ class OpenAIChatEngine:
         self.settings = settings
         self.model_ids = (settings.model,) if settings.model else ()
         self.accepts_any_model = settings.model is None  # the client's model name is sent on
+        self.context_window = settings.context_window or None
         self.pool = UpstreamPool(settings)
         self.stats = OpenAIChatStats()
         self.message_cache: MessageCache | None = (

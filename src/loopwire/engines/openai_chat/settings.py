@@ -71,6 +71,9 @@ class OpenAIChatSettings:
     named_tool_choice: Literal["object", "required"] = "object"
     extra_body: Mapping[str, Any] = field(default_factory=dict)
     extra_headers: Mapping[str, str] = field(default_factory=dict)
+    context_window: int = 0
+    """The upstream model's context window in tokens (input and output), so the server can truncate,
+    compact or refuse a turn that would overflow it; 0: unknown (every turn is sent as it is)."""
     message_cache_bytes: int = 32 * 1024 * 1024
     default_max_output_tokens: int = DEFAULT_MAX_OUTPUT_TOKENS
     routing: Routing = "sticky"
@@ -87,6 +90,8 @@ class OpenAIChatSettings:
             raise ValueError("upstream timeouts must be positive")
         if self.cooldown_s < 0 or self.keepalive_s < 0:
             raise ValueError("cooldown_s and keepalive_s must not be negative")
+        if self.context_window < 0:
+            raise ValueError("context_window must not be negative (0: unknown)")
         if self.message_cache_bytes < 0:
             raise ValueError("message_cache_bytes must not be negative")
         if self.default_max_output_tokens < 0:
