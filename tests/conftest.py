@@ -75,7 +75,10 @@ def make_async_client(base_url: str, *, strict: bool = False) -> openai.AsyncOpe
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """The sim engine; with LOOPWIRE_TEST_ENGINE=responses, loopwire's responses engine in front of a
-    second, real loopwire (sim) as its upstream, so the same scenarios run through the gateway."""
+    second, real loopwire (sim) as its upstream, so the same scenarios run through the gateway; with
+    LOOPWIRE_TEST_ENGINE=openai-chat, the openai-chat engine in front of the chat-completions server at
+    LOOPWIRE_TEST_UPSTREAM (the real-model tier starts a real llama.cpp server there), with the
+    whitespace-separated extra `serve` arguments in LOOPWIRE_TEST_SERVE_ARGS."""
     directory = tmp_path_factory.mktemp("loopwire-server")
     engine = os.environ.get("LOOPWIRE_TEST_ENGINE", "sim")
     upstream: ServerProcess | None = None
@@ -83,8 +86,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     if engine == "responses":
         upstream = ServerProcess("memory", directory / "upstream.log").start()
         extra = ("--engine", "responses", "--upstream", upstream.base_url)
+    elif engine == "openai-chat":
+        url = os.environ.get("LOOPWIRE_TEST_UPSTREAM")
+        if not url:
+            raise pytest.UsageError("LOOPWIRE_TEST_ENGINE=openai-chat needs LOOPWIRE_TEST_UPSTREAM=URL")
+        extra = ("--engine", "openai-chat", "--upstream", url)
+        extra += tuple(os.environ.get("LOOPWIRE_TEST_SERVE_ARGS", "").split())
     elif engine != "sim":
-        raise pytest.UsageError(f"LOOPWIRE_TEST_ENGINE takes sim or responses, got {engine!r}")
+        raise pytest.UsageError(f"LOOPWIRE_TEST_ENGINE takes sim, responses or openai-chat, got {engine!r}")
     proc = ServerProcess(f"sqlite:{directory / 'db'}", directory / "server.log", extra).start()
     try:
         yield proc

@@ -421,3 +421,22 @@ def test_build_engine() -> None:
         build_engine("openai-chat", upstream="http://a/v1", ttft_ms=1.0)
     with pytest.raises(ValueError, match="at least one upstream"):
         build_engine("openai-chat")
+
+
+async def test_the_default_output_cap_is_dropped_once_when_the_upstream_refuses_it(
+    fakes: list[FakeUpstream],
+) -> None:
+    """vLLM refuses (400) a max_tokens that would not fit its context after the prompt; the cap the client
+    did not ask for is then left out, once. The client's own limit is never dropped."""
+    engine = engine_for(fakes[0].base_url, default_max_output_tokens=4096)
+    fakes[0].script = ["http400", "vllm_text"]
+    batches = await run(engine, turn("m"))
+    assert assemble(flat(batches)[:-1])[0] == "The sky is blue."
+    first, second = fakes[0].bodies()[-2:]
+    assert first["max_tokens"] == 4096 and "max_tokens" not in second
+    assert engine.stats.uncapped_retries == 1
+
+    fakes[0].script = ["http400", "vllm_text"]
+    with pytest.raises(EngineError, match="HTTP 400"):
+        await run(engine, turn("m", max_output_tokens=64))
+    assert fakes[0].bodies()[-1]["max_tokens"] == 64 and engine.stats.uncapped_retries == 1

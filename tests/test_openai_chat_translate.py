@@ -13,7 +13,7 @@ from loopwire.engines.base import EngineError, EngineRequest, NamedToolChoice, T
 from loopwire.engines.common.affinity import affinity_token
 from loopwire.engines.common.history_text import COMPACTION_PREFIX, UNREADABLE_COMPACTION
 from loopwire.engines.openai_chat.chunks import ChunkParser
-from loopwire.engines.openai_chat.settings import OpenAIChatSettings, chat_endpoint
+from loopwire.engines.openai_chat.settings import DEFAULT_MAX_OUTPUT_TOKENS, OpenAIChatSettings, chat_endpoint
 from loopwire.engines.openai_chat.translate import (
     build_body,
     build_headers,
@@ -366,7 +366,12 @@ def test_body_fields() -> None:
     assert other["prompt_cache_key"] == other["user"] == affinity_token("owner/lane-a")
     assert other["chat_template_kwargs"] == {"enable_thinking": False}
     minimal = build_body(request([Message(role="user", content="hi")]), SETTINGS)
-    assert set(minimal) == {"model", "messages", "stream", "stream_options"}
+    assert set(minimal) == {"model", "messages", "stream", "stream_options", "max_tokens"}
+    assert minimal["max_tokens"] == DEFAULT_MAX_OUTPUT_TOKENS  # no client limit: the default cap
+    uncapped = build_body(
+        request([Message(role="user", content="hi")]), settings(default_max_output_tokens=0)
+    )
+    assert set(uncapped) == {"model", "messages", "stream", "stream_options"}
 
 
 def test_cache_key_token_is_stable_opaque_and_per_key() -> None:

@@ -111,6 +111,22 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--sim-prefix-cache", type=_on_off, default=True, metavar="on|off")
     serve.add_argument("--sim-seed", type=int, default=0)
     serve.add_argument(
+        "--sim-context-window",
+        type=int,
+        default=None,
+        metavar="TOKENS",
+        help="sim: the simulated model's context window (default: unbounded)",
+    )
+    serve.add_argument(
+        "--context-window",
+        type=int,
+        default=None,
+        metavar="TOKENS",
+        help="openai-chat, responses: the upstream model's context window, so turns past it are truncated, "
+        "compacted or refused with context_length_exceeded (default: unknown; the local engine reads it "
+        "from the model's config)",
+    )
+    serve.add_argument(
         "--ws-deflate",
         type=_on_off,
         default=False,
@@ -198,6 +214,11 @@ def engine_options(args: argparse.Namespace) -> dict[str, str]:
         raise ValueError(
             "--engine-option, --upstream* and --model/--device need --engine openai-chat, responses or local"
         )
+    if args.context_window is not None and args.engine not in ("openai-chat", "responses"):
+        raise ValueError(
+            "--context-window needs --engine openai-chat or responses (sim: --sim-context-window; local: the "
+            "model's config)"
+        )
     if upstream and args.engine not in ("openai-chat", "responses"):
         raise ValueError("--upstream and --upstream-model need --engine openai-chat or responses")
     if local and args.engine != "local":
@@ -214,6 +235,8 @@ def engine_options(args: argparse.Namespace) -> dict[str, str]:
         options["upstream"] = args.upstream
     if args.upstream_model:
         options["model"] = args.upstream_model
+    if args.context_window is not None:
+        options["context_window"] = str(args.context_window)
     if args.engine == "local":
         if args.model:
             options["model"] = args.model
@@ -233,6 +256,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         decode_tps=args.sim_decode_tps,
         prefix_cache=args.sim_prefix_cache,
         seed=args.sim_seed,
+        context_window=args.sim_context_window,
     )
     return ServerConfig(
         host=args.host,

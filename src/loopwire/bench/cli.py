@@ -25,6 +25,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "constrained",
         "xgrammar, llguidance, outlines-core: tool-call grammar compile and mask cost",
     ),
+    "sticky": (
+        "sticky",
+        "interleaved conversations over real llama.cpp replicas: sticky vs round-robin TTFT",
+    ),
     "soak": ("soak", "hundreds of concurrent WebSocket tool loops plus HTTP: nothing lost, RSS flat"),
     "store": ("store_put", "how long a durable write takes as the turn sees it, per store and write mode"),
     "scale": ("scale", "Redis vs SQLite per turn; turns/s and CPU per turn for 1-3 nodes behind HAProxy"),

@@ -206,6 +206,16 @@ class Engine(Protocol):
 
     async def aclose(self) -> None: ...
 
+    # An engine may also set `context_window: int | None`, the tokens its model takes in (input and output
+    # together; None or absent: unknown, unbounded). The core then fits each turn's input into it
+    # (session/window.py), counting with `count_tokens`.
+
+
+def context_window_of(engine: Engine) -> int | None:
+    """The model's context window in tokens, when the engine knows it (a getattr, like runs_hosted_tools)."""
+    window = getattr(engine, "context_window", None)
+    return window if isinstance(window, int) and window > 0 else None
+
 
 @runtime_checkable
 class UpstreamTokenCounter(Protocol):

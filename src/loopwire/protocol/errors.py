@@ -93,6 +93,18 @@ def previous_response_not_found(response_id: str) -> ProtocolError:
     )
 
 
+def context_length_exceeded(input_tokens: int, window: int, *, truncating: bool = False) -> ProtocolError:
+    """The input does not fit the model's context window: the request allows no truncation, or even what
+    truncation may not drop (the newest input) is too large."""
+    hint = "" if truncating else ", or set truncation to 'auto'"
+    return invalid_request(
+        f"Your input exceeds the context window of this model ({input_tokens} tokens > {window}). "
+        f"Please adjust your input and try again{hint}.",
+        param="input",
+        code="context_length_exceeded",
+    )
+
+
 def response_not_found(response_id: str) -> ProtocolError:
     return ProtocolError(404, f"No response found with id '{response_id}'.", code="not_found")
 

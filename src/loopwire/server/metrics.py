@@ -115,8 +115,13 @@ class Metrics:
         self.store_up = Gauge(
             "loopwire_store_up", "1 while the shared (Redis) store answers, 0 while its breaker is open."
         )
+        self.context_fits = Counter(
+            "loopwire_context_fits_total",
+            "Turns past the model's context window or compaction threshold: truncated, compacted, refused.",
+        )
         self._all = (
             self.turns,
+            self.context_fits,
             self.turn_seconds,
             self.ttft_seconds,
             self.parents,

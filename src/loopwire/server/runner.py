@@ -19,6 +19,7 @@ from ..engines.base import (
     Finished,
     TextDelta,
     ToolArgumentsDelta,
+    context_window_of,
     runs_hosted_tools,
 )
 from ..protocol import ids
@@ -30,7 +31,7 @@ from ..protocol.request import CreateRequest
 from ..protocol.response import Response
 from ..session.cache import CachedResponse
 from ..session.connection import ConnectionState
-from ..session.plan import TurnPlan, plan_turn, validate_fields
+from ..session.plan import TurnPlan, fit_plan, plan_turn, validate_fields, window_rule
 from ..session.turn import Turn
 from ..store.base import StoredResponse, StoreUnavailable
 from .metrics import HTTP, WS, Labels
@@ -43,6 +44,9 @@ STORE_HIT: Labels = (("result", "store"),)
 NOT_FOUND: Labels = (("result", "not_found"),)
 FAILURE: Labels = (("reason", "failure"),)
 BUDGET: Labels = (("reason", "budget"),)
+TRUNCATED: Labels = (("result", "truncated"),)
+COMPACTED: Labels = (("result", "compacted"),)
+OVERFLOW: Labels = (("result", "refused"),)
 
 
 class TurnClock:
@@ -89,8 +93,12 @@ def decode_stored_items(record: StoredResponse) -> tuple[list[InputItem], list[O
 
 def _record(plan: TurnPlan, response_id: str, created_at: int, encoded: bytes) -> StoredResponse:
     """The durable record: the new items linked to a stored parent, or, when the parent was never stored
-    (a store=false turn), the whole context with no link, so the record alone can be continued."""
+    (a store=false turn) or the context was truncated or compacted to fit the window, the whole context
+    with no link, so the record alone can be continued (a compaction item rides in the output only)."""
     parent = plan.parent
+    if plan.pruned:
+        kept = [item for item in plan.context if item is not plan.compaction]
+        return StoredResponse(response_id, plan.owner, None, created_at, encode_items(kept), encoded)
     if parent is None or parent.stored:
         link = parent.id if parent is not None else None
         return StoredResponse(
@@ -248,7 +256,14 @@ async def run_turn(
             generate=generate,
             runs_hosted_tools=runs_hosted_tools(state.engine),
         )
+        rule = window_rule(request, context_window_of(state.engine))
+        if rule is not None:
+            fit_plan(plan, rule, state.engine.count_tokens)
+            if plan.pruned:
+                metrics.context_fits.inc(COMPACTED if plan.compaction is not None else TRUNCATED)
     except ProtocolError as error:
+        if error.code == "context_length_exceeded":
+            metrics.context_fits.inc(OVERFLOW)
         if conn.evict_after_failure(previous_id, lane):
             metrics.evictions.inc(FAILURE)
         metrics.turns.inc((*transport, ("outcome", "refused")))
@@ -258,7 +273,10 @@ async def run_turn(
     clock.planned = time.perf_counter()
     first_sequence = 0 if queued_as is None else 1
     turn = Turn(plan.response, stream_id, include=plan.engine_request.include, first_sequence=first_sequence)
-    await sink.events(turn.opening(generate=generate))
+    opening = turn.opening(generate=generate)
+    if plan.compaction is not None:
+        opening += turn.compacted(plan.compaction)
+    await sink.events(opening)
     finished, events, failure = await _stream(state, plan, turn, sink, clock)
 
     if failure is not None:
@@ -275,13 +293,17 @@ async def run_turn(
         await sink.events(events)
     encoded = encode(response)
     # Commit before announcing: a client may continue the instant it sees the terminal event.
-    parent_size = plan.parent.size if plan.parent is not None else 0
-    size = parent_size + approx_size(plan.new_items) + approx_size(turn.output)
+    model_output = [item for item in turn.output if item is not plan.compaction]
+    if plan.pruned:
+        size = approx_size(plan.context) + approx_size(model_output)
+    else:
+        parent_size = plan.parent.size if plan.parent is not None else 0
+        size = parent_size + approx_size(plan.new_items) + approx_size(model_output)
     cached = CachedResponse(
         response.id,
         conn.owner,
         lane,
-        plan.context.extend(turn.output),
+        plan.context.extend(model_output),
         finished.render,
         plan.store,
         size,

@@ -5,6 +5,8 @@ Summarises by keeping the head and tail of everything else (no model call); owns
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from ..protocol import ids
 from ..protocol.compaction import decode_summary, encode_summary
 from ..protocol.context import EMPTY_CONTEXT
@@ -44,13 +46,18 @@ def _describe(item: InputItem) -> str | None:
     return None
 
 
-def _truncate(text: str) -> str:
-    if len(text) <= SUMMARY_HEAD_CHARS + SUMMARY_TAIL_CHARS:
+def shorten(text: str, head: int = SUMMARY_HEAD_CHARS, tail: int = SUMMARY_TAIL_CHARS) -> str:
+    """The first `head` and last `tail` characters of `text`, with a marker for what lies between."""
+    if len(text) <= head + tail:
         return text
-    omitted = len(text) - SUMMARY_HEAD_CHARS - SUMMARY_TAIL_CHARS
-    return (
-        f"{text[:SUMMARY_HEAD_CHARS]}\n[... {omitted} characters compacted ...]\n{text[-SUMMARY_TAIL_CHARS:]}"
-    )
+    omitted = len(text) - head - tail
+    ending = text[-tail:] if tail else ""
+    return f"{text[:head]}\n[... {omitted} characters compacted ...]\n{ending}"
+
+
+def summary_of(items: Iterable[InputItem]) -> str:
+    """Every item this server can describe, one line each (user messages included), in order."""
+    return "\n".join(line for line in map(_describe, items) if line is not None)
 
 
 def compact_context(request: CompactRequest, parent: CachedResponse | None, *, now: int) -> CompactedResponse:
@@ -71,7 +78,7 @@ def compact_context(request: CompactRequest, parent: CachedResponse | None, *, n
             kept.append(Message(role="user", content=item.content, id=item.id or ids.message_id()))
         elif described is not None:
             summarised.append(described)
-    summary = _truncate("\n".join(summarised))
+    summary = shorten("\n".join(summarised))
     compaction = Compaction(encrypted_content=encode_summary(summary), id=ids.new_id("cmp"))
     output: list[Message | Compaction] = [*kept, compaction]
     input_tokens = total_chars // CHARS_PER_TOKEN

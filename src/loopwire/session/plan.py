@@ -5,7 +5,9 @@ Owns field validation, item ids, item references and call-id checks; resolves no
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +18,7 @@ from ..protocol import ids
 from ..protocol.context import EMPTY_CONTEXT, Context
 from ..protocol.errors import ProtocolError, invalid_request, missing_parameter
 from ..protocol.items import (
+    Compaction,
     FunctionCallOutput,
     InputItem,
     ItemReference,
@@ -32,6 +35,7 @@ from ..protocol.tools import HOSTED_TOOLS, CustomTool, FunctionTool, NamespaceTo
 from .bounds import check_bounds
 from .cache import CachedResponse, conversation_root, missing_call_ids
 from .limits import Limits
+from .window import WindowRule, compact_threshold_of, fit_window
 
 
 @dataclass(slots=True)
@@ -49,6 +53,10 @@ class TurnPlan:
     generate: bool
     root: str
     """The conversation's root response id (see session.cache.conversation_root)."""
+    pruned: bool = False
+    """The context was truncated or compacted to fit the window: it no longer extends the parent's."""
+    compaction: Compaction | None = None
+    """The compaction the server made (it leads both `context` and the turn's output)."""
 
 
 def validate_fields(request: CreateRequest, limits: Limits, *, websocket: bool) -> None:
@@ -76,6 +84,7 @@ def validate_fields(request: CreateRequest, limits: Limits, *, websocket: bool) 
     if request.truncation not in (None, "auto", "disabled"):
         raise invalid_request("'truncation' must be 'auto' or 'disabled'.", param="truncation")
     _validate_metadata(request.metadata, limits)
+    compact_threshold_of(request.context_management)
     check_bounds(request, limits)
 
 
@@ -304,7 +313,7 @@ def plan_turn(
         prefix=prefix,
         prefix_items=base.length if prefix is not None else 0,
         # Every node derives the same key for a conversation, so they all pick the same engine replica.
-        cache_key=request.prompt_cache_key or f"{owner}/{root}",
+        cache_key=request.prompt_cache_key or _conversation_key(owner, root),
         store=store,
         metadata=request.metadata or {},
         sent_tools=sent.sent,
@@ -316,6 +325,50 @@ def plan_turn(
     )
     response = response_of(request, response_id, now, sent.echo, status="in_progress")
     return TurnPlan(response, lane, owner, parent, new_items, context, engine_request, store, generate, root)
+
+
+def _conversation_key(owner: str, root: str) -> str:
+    return f"{owner}/{root}"
+
+
+def window_rule(request: CreateRequest, context_window: int | None) -> WindowRule | None:
+    """How this turn must fit: the window less the room `max_output_tokens` asks for (at most half of
+    it), `truncation`, and the compaction threshold; None when there is nothing to fit."""
+    threshold = compact_threshold_of(request.context_management)
+    if context_window is None and threshold is None:
+        return None
+    window = None
+    if context_window is not None:
+        window = context_window - min(request.max_output_tokens or 0, context_window // 2)
+    return WindowRule(window, request.truncation == "auto", threshold)
+
+
+def fit_plan(plan: TurnPlan, rule: WindowRule, count_tokens: Callable[[EngineRequest], int]) -> int:
+    """Fit the plan's context into the window (session/window.py), counting with the engine's
+    `count_tokens`; a truncated or compacted context replaces the plan's and renders from scratch.
+    Returns the input tokens; raises ProtocolError (context_length_exceeded) when it cannot fit."""
+    request = plan.engine_request
+
+    def measure(items: Sequence[InputItem]) -> int:
+        history = EMPTY_CONTEXT.extend(items)
+        return count_tokens(dataclasses.replace(request, history=history, prefix=None, prefix_items=0))
+
+    fitted = fit_window(plan.context, rule, count_tokens(request), measure)
+    if fitted.items is None:
+        return fitted.tokens
+    plan.context = EMPTY_CONTEXT.extend(fitted.items)
+    plan.pruned = True
+    plan.compaction = fitted.compaction
+    request.history = plan.context
+    request.prefix = None
+    request.prefix_items = 0
+    if plan.store:
+        # Stored whole and unlinked, this turn's record roots its chain for every node that resolves it
+        # (session.cache.conversation_root); the engine's warm state is gone anyway: moving replica is free.
+        if request.cache_key == _conversation_key(plan.owner, plan.root):
+            request.cache_key = _conversation_key(plan.owner, plan.response.id)
+        plan.root = plan.response.id
+    return fitted.tokens
 
 
 def response_of(

@@ -47,6 +47,7 @@ from ..protocol.events import (
     encode,
 )
 from ..protocol.items import (
+    Compaction,
     CustomToolCall,
     FunctionCall,
     Message,
@@ -117,6 +118,25 @@ class Turn:
                 ResponseInProgress(sequence_number=self._next(), stream_id=self.stream_id, response=snapshot)
             )
         return created
+
+    def compacted(self, item: Compaction) -> list[Event]:
+        """The compaction the server made of the context before the model ran (`context_management`):
+        an output item of its own, done at once, ahead of the model's."""
+        events = self._close_item()
+        index = len(self.output)
+        self.output.append(item)
+        sent = wire(item)
+        events.append(
+            OutputItemAdded(
+                sequence_number=self._next(), stream_id=self.stream_id, output_index=index, item=sent
+            )
+        )
+        events.append(
+            OutputItemDone(
+                sequence_number=self._next(), stream_id=self.stream_id, output_index=index, item=sent
+            )
+        )
+        return events
 
     def feed(self, delta: EngineDelta) -> list[Event]:
         if isinstance(delta, TextDelta):

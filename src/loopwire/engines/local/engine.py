@@ -30,6 +30,7 @@ class LocalEngine:
     def __init__(self, settings: LocalSettings, loaded: LoadedModel | None = None) -> None:
         self.settings = settings
         self.loaded = loaded if loaded is not None else load(settings)
+        self.context_window = self.loaded.max_positions
         self.template = Template(self.loaded.tokenizer)
         self.renderer = IncrementalRenderer(self.template, enabled=settings.render_cache)
         self.renderer.warm()

@@ -10,17 +10,30 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
+from typing import Any
 
-from ..base import EngineDelta, EngineError, EngineRequest, Finished, Usage
+import msgspec
+
+from ..base import (
+    EngineDelta,
+    EngineError,
+    EngineRequest,
+    Finished,
+    NamedToolChoice,
+    TextDelta,
+    ToolCallStart,
+    Usage,
+)
 from ..common.chat_messages import MessageCache
 from ..common.estimate import estimate_input_tokens, plain_messages
 from ..common.tool_names import CallRestorer, ChatToolNames
 from .chunks import ChunkParser
+from .dialect import plan_turn, probe_body
 from .settings import OpenAIChatSettings
 from .translate import build_body, build_headers, build_messages, build_tools, encode_body
-from .upstream import UpstreamFailure, UpstreamPool
+from .upstream import Replica, UpstreamFailure, UpstreamPool
 
 log = logging.getLogger("loopwire.engine.openai_chat")
 
@@ -33,6 +46,20 @@ class OpenAIChatStats:
     requests: int = 0
     failovers: int = 0
     estimated_usage_turns: int = 0
+    usage_probes: int = 0
+    text_fallbacks: int = 0
+    uncapped_retries: int = 0
+
+
+class _ProbeUsage(msgspec.Struct):
+    prompt_tokens: int
+
+
+class _ProbeAnswer(msgspec.Struct):
+    usage: _ProbeUsage | None = None
+
+
+_decode_usage = msgspec.json.Decoder(_ProbeAnswer).decode
 
 
 class OpenAIChatEngine:
@@ -44,6 +71,7 @@ class OpenAIChatEngine:
         self.settings = settings
         self.model_ids = (settings.model,) if settings.model else ()
         self.accepts_any_model = settings.model is None  # the client's model name is sent on
+        self.context_window = settings.context_window or None
         self.pool = UpstreamPool(settings)
         self.stats = OpenAIChatStats()
         self.message_cache: MessageCache | None = (
@@ -70,6 +98,19 @@ class OpenAIChatEngine:
             messages = plain_messages(request.history, request.instructions)
         return estimate_input_tokens(messages, build_tools(request.tools))
 
+    async def count_input_tokens(self, request: EngineRequest) -> int:
+        """`/input_tokens`: under the llama-cpp-python dialect, the server's own count (the same probe a
+        streamed turn's usage comes from); otherwise, and when the probe fails, the estimate."""
+        if self.settings.dialect != "llama-cpp-python":
+            return self.count_tokens(request)
+        try:
+            body = plan_turn(build_body(request, self.settings), request, self.settings).body
+        except EngineError:
+            return self.count_tokens(request)
+        replica = self.pool.candidates(request.cache_key)[0]
+        counted = await self._count_prompt(replica, body, build_headers(request, self.settings))
+        return counted if counted is not None else self.count_tokens(request)
+
     async def stream(self, request: EngineRequest) -> AsyncGenerator[list[EngineDelta], None]:
         started = time.perf_counter()
         self.stats.turns += 1
@@ -84,8 +125,66 @@ class OpenAIChatEngine:
             yield [Finished(Usage(input_tokens=estimate()), "stop", None, timings)]
             return
 
-        encoded = encode_body(body)
+        plan = plan_turn(body, request, self.settings)
         headers = build_headers(request, self.settings)
+        capped = request.max_output_tokens is None and bool(self.settings.default_max_output_tokens)
+
+        def run(body: dict[str, Any], probe: bool) -> AsyncGenerator[list[EngineDelta], None]:
+            return self._run_within_context(body, probe, capped, request, headers, estimate, started)
+
+        if plan.text_fallback is None:
+            async for batch in run(plan.body, plan.probe):
+                yield batch
+            return
+        # a non-streamed first answer: held until it is known not to be llama-cpp-python's empty message
+        held = [batch async for batch in run(plan.body, False)]
+        if any(isinstance(delta, ToolCallStart | TextDelta) for batch in held for delta in batch):
+            for batch in held:
+                yield batch
+            return
+        self.stats.text_fallbacks += 1
+        async for batch in run(plan.text_fallback, True):
+            yield batch
+
+    async def _run_within_context(
+        self,
+        body: dict[str, Any],
+        probe: bool,
+        capped: bool,
+        request: EngineRequest,
+        headers: dict[str, str],
+        estimate: Callable[[], int],
+        started: float,
+    ) -> AsyncGenerator[list[EngineDelta], None]:
+        """_run, and when the upstream refused (HTTP 400) a request that carried the default output cap
+        (not the client's), once more without it: vLLM and OpenAI refuse a limit that would not fit the
+        context after the prompt, where their own default (what is left of the context) is bounded."""
+        try:
+            async for batch in self._run(body, probe, request, headers, estimate, started):
+                yield batch
+            return
+        except UpstreamFailure as failure:  # a refusal comes before any output: nothing was yielded
+            if not capped or failure.status != 400:
+                raise
+            log.info("the upstream refused the default output cap (%s); sending no limit", failure)
+        self.stats.uncapped_retries += 1
+        uncapped = {name: value for name, value in body.items() if name != self.settings.max_tokens_field}
+        async for batch in self._run(uncapped, probe, request, headers, estimate, started):
+            yield batch
+
+    async def _run(
+        self,
+        body: dict[str, Any],
+        probe: bool,
+        request: EngineRequest,
+        headers: dict[str, str],
+        estimate: Callable[[], int],
+        started: float,
+    ) -> AsyncGenerator[list[EngineDelta], None]:
+        """One upstream request, on the first replica that takes it (failing over only before output):
+        batches of deltas, the last one ending with Finished."""
+        encoded = encode_body(body)
+        forced = request.tool_choice == "required" or isinstance(request.tool_choice, NamedToolChoice)
         last_failure: UpstreamFailure | None = None
         for replica in self.pool.candidates(request.cache_key):
             if last_failure is not None:
@@ -99,16 +198,26 @@ class OpenAIChatEngine:
                     raise
                 last_failure = failure
                 continue
-            produced = False
+            produced = called = False
             restorer = CallRestorer(ChatToolNames(request.tools))
             try:
                 parser = ChunkParser()
                 first_delta_at: float | None = None
-                if not upstream.streaming:  # a server that ignored `stream: true`
+                if not upstream.streaming:  # not streamed: asked so (a dialect), or `stream: true` ignored
                     batch = restorer.restore(parser.feed_completion(await upstream.read_all()))
                 while upstream.streaming:
                     data = await upstream.read()
                     if not data:
+                        if not upstream.got_bytes:
+                            upstream.abort()
+                            raise UpstreamFailure(
+                                f"{replica.label} answered HTTP 200 with an empty stream (llama-cpp-python "
+                                "does so when the generation fails after it started, e.g. a streamed "
+                                "tool_choice auto: use --engine-option dialect=llama-cpp-python)",
+                                code="upstream_error",
+                                retryable=False,
+                                replica_down=False,
+                            )
                         batch = restorer.restore(parser.close())
                         if not parser.complete:
                             raise UpstreamFailure(
@@ -126,10 +235,24 @@ class OpenAIChatEngine:
                         if first_delta_at is None:
                             first_delta_at = time.perf_counter()
                         produced = True
+                        called = called or any(isinstance(delta, ToolCallStart) for delta in batch)
                         yield batch
                 batch += restorer.flush()
                 finished = parser.finish(estimate)
+                called = called or any(isinstance(delta, ToolCallStart) for delta in batch)
+                if forced and not called:
+                    raise EngineError(
+                        f"{replica.label} answered without a tool call although tool_choice forced one: it "
+                        "ignored the tools (llama-cpp-python needs --chat_format chatml-function-calling; "
+                        "llama.cpp's llama-server --jinja and a template with tool support)",
+                        code="upstream_error",
+                    )
                 self.pool.report_success(replica)
+                if parser.usage_estimated and probe:
+                    counted = await self._count_prompt(replica, body, headers)
+                    if counted is not None:
+                        finished.usage = Usage(input_tokens=counted, output_tokens=parser.output_chunks)
+                        parser.usage_estimated = False
                 if parser.usage_estimated:
                     self.stats.estimated_usage_turns += 1
                     log.debug("the upstream reported no usage for this turn; it is estimated")
@@ -156,3 +279,21 @@ class OpenAIChatEngine:
             f"none of the {replicas} upstream replicas could serve the turn; last: {last_failure}",
             code=last_failure.code,
         )
+
+    async def _count_prompt(
+        self, replica: Replica, body: dict[str, Any], headers: dict[str, str]
+    ) -> int | None:
+        """The upstream's own prompt count, from a one-token non-streamed request for the same prompt
+        (dialect.probe_body); None when that fails (the turn keeps its estimate)."""
+        self.stats.usage_probes += 1
+        try:
+            upstream = await self.pool.open(replica, encode_body(probe_body(body, self.settings)), headers)
+            try:
+                answer = await upstream.read_all()
+            finally:
+                upstream.close()
+            counted = _decode_usage(answer).usage
+        except (UpstreamFailure, msgspec.DecodeError, msgspec.ValidationError) as error:
+            log.warning("the prompt count probe failed; usage stays estimated: %s", error)
+            return None
+        return counted.prompt_tokens if counted is not None else None

@@ -14,6 +14,12 @@ from ..common.options import refuse_unknown, upstream_endpoint
 CacheKeyVia = Literal["prompt_cache_key", "user", "header"]
 CACHE_KEY_VIA: tuple[CacheKeyVia, ...] = ("prompt_cache_key", "user", "header")
 CHAT_COMPLETIONS_PATH = "/chat/completions"
+Routing = Literal["sticky", "round-robin"]
+Dialect = Literal["openai", "llama-cpp-python"]
+DIALECTS: tuple[Dialect, ...] = ("openai", "llama-cpp-python")
+DEFAULT_MAX_OUTPUT_TOKENS = 4096
+"""The cap on a turn whose client set no `max_output_tokens`: small models on local servers (llama.cpp,
+Ollama) otherwise generate until their context is full, minutes on a CPU. Large enough for any agent turn."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +42,15 @@ class OpenAIChatSettings:
     each history item that becomes a chat message on its own is translated and encoded once, then
     spliced into later turns' bodies. It holds up to this many bytes of encoded JSON plus the items it
     keeps alive (about as much again), shared by all lanes; 0 disables it.
+    default_max_output_tokens: sent as the output limit when the client gave none (0: send none, and the
+    upstream's own default applies, unbounded on llama.cpp). A turn that reaches it is `incomplete` with
+    reason `max_output_tokens`, as when the client's own limit is reached.
+    routing: `sticky` sends each lane to the replica its cache key hashes to (rendezvous hashing), so the
+    replica's prefix cache holds the lane's history; `round-robin` spreads turns over the replicas in turn
+    (for comparison: every turn then lands where the lane's KV is most likely cold).
+    dialect: `openai` speaks the standard chat API; `llama-cpp-python` works around that server's tool
+    handling (see dialect.py; start it with `--chat_format chatml-function-calling`) and asks it for the
+    exact prompt token count its streams do not report.
     """
 
     upstreams: tuple[str, ...]
@@ -56,7 +71,13 @@ class OpenAIChatSettings:
     named_tool_choice: Literal["object", "required"] = "object"
     extra_body: Mapping[str, Any] = field(default_factory=dict)
     extra_headers: Mapping[str, str] = field(default_factory=dict)
+    context_window: int = 0
+    """The upstream model's context window in tokens (input and output), so the server can truncate,
+    compact or refuse a turn that would overflow it; 0: unknown (every turn is sent as it is)."""
     message_cache_bytes: int = 32 * 1024 * 1024
+    default_max_output_tokens: int = DEFAULT_MAX_OUTPUT_TOKENS
+    routing: Routing = "sticky"
+    dialect: Dialect = "openai"
 
     def __post_init__(self) -> None:
         if not self.upstreams:
@@ -69,8 +90,16 @@ class OpenAIChatSettings:
             raise ValueError("upstream timeouts must be positive")
         if self.cooldown_s < 0 or self.keepalive_s < 0:
             raise ValueError("cooldown_s and keepalive_s must not be negative")
+        if self.context_window < 0:
+            raise ValueError("context_window must not be negative (0: unknown)")
         if self.message_cache_bytes < 0:
             raise ValueError("message_cache_bytes must not be negative")
+        if self.default_max_output_tokens < 0:
+            raise ValueError("default_max_output_tokens must not be negative (0: no default limit)")
+        if self.routing not in ("sticky", "round-robin"):
+            raise ValueError("routing must be 'sticky' or 'round-robin'")
+        if self.dialect not in DIALECTS:
+            raise ValueError(f"dialect takes {', '.join(DIALECTS)}; got {self.dialect!r}")
         if self.max_connections < 1:
             raise ValueError("max_connections must be at least 1")
         if self.developer_role not in ("system", "developer"):

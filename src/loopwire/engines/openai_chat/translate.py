@@ -260,6 +260,8 @@ def build_body(
     if structured is not None:
         body["response_format"] = structured
     body.update(sampling_fields(request, settings.max_tokens_field))
+    if request.max_output_tokens is None and settings.default_max_output_tokens:
+        body[settings.max_tokens_field] = settings.default_max_output_tokens
     if request.cache_key:
         token = affinity_token(request.cache_key)
         if "prompt_cache_key" in settings.cache_key_via:

@@ -33,12 +33,16 @@ MAX_COMPLETION_BODY_BYTES = 64 * 1024 * 1024
 class UpstreamFailure(EngineError):
     """A replica could not serve the request. `retryable`: nothing of the turn was produced by this
     failure's nature (no connection, a 5xx, a cut before any output), so another replica may take it.
-    `replica_down`: the replica itself looks unhealthy and goes into cooldown."""
+    `replica_down`: the replica itself looks unhealthy and goes into cooldown. `status`: the HTTP status
+    of a refusal (None for transport failures)."""
 
-    def __init__(self, message: str, *, code: str, retryable: bool, replica_down: bool) -> None:
+    def __init__(
+        self, message: str, *, code: str, retryable: bool, replica_down: bool, status: int | None = None
+    ) -> None:
         super().__init__(message, code=code)
         self.retryable = retryable
         self.replica_down = replica_down
+        self.status = status
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +66,11 @@ class UpstreamStream:
         self._response = response
         self._clock = clock
         self.replica = replica
+
+    @property
+    def got_bytes(self) -> bool:
+        """Whether any body bytes have come."""
+        return self._clock.got_data
 
     @property
     def streaming(self) -> bool:
@@ -113,6 +122,10 @@ class UpstreamStream:
         """Read to the end of the body (briefly) so the keep-alive connection goes back to the pool."""
         await drain(self._response)
 
+    def abort(self) -> None:
+        """Close the connection instead of reusing it (its server ended the answer abnormally)."""
+        self._response.close()
+
     def close(self) -> None:
         """Release the connection: reused when the body was read to its end, else closed (which also
         tells the upstream to stop generating)."""
@@ -129,6 +142,7 @@ class UpstreamPool:
             for number, endpoint in enumerate(settings.endpoints, start=1)
         )
         self._down_until: dict[str, float] = {}
+        self._turns = 0  # round-robin position
         self._http = KeepalivePool(
             "openai-chat",
             limit=settings.max_connections,
@@ -156,9 +170,16 @@ class UpstreamPool:
 
         return sorted(self.replicas, key=score, reverse=True)
 
+    def rotation(self) -> list[Replica]:
+        """Every replica, starting one further on each call: round-robin routing, which ignores lanes."""
+        start = self._turns % len(self.replicas)
+        self._turns += 1
+        return list(self.replicas[start:] + self.replicas[:start])
+
     def candidates(self, affinity: str) -> list[Replica]:
-        """The ranking with replicas in cooldown moved to the end (still tried when all else failed)."""
-        ranked = self.ranking(affinity)
+        """The ranking (or, with round-robin routing, the rotation) with replicas in cooldown moved to the
+        end (still tried when all else failed)."""
+        ranked = self.rotation() if self.settings.routing == "round-robin" else self.ranking(affinity)
         now = time.monotonic()
         down = self._down_until
         if not down:
@@ -206,12 +227,21 @@ class UpstreamPool:
         label = replica.label
         try:
             async with asyncio.timeout_at(clock.deadline()):
-                response = await session.post(
-                    replica.endpoint,
-                    data=body,
-                    headers={"Content-Type": "application/json", **headers},
-                    allow_redirects=False,
-                )
+                for attempt in (1, 2):
+                    try:
+                        response = await session.post(
+                            replica.endpoint,
+                            data=body,
+                            headers={"Content-Type": "application/json", **headers},
+                            allow_redirects=False,
+                        )
+                        break
+                    except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as dropped:
+                        # the connection died before an answer (a keep-alive one the server had closed,
+                        # or llama-cpp-python resetting the one after a failed stream): once more, anew
+                        if attempt == 2 or isinstance(dropped, aiohttp.ClientConnectorError):
+                            raise
+                        log.info("%s dropped the connection before answering; retrying once", label)
         except aiohttp.ConnectionTimeoutError:
             raise UpstreamFailure(
                 f"{label} did not accept a connection within {self.settings.connect_timeout_s:g} s",
@@ -243,6 +273,7 @@ class UpstreamPool:
             code="upstream_error",
             retryable=server_side,
             replica_down=server_side,
+            status=response.status,
         )
 
 

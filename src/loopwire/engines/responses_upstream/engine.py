@@ -75,6 +75,7 @@ class ResponsesEngine:
         self.settings = settings
         self.model_ids = (settings.model,) if settings.model else ()
         self.accepts_any_model = settings.model is None  # the client's model name is sent on
+        self.context_window = settings.context_window or None
         self.client = UpstreamClient(settings)
         self.pool = SocketPool(settings, self.client)
         self.stats = ResponsesStats()

@@ -58,9 +58,14 @@ class ResponsesSettings:
     max_message_bytes: int = 64 * 1024 * 1024
     extra_body: Mapping[str, Any] = field(default_factory=dict)
     extra_headers: Mapping[str, str] = field(default_factory=dict)
+    context_window: int = 0
+    """The upstream model's context window in tokens (input and output), so the server can truncate,
+    compact or refuse a turn that would overflow it; 0: unknown (every turn is sent as it is)."""
 
     def __post_init__(self) -> None:
         responses_endpoint(self.upstream)
+        if self.context_window < 0:
+            raise ValueError("context_window must not be negative (0: unknown)")
         if self.transport not in TRANSPORTS:
             raise ValueError(f"transport takes {', '.join(TRANSPORTS)}; got {self.transport!r}")
         if self.store not in STORE_POLICIES:

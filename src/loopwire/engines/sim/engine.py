@@ -6,6 +6,7 @@ Owns one turn from request to Finished (render, cache lookup, generation, pacing
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import random
 import time
@@ -59,7 +60,9 @@ class SimSettings:
     ttft_ms: fixed time before the first token. prefill_tps: uncached prompt tokens per second (0 = instant).
     decode_tps: output tokens per second (0 = instant). default_output_tokens: natural output length of a
     text answer, end-of-turn token included. parallel_calls: calls emitted for tool_choice "required" or a
-    named tool when the request allows parallel tool calls.
+    named tool when the request allows parallel tool calls. context_window: the tokens the simulated model
+    takes in, input and output together (None: unbounded); an answer stops (`length`) where it would
+    overflow.
     """
 
     ttft_ms: float = 0.0
@@ -70,6 +73,7 @@ class SimSettings:
     default_output_tokens: int = 12
     prefix_cache_entries: int = 4096
     parallel_calls: int = 1
+    context_window: int | None = None
 
     def __post_init__(self) -> None:
         if min(self.ttft_ms, self.prefill_tps, self.decode_tps) < 0:
@@ -78,6 +82,8 @@ class SimSettings:
             raise ValueError("default_output_tokens must be at least 2 (one word and the end of turn)")
         if self.prefix_cache_entries < 1 or self.parallel_calls < 1:
             raise ValueError("prefix_cache_entries and parallel_calls must be at least 1")
+        if self.context_window is not None and self.context_window < 2:
+            raise ValueError("context_window must be at least 2 tokens")
 
 
 class SimRenderState(RenderState):
@@ -151,6 +157,7 @@ class SimEngine:
 
     def __init__(self, settings: SimSettings | None = None) -> None:
         self.settings = settings if settings is not None else SimSettings()
+        self.context_window = self.settings.context_window
         self.renderer = ChatRenderer()
         self.cache = PrefixCache(self.settings.prefix_cache_entries)
         self.stats = SimStats()
@@ -194,6 +201,7 @@ class SimEngine:
         first_at = started + prefill_s + (settings.ttft_ms / 1000.0 if request.generate else 0.0)
         step_s = 1.0 / settings.decode_tps if settings.decode_tps > 0 else 0.0
         paced = first_at > started or step_s > 0
+        request = self._within_window(request, input_tokens)
         # Unpaced, every token is due at once: one delta per item instead of one per token.
         plan = self._generate(request, prompt, per_token=paced) if request.generate else None
         decode_s = step_s * (plan.output_tokens - 1) if plan is not None and plan.output_tokens else 0.0
@@ -257,6 +265,16 @@ class SimEngine:
         memo.insert(0, header)
         del memo[_HEADER_MEMO_SIZE:]
         return header
+
+    def _within_window(self, request: EngineRequest, input_tokens: int) -> EngineRequest:
+        """An answer stops where the context window is full, as a real model's would."""
+        window = self.context_window
+        if window is None:
+            return request
+        room = max(window - input_tokens, 1)
+        if request.max_output_tokens is not None and request.max_output_tokens <= room:
+            return request
+        return dataclasses.replace(request, max_output_tokens=room)
 
     def _render_history(self, request: EngineRequest) -> _Prompt:
         """Fast path: the prefix state covers history[:prefix_items] under the same header, so only the items

