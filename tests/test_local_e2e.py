@@ -27,7 +27,8 @@ WEATHER_TOOL: dict[str, Any] = {
 
 def start(directory: Path, model_dir: Path, name: str) -> ServerProcess:
     extra = ("--engine", "local", "--model", str(model_dir))
-    return ServerProcess("memory", directory / f"{name}.log", extra).start()
+    # importing torch and loading the model takes seconds, more on a busy 2-core machine
+    return ServerProcess("memory", directory / f"{name}.log", extra, ready_timeout_s=120.0).start()
 
 
 @pytest.fixture(scope="module")

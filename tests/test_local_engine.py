@@ -23,10 +23,12 @@ from loopwire.engines.base import (
     EngineDelta,
     EngineRequest,
     Finished,
+    NamedToolChoice,
     RenderState,
     TextDelta,
     ToolArgumentsDelta,
     ToolCallStart,
+    ToolChoice,
     ToolSpec,
 )
 from loopwire.engines.factory import build_engine
@@ -341,8 +343,13 @@ def test_missing_or_incomplete_model_dirs_are_clear_errors(tmp_path: Path) -> No
     (partial / "config.json").write_text("{}")
     with pytest.raises(ValueError, match=r"incomplete: missing weights .*, a tokenizer"):
         build_engine("local", model=str(partial))
-    with pytest.raises(ValueError, match="needs a model directory"):
+    with pytest.raises(ValueError, match=r"needs a model: --model DIR or --model FILE\.gguf"):
         build_engine("local")
+    with pytest.raises(ValueError, match=r"GGUF file .* does not exist"):
+        build_engine("local", model=str(tmp_path / "absent.gguf"))
+    (tmp_path / "fake.gguf").write_bytes(b"not a gguf")
+    with pytest.raises(ValueError, match="is not a GGUF file"):
+        build_engine("local", model=str(tmp_path / "fake.gguf"))
     with pytest.raises(ValueError, match="unknown local option"):
         build_engine("local", model=str(partial), upstream="http://x")
     done = subprocess.run(
@@ -363,3 +370,54 @@ def test_the_base_install_does_not_import_torch() -> None:
         "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'torch was imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
+
+
+FORECAST = ToolSpec(
+    "forecast",
+    "The forecast for a city.",
+    {
+        "type": "object",
+        "properties": {"city": {"enum": ["Paris", "London"]}, "metric": {"type": "boolean"}},
+        "required": ["city", "metric"],
+        "additionalProperties": False,
+    },
+)
+ALERTS = ToolSpec(
+    "alerts",
+    "Weather alerts.",
+    {"type": "object", "properties": {"severe": {"type": "boolean"}}, "required": ["severe"]},
+)
+
+
+async def test_a_forced_tool_choice_makes_even_random_weights_call_that_tool(engine: LocalEngine) -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    pytest.importorskip("xgrammar")
+    history = EMPTY_CONTEXT.extend([user("Forecast for Paris?")])
+    tools = (FORECAST, ALERTS)
+    choices: list[tuple[ToolChoice, set[str]]] = [
+        (NamedToolChoice("forecast"), {"forecast"}),
+        ("required", {"forecast", "alerts"}),
+    ]
+    for choice, allowed in choices:
+        result = await run(engine, history, tools=tools, tool_choice=choice, max_output_tokens=200)
+        calls = [item for item in result.output if isinstance(item, FunctionCall)]
+        assert len(calls) == 1 and calls[0].name in allowed, result.output
+        assert result.finished.stop_reason == "tool_calls" and not result.text
+        tool = next(tool for tool in tools if tool.name == calls[0].name)
+        jsonschema.validate(json.loads(calls[0].arguments), tool.parameters)
+
+
+async def test_a_json_schema_text_format_constrains_the_text(engine: LocalEngine) -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    pytest.importorskip("xgrammar")
+    schema = FORECAST.parameters
+    assert schema is not None
+    history = EMPTY_CONTEXT.extend([user("Answer in JSON.")])
+    result = await run(
+        engine,
+        history,
+        text_format={"type": "json_schema", "name": "f", "schema": schema},
+        max_output_tokens=200,
+    )
+    assert result.finished.stop_reason == "stop"
+    jsonschema.validate(json.loads(result.text), schema)

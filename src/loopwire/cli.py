@@ -68,8 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--model",
-        metavar="DIR",
-        help="local: a model directory (config.json, weights, tokenizer) loaded in process, never downloaded",
+        metavar="DIR|FILE.gguf",
+        help="local: a model directory (config.json, weights, tokenizer) or a GGUF file (converted once into "
+        "a cached directory), loaded in process, never downloaded",
     )
     serve.add_argument("--device", help="local: cpu (default), cuda, cuda:N or mps")
     serve.add_argument(

@@ -17,6 +17,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "stages": ("stages", "where one WebSocket-mode turn spends its server time: run_turn in process"),
     "gateway": ("gateway", "the openai-chat and responses engines' overhead over zero-latency upstreams"),
     "local": ("local_kv", "the local engine's TTFT with the lane's KV cache reused vs a full prefill"),
+    "render": (
+        "render_cache",
+        "the local engine's per-turn prompt render with the lane's token cache vs none",
+    ),
+    "grammar": (
+        "constrained",
+        "xgrammar, llguidance, outlines-core: tool-call grammar compile and mask cost",
+    ),
     "sticky": (
         "sticky",
         "interleaved conversations over real llama.cpp replicas: sticky vs round-robin TTFT",
@@ -53,7 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         module = importlib.import_module(f"{__package__}.{COMMANDS[name][0]}")
     except ModuleNotFoundError as error:
-        extra = {"local": "local", "redis": "redis"}.get(name, "bench")
+        extra = {"local": "local", "render": "local", "grammar": "grammar-bench", "redis": "redis"}.get(
+            name, "bench"
+        )
         print(
             f"loopwire bench {name} needs {error.name}, which this install lacks: "
             f"pip install 'loopwire[{extra}]'",

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from ..engines.base import EngineRequest, Finished, RenderState, TextDelta
 from ..engines.local import LocalEngine, LocalSettings
-from ..engines.local.scratch import build_model_dir, parameter_count
+from ..engines.local.scratch import build_model_dir
 from ..protocol.context import EMPTY_CONTEXT, Context
 from ..protocol.items import FunctionCall, FunctionCallOutput, InputItem, Message, OutputText
 
@@ -110,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--hidden", type=int, default=512)
     parser.add_argument("--layers", type=int, default=8)
     parser.add_argument("--intermediate", type=int, default=1408)
-    parser.add_argument("--model", help="an existing model directory instead of a random one")
+    parser.add_argument("--model", help="an existing model directory or GGUF file instead of a random one")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     measured = {int(turn) for turn in args.turns.split(",")}
@@ -127,8 +127,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 intermediate_size=args.intermediate,
                 max_positions=32768,
             )
-        params = parameter_count(model_dir) if (model_dir / "model.safetensors").exists() else 0
-        engine = LocalEngine(LocalSettings(model=str(model_dir)))
+        engine = LocalEngine(LocalSettings(model=str(model_dir)))  # a directory or a GGUF file
+        params = sum(parameter.numel() for parameter in engine.loaded.model.parameters())
         print(f"model: {model_dir.name}, {params / 1e6:.1f}M parameters, cpu float32", file=sys.stderr)
         warm = EMPTY_CONTEXT.extend([Message(role="user", content="warm up")])
         asyncio.run(one_token_turn(engine, warm, None, 0))  # first-call allocations stay out of turn 1

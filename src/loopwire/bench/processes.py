@@ -69,8 +69,10 @@ class ServerProcess:
         port: int = 0,
         env: dict[str, str] | None = None,
         cwd: Path | None = None,
+        ready_timeout_s: float = READY_TIMEOUT_S,
     ) -> None:
         self.store = store
+        self.ready_timeout_s = ready_timeout_s  # a real model loads for seconds before the server answers
         self.log_path = log_path
         self.extra_args = tuple(extra_args)
         self.fixed_port = port
@@ -125,7 +127,7 @@ class ServerProcess:
                     env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
                 )
             try:
-                wait_http(f"{self.origin}/healthz", self.proc)
+                wait_http(f"{self.origin}/healthz", self.proc, self.ready_timeout_s)
                 return self
             except RuntimeError as error:
                 failure = f"{error}\n{self.log_text()}"

@@ -231,6 +231,23 @@ def runs_hosted_tools(engine: Engine) -> bool:
     return bool(getattr(engine, "runs_hosted_tools", False))
 
 
+@dataclass(frozen=True, slots=True)
+class EngineCount:
+    """One counter an engine keeps itself, shown at /metrics as `name{labels} value`."""
+
+    name: str
+    help: str
+    labels: tuple[tuple[str, str], ...]
+    value: float
+
+
+@runtime_checkable
+class CountingEngine(Protocol):
+    """An engine with counters of its own (read from the event loop; a worker thread may be adding)."""
+
+    def counters(self) -> list[EngineCount]: ...
+
+
 @runtime_checkable
 class ModelCatalog(Protocol):
     """An engine whose models are known only by asking (a gateway lists its upstream's)."""

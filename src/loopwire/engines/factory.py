@@ -91,14 +91,14 @@ def _build(name: str, options: dict[str, Any], *, build: bool) -> Engine | None:
 
 def _build_local(options: dict[str, Any], *, build: bool) -> Engine | None:
     """Checks settings and the model directory without importing torch; only building loads the model."""
-    from .local.model_dir import check_model_dir
+    from .local.model_dir import check_model
     from .local.settings import LocalSettings
 
     refuse_unknown("local", LocalSettings, options)
     if "model" not in options:
-        raise ValueError("the local engine needs a model directory: --model DIR")
+        raise ValueError("the local engine needs a model: --model DIR or --model FILE.gguf")
     settings = LocalSettings(**coerce(LocalSettings, options))
-    check_model_dir(settings.model)
+    check_model(settings.model)
     if not build:
         return None
     try:

@@ -137,10 +137,21 @@ class Metrics:
             self.resumed,
         )
 
+        self.engine: dict[str, Counter] = {}
+        """Counters the engine keeps itself, copied in before each rendering."""
+
+    def set_engine_count(self, name: str, help_text: str, labels: Labels, value: float) -> None:
+        counter = self.engine.get(name)
+        if counter is None:
+            counter = self.engine[name] = Counter(name, help_text)
+        counter.values[labels] = value
+
     def render(self) -> bytes:
         lines: list[str] = []
         for metric in self._all:
             lines.extend(metric.render())
+        for counter in self.engine.values():
+            lines.extend(counter.render())
         return ("\n".join(lines) + "\n").encode()
 
 

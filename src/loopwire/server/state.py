@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..engines.base import Engine
+from ..engines.base import CountingEngine, Engine
 from ..protocol.errors import rate_limited, too_many_connections
 from ..session.budget import CacheBudget
 from ..session.connection import ConnectionState
@@ -95,6 +95,9 @@ class ServerState:
         self.metrics.connections.set((), len(self.sessions))
         self.metrics.lanes.set((), sum(conn.cached_count for conn in self.sessions))
         self.metrics.cached_bytes.set((), self.budget.total)
+        if isinstance(self.engine, CountingEngine):
+            for count in self.engine.counters():
+                self.metrics.set_engine_count(count.name, count.help, count.labels, count.value)
         self.metrics.parked.set((), self.resume.parked)
         self.metrics.resumed.set((), self.resume.resumed)
         shared = redis_store_of(self.store)

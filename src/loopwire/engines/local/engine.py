@@ -12,12 +12,13 @@ import time
 from collections.abc import AsyncGenerator
 from concurrent.futures import ThreadPoolExecutor
 
-from ..base import EngineDelta, EngineError, EngineRequest, Finished
+from ..base import EngineCount, EngineDelta, EngineError, EngineRequest, Finished
 from ..common.tool_names import CallRestorer, ChatToolNames
+from .constrain import Grammars
 from .generation import Emit, GenerationStats, Generator, TurnJob
 from .kv_pool import KvPool, LocalRenderState
 from .loader import LoadedModel, cache_bytes, load
-from .messages import build_messages, build_tools
+from .render_cache import IncrementalRenderer, Rendered
 from .settings import LocalSettings
 from .template import Template
 
@@ -31,6 +32,8 @@ class LocalEngine:
         self.loaded = loaded if loaded is not None else load(settings)
         self.context_window = self.loaded.max_positions
         self.template = Template(self.loaded.tokenizer)
+        self.renderer = IncrementalRenderer(self.template, enabled=settings.render_cache)
+        self.renderer.warm()
         self.pool = KvPool(settings.kv_budget_bytes, cache_bytes)
         self.generator = Generator(
             self.loaded,
@@ -40,6 +43,8 @@ class LocalEngine:
             seed=settings.seed,
         )
         self.generator.stop_ids = self.template.stop_ids(self.loaded.eos_ids)
+        vocab_size = getattr(self.loaded.config, "vocab_size", None) or len(self.loaded.tokenizer)
+        self.grammars = Grammars(self.loaded.tokenizer, int(vocab_size), self.generator.stop_ids)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="loopwire-local")
         self._closed = False
 
@@ -48,11 +53,36 @@ class LocalEngine:
         return self.generator.stats
 
     def render(self, request: EngineRequest) -> list[int]:
-        """The prompt's token ids: the whole conversation through the template, with the generation prompt
-        when the turn generates. Re-rendered every turn; KV reuse compares ids, not items."""
-        names = ChatToolNames(request.tools)
-        messages = build_messages(request.history, request.instructions, names)
-        return self.template.ids(messages, build_tools(request.tools, names), generate=request.generate)
+        """The prompt's token ids, as the turn would prefill them (not counted in the render counters)."""
+        return self.rendered(request, count=False).prompt
+
+    def rendered(self, request: EngineRequest, *, count: bool = True) -> Rendered:
+        """The prompt's token ids (the conversation through the template, with the generation prompt when
+        the turn generates): the lane's cached render extended by the new items when it can be, else the
+        whole conversation. KV reuse then compares these ids with the lane's cached ones."""
+        parent = request.prefix if isinstance(request.prefix, LocalRenderState) else None
+        return self.renderer.render(
+            request.history,
+            request.instructions,
+            request.tools,
+            generate=request.generate,
+            parent=parent.rendered if parent is not None else None,
+            parent_ids=parent.ids if parent is not None else (),
+            count=count,
+        )
+
+    def counters(self) -> list[EngineCount]:
+        """Turns by how their prompt was rendered: appended to the lane's cached render, full (nothing to
+        extend), or fallback (a cached render the template or tokenizer would not let us extend)."""
+        return [
+            EngineCount(
+                "loopwire_local_renders_total",
+                "Local engine prompt renders: appended to the lane's cached ids, full, or fallback to full.",
+                (("path", path), ("reason", reason)),
+                float(n),
+            )
+            for (path, reason), n in list(self.renderer.counts.items())
+        ]
 
     def count_tokens(self, request: EngineRequest) -> int:
         return len(self.render(request))
@@ -111,16 +141,17 @@ class LocalEngine:
         settings = self.settings
         parent = request.prefix if isinstance(request.prefix, LocalRenderState) else None
         temperature = settings.temperature if request.temperature is None else request.temperature
+        rendered = self.rendered(request)
         return TurnJob(
-            prompt=self.render(request),
+            prompt=rendered.prompt,
+            rendered=rendered.prefix,
+            constraint=self.grammars.for_request(request),
             parent=parent,
             generate=request.generate,
             max_new_tokens=request.max_output_tokens or settings.max_output_tokens,
             temperature=temperature,
             top_p=1.0 if request.top_p is None else request.top_p,
-            parse_tools=bool(request.tools)
-            and request.tool_choice != "none"
-            and self.template.supports_tools,
+            parse_tools=bool(request.tools) and request.tool_choice != "none",
             cancelled=cancelled,
             emit=emit,
         )

@@ -15,9 +15,11 @@ from typing import Any
 import torch
 
 from ..base import EngineDelta, EngineError, Finished, StopReason, Usage
+from .constrain import Constraint
 from .decoding import Detokenizer, Sampler
 from .kv_pool import KvPool, LocalRenderState
 from .loader import LoadedModel, new_cache
+from .render_cache import RenderedPrefix
 from .tool_parser import ToolCallParser
 
 Emit = Callable[[list[EngineDelta] | EngineError], None]
@@ -40,6 +42,10 @@ class TurnJob:
     cancelled: threading.Event
     emit: Emit
     render_ms: float = 0.0
+    rendered: RenderedPrefix | None = None
+    constraint: Constraint | None = None
+    """The grammar every sampled token must follow (a forced tool call, a JSON schema), if any."""
+    """The render of the history that the next turn of the lane extends (its ids prefix `prompt`)."""
 
 
 @dataclass(slots=True)
@@ -157,7 +163,11 @@ class Generator:
             room = job.max_new_tokens if limit is None else min(job.max_new_tokens, limit - len(prompt))
             try:
                 for step in range(room):
+                    if job.constraint is not None:
+                        logits = job.constraint.mask(logits)
                     token = self.sampler.pick(logits, job.temperature, job.top_p)
+                    if job.constraint is not None:
+                        job.constraint.accept(token)
                     output.append(token)
                     if step == 0:
                         timings["ttft_ms"] = (time.perf_counter() - started) * 1000.0
@@ -181,7 +191,7 @@ class Generator:
             tail = []
         if stop == "stop" and parser.calls:
             stop = "tool_calls"
-        state = self.pool.new_state(tuple(fed))
+        state = self.pool.new_state(tuple(fed), job.rendered)
         if self.kv_reuse:
             self.pool.put(state, cache, len(fed))
         timings["total_ms"] = (time.perf_counter() - started) * 1000.0

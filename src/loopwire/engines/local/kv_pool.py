@@ -13,19 +13,22 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..base import RenderState
+from .render_cache import RenderedPrefix
 
 
 class LocalRenderState(RenderState):
     """A lane's last turn: the token ids its KV cache was computed over (prompt plus the generated tokens
-    that were fed back), and its slot in the pool. The cache itself lives in the pool, so the budget can
-    take it away from an idle lane; `token_count` is the length of `ids`."""
+    that were fed back), its slot in the pool, and the render of its history that the next turn extends
+    (`rendered`: its ids are `ids[:rendered.length]`). The cache itself lives in the pool, so the budget
+    can take it away from an idle lane; `token_count` is the length of `ids`."""
 
-    __slots__ = ("__weakref__", "ids", "slot")
+    __slots__ = ("__weakref__", "ids", "rendered", "slot")
 
-    def __init__(self, ids: tuple[int, ...], slot: int) -> None:
+    def __init__(self, ids: tuple[int, ...], slot: int, rendered: RenderedPrefix | None = None) -> None:
         super().__init__(len(ids))
         self.ids = ids
         self.slot = slot
+        self.rendered = rendered
 
     def __repr__(self) -> str:
         return f"LocalRenderState(token_count={self.token_count}, slot={self.slot})"
@@ -67,11 +70,11 @@ class KvPool:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def new_state(self, ids: tuple[int, ...]) -> LocalRenderState:
+    def new_state(self, ids: tuple[int, ...], rendered: RenderedPrefix | None = None) -> LocalRenderState:
         with self._lock:
             self._next_slot += 1
             slot = self._next_slot
-        state = LocalRenderState(ids, slot)
+        state = LocalRenderState(ids, slot, rendered)
         weakref.finalize(state, self._release, slot)
         return state
 

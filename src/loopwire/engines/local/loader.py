@@ -1,4 +1,5 @@
-"""Loading a causal LM and its tokenizer from a local directory onto a device, never from a hub.
+"""Loading a causal LM and its tokenizer from a local directory (or a converted GGUF) onto a device, never
+from a hub.
 
 Owns the transformers/torch loading calls, dtype and device choice, and KV size measurement; must not
 render, decide reuse or generate.
@@ -12,7 +13,7 @@ from typing import Any
 
 import torch
 
-from .model_dir import ModelDirError, check_model_dir
+from .model_dir import ModelDirError, check_model, check_model_dir, is_gguf
 from .settings import LocalSettings
 
 _DTYPES = {
@@ -48,7 +49,12 @@ def load(settings: LocalSettings) -> LoadedModel:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # a server log is no terminal
-    directory = check_model_dir(settings.model)
+    if is_gguf(settings.model):
+        from .gguf import converted
+
+        directory = converted(check_model(settings.model), settings.gguf_cache or None)
+    else:
+        directory = check_model_dir(settings.model)
     device = resolve_device(settings.device)
     try:
         config = AutoConfig.from_pretrained(directory, local_files_only=True)

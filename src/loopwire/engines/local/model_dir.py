@@ -1,4 +1,4 @@
-"""What a usable local model directory holds, checked before anything heavy is imported.
+"""What a usable local model directory (or GGUF file) holds, checked before anything heavy is imported.
 
 Owns the file checks and their error messages; must not import torch or transformers.
 """
@@ -18,6 +18,26 @@ _TOKENIZER = ("tokenizer.json", "tokenizer.model", "vocab.json")
 
 class ModelDirError(ValueError):
     """The directory cannot be loaded; the message says what is missing."""
+
+
+GGUF_MAGIC = b"GGUF"
+
+
+def is_gguf(path: str) -> bool:
+    return path.lower().endswith(".gguf")
+
+
+def check_model(path: str) -> Path:
+    """A model directory, or a GGUF file (converted into a cached directory when the engine loads it)."""
+    if not is_gguf(path):
+        return check_model_dir(path)
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise ModelDirError(f"GGUF file {path!r} does not exist (this engine loads local files only)")
+    with file.open("rb") as handle:
+        if handle.read(4) != GGUF_MAGIC:
+            raise ModelDirError(f"{path!r} is not a GGUF file (it does not start with the GGUF magic)")
+    return file
 
 
 def check_model_dir(path: str) -> Path:

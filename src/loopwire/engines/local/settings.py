@@ -19,13 +19,16 @@ DEFAULT_KV_BUDGET_BYTES = 1 << 30
 class LocalSettings:
     """An in-process transformers causal LM.
 
-    model: a local directory with config.json, weights and tokenizer files (never a hub name).
+    model: a local directory with config.json, weights and tokenizer files (never a hub name), or a
+    `.gguf` file, dequantized once into a directory under gguf_cache (default: $LOOPWIRE_GGUF_CACHE, else
+    ~/.cache/loopwire/gguf).
     device: "cpu" (default), "cuda", "cuda:N" or "mps". dtype: "auto" is the config's dtype on an
     accelerator and float32 on CPU.
     kv_budget_bytes: the memory all idle lanes' KV caches may hold together; least recently used lanes are
     evicted past it (their next turn re-prefills). kv_reuse: off makes every turn a full prefill (for
-    benchmarks). prefill_chunk_tokens: prompt tokens per forward pass (bounds activation memory, and a
-    cancelled turn stops between chunks).
+    benchmarks). render_cache: off renders and tokenizes the whole conversation every turn (for
+    benchmarks); on, a lane's next turn renders only its new items. prefill_chunk_tokens: prompt tokens
+    per forward pass (bounds activation memory, and a cancelled turn stops between chunks).
     max_output_tokens: the cap when a request sets none. temperature: used when a request sets none (0 is
     greedy). seed: of the sampler.
     """
@@ -39,10 +42,12 @@ class LocalSettings:
     max_output_tokens: int = 512
     temperature: float = 0.0
     seed: int = 0
+    gguf_cache: str = ""
+    render_cache: bool = True
 
     def __post_init__(self) -> None:
         if not self.model:
-            raise ValueError("the local engine needs a model directory: --model DIR")
+            raise ValueError("the local engine needs a model: --model DIR or --model FILE.gguf")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if not (self.device == "cpu" or self.device == "mps" or self.device.startswith("cuda")):

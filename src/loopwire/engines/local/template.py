@@ -1,6 +1,8 @@
-"""Chat messages into prompt text and token ids: the tokenizer's chat template, or a plain ChatML one.
+"""Chat messages into prompt text and token ids: the tokenizer's chat template, or loopwire's ChatML one.
 
-Owns the fallback template, the stop markers and tokenization; must not run the model or hold KV state.
+Owns the choice of template (the model's own; loopwire's Hermes-style ChatML when the model ships none, or
+when tools are offered and the model's own template cannot show them, as SmolLM2's), the stop markers and
+tokenization; must not run the model or hold KV state.
 """
 
 from __future__ import annotations
@@ -29,13 +31,19 @@ class Template:
     """Renders with one tokenizer. The tokenizer is shared by the worker thread and count_tokens on the
     event loop; a fast tokenizer may refuse concurrent use, so calls hold a lock."""
 
-    def __init__(self, tokenizer: Any) -> None:
+    def __init__(self, tokenizer: Any, source: str | None = None) -> None:
         self.tokenizer = tokenizer
-        own = getattr(tokenizer, "chat_template", None)
+        own = source if source is not None else getattr(tokenizer, "chat_template", None)
         self.source: str = own if isinstance(own, str) and own else PLAIN_TEMPLATE
         self.plain = self.source is PLAIN_TEMPLATE
-        self.supports_tools = TOOL_CALL_OPEN in self.source
+        self.own_tools = TOOL_CALL_OPEN in self.source
+        """The model's template shows tools itself; else a turn with tools renders with PLAIN_TEMPLATE."""
         self._lock = threading.Lock()
+        self.special = tuple(sorted(_split_tokens(tokenizer), key=len, reverse=True))
+        """Added tokens the tokenizer splits the text on before anything else (token-boundary checks)."""
+
+    def source_for(self, tools: Sequence[dict[str, Any]]) -> str:
+        return PLAIN_TEMPLATE if tools and not self.own_tools else self.source
 
     def text(
         self, messages: Sequence[ChatMessage], tools: Sequence[dict[str, Any]], *, generate: bool
@@ -44,7 +52,7 @@ class Template:
             rendered = self.tokenizer.apply_chat_template(
                 list(messages),
                 tools=list(tools) or None,
-                chat_template=self.source,
+                chat_template=self.source_for(tools),
                 add_generation_prompt=generate,
                 tokenize=False,
             )
@@ -78,3 +86,22 @@ class Template:
         if isinstance(marker, int) and marker != unk:
             stops.add(marker)
         return frozenset(stops)
+
+
+def _split_tokens(tokenizer: Any) -> set[str]:
+    """Added tokens that cut the text wherever they occur (no whitespace stripping around them)."""
+    decoder = getattr(tokenizer, "added_tokens_decoder", None)
+    if not isinstance(decoder, dict):
+        return set()
+    found: set[str] = set()
+    for token in decoder.values():
+        content = getattr(token, "content", None)
+        if (
+            isinstance(content, str)
+            and content
+            and not getattr(token, "lstrip", False)
+            and not getattr(token, "rstrip", False)
+            and not getattr(token, "single_word", False)
+        ):
+            found.add(content)
+    return found
