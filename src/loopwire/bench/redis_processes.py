@@ -15,6 +15,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from .processes import free_port
+
 READY_TIMEOUT_S = 20.0
 MISSING = (
     "redis-server is not installed: `make test` installs it (apt-get install -y redis-server); "
@@ -33,10 +35,26 @@ def redis_server_binary() -> str:
     return found
 
 
-def _free_port() -> int:
+CLUSTER_BUS_OFFSET = 10_000
+"""A cluster node also listens on its port + 10000 (the cluster bus), so its port must stay below 55536."""
+
+
+def _bindable(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port(bus_offset: int = 0) -> int:
+    """A free loopback port; with `bus_offset`, one whose port + offset is a free port too."""
+    for _ in range(100):
+        port = free_port()
+        if not bus_offset or (port + bus_offset <= 65535 and _bindable(port + bus_offset)):
+            return port
+    raise RuntimeError(f"no free loopback port with a free port {bus_offset} above it")
 
 
 class RedisServer:
@@ -56,6 +74,7 @@ class RedisServer:
         self.appendfsync = appendfsync
         self.extra = extra
         self.config = config  # a config file's text, written to the data directory and passed first
+        self.bus_offset = CLUSTER_BUS_OFFSET if "--cluster-enabled" in extra else 0
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -71,7 +90,7 @@ class RedisServer:
     def start(self) -> RedisServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         for _ in range(3):  # a free port can be taken between probing and binding
-            self.port = self.port or _free_port()
+            self.port = self.port or _free_port(self.bus_offset)
             head = []
             if self.config is not None:
                 config_path = self.data_dir / "redis.conf"
