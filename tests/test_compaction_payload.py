@@ -19,12 +19,12 @@ import openai
 import pytest
 from conftest import ServerProcess, make_async_client, make_client
 
+from loopwire.core.bounds import check_input
+from loopwire.core.limits import Limits
 from loopwire.protocol.compaction import SummaryCodec, decode_summary, encode_summary
 from loopwire.protocol.errors import ProtocolError
 from loopwire.protocol.items import Compaction, Message
 from loopwire.server import compaction_secret
-from loopwire.session.bounds import check_input
-from loopwire.session.limits import Limits
 
 MODEL = "sim"
 GIB = 1024 * 1024 * 1024

@@ -18,13 +18,13 @@ from conftest import ServerProcess, make_async_client
 from openai.types.responses import ResponseFailedEvent
 from redis_server import RedisServer
 
+from loopwire.core.limits import Limits
 from loopwire.engines.base import EngineDelta, EngineError, EngineRequest, TextDelta
 from loopwire.engines.sim.engine import SimEngine
 from loopwire.protocol.items import Message, text_of
 from loopwire.server.app import LoopwireApp
 from loopwire.server.coalesce import CoalescingHttpToolsProtocol, CoalescingWebSocketProtocol
 from loopwire.server.state import ServerState
-from loopwire.session.limits import Limits
 from loopwire.store.base import StoredResponse, StoreUnavailable
 from loopwire.store.memory import MemoryStore
 

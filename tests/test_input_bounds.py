@@ -184,7 +184,7 @@ async def test_free_form_value_past_max_depth_over_websocket(bounded: ServerProc
 def test_nested_values_the_decoder_takes_are_echoed_without_a_500(tmp_path: Path) -> None:
     """At the default limits, the deepest free-form value accepted must also encode back (events and the
     stored record nest it further than the request did)."""
-    from loopwire.session.limits import Limits
+    from loopwire.core.limits import Limits
 
     with serving(tmp_path, store=f"sqlite:{tmp_path / 'db'}") as server:
         depth = Limits().max_json_depth
@@ -354,7 +354,7 @@ def test_split_tokens_is_linear_in_a_whitespace_run() -> None:
 def test_json_depth_counts_containers_only(value: Any, depth: int) -> None:
     import msgspec
 
-    from loopwire.session.bounds import _json_depth
+    from loopwire.core.bounds import _json_depth
 
     assert _json_depth(msgspec.json.encode(value), 100) == depth
     assert _json_depth(msgspec.json.encode(value), depth - 1) == depth  # counted up to the cap + 1
@@ -362,9 +362,9 @@ def test_json_depth_counts_containers_only(value: Any, depth: int) -> None:
 
 def test_many_item_references_cost_history_plus_references_not_their_product() -> None:
     """20,000 references into a 20,000-item context took minutes on the event loop (each scanned it)."""
+    from loopwire.core.plan import _prepare_items
     from loopwire.protocol.context import EMPTY_CONTEXT
     from loopwire.protocol.items import ItemReference, Message
-    from loopwire.session.plan import _prepare_items
 
     count = 20_000
     first = [Message(role="user", content="a", id="dup")]
@@ -389,9 +389,9 @@ def test_many_item_references_cost_history_plus_references_not_their_product() -
 
 
 def test_queued_bytes_at_the_limit_pass_and_one_past_is_429() -> None:
+    from loopwire.core.connection import ConnectionState
+    from loopwire.core.limits import Limits
     from loopwire.protocol.errors import ProtocolError
-    from loopwire.session.connection import ConnectionState
-    from loopwire.session.limits import Limits
 
     state: ConnectionState[str] = ConnectionState(
         Limits(max_queued_bytes=100, max_in_flight=1), opened_at=0.0

@@ -59,7 +59,7 @@ class TurnResult:
 
 
 def output_items(deltas: Sequence[EngineDelta]) -> list[InputItem]:
-    """The output items the session builds from these deltas (as session/turn.py does)."""
+    """The output items the core builds from these deltas (as core/turn.py does)."""
     items: list[InputItem] = []
     text: list[str] = []
     call: list[Any] | None = None

@@ -9,6 +9,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from loopwire.core.turn import Turn
 from loopwire.engines.base import EngineError, EngineRequest, NamedToolChoice, ToolChoice, ToolSpec
 from loopwire.engines.common.affinity import affinity_token
 from loopwire.engines.common.history_text import COMPACTION_PREFIX, UNREADABLE_COMPACTION
@@ -39,7 +40,6 @@ from loopwire.protocol.items import (
     Refusal,
 )
 from loopwire.protocol.response import Response
-from loopwire.session.turn import Turn
 
 FIXTURES = Path(__file__).parent / "fixtures" / "chat_chunks"
 SETTINGS = OpenAIChatSettings(upstreams=("http://127.0.0.1:9/v1",))

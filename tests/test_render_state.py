@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from loopwire.core.connection import ConnectionState
+from loopwire.core.limits import Limits
 from loopwire.engines.base import (
     EngineDelta,
     EngineError,
@@ -30,8 +32,6 @@ from loopwire.protocol.items import Message, text_of
 from loopwire.protocol.request import decode_ws_event
 from loopwire.server.runner import BUDGET, FAILURE, run_turn
 from loopwire.server.state import ServerState
-from loopwire.session.connection import ConnectionState
-from loopwire.session.limits import Limits
 from loopwire.store.memory import MemoryStore
 
 
@@ -190,7 +190,7 @@ async def test_closing_the_connection_empties_the_budget_and_releases_every_rend
     for lane in ("a", "b", "c"):
         await turn(state, conn, f"lane {lane}", lane=lane)
     assert len(state.budget) == 3 and state.budget.total > 0
-    conn.clear()  # what WebSocketSession.close() does when the socket goes
+    conn.clear()  # what WebSocketConnection.close() does when the socket goes
     assert state.budget.total == 0 and len(state.budget) == 0
     assert released(engine) == ["lane a", "lane b", "lane c"]
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, ServerProcess
 
+from loopwire.core.turn import Turn
 from loopwire.engines.base import (
     EngineRequest,
     Finished,
@@ -49,7 +50,6 @@ from loopwire.protocol.items import (
     set_id,
 )
 from loopwire.protocol.response import Response
-from loopwire.session.turn import Turn
 
 
 def event(kind: str, **fields: object) -> bytes:

@@ -1,4 +1,4 @@
-"""The context-window rule (session/window.py) at its edges, with token counts provided: what truncation may
+"""The context-window rule (core/window.py) at its edges, with token counts provided: what truncation may
 drop, when compaction runs, and when a turn is refused with context_length_exceeded. One case runs the rule
 with the sim engine's own count_tokens through plan_turn + fit_plan."""
 
@@ -8,6 +8,9 @@ from collections.abc import Sequence
 
 import pytest
 
+from loopwire.core.cache import CachedResponse
+from loopwire.core.plan import fit_plan, plan_turn, window_rule
+from loopwire.core.window import WindowRule, compact_threshold_of, cut_points, fit_window, newest_input
 from loopwire.engines.sim.engine import SimEngine, SimSettings
 from loopwire.protocol.compaction import decode_summary
 from loopwire.protocol.context import EMPTY_CONTEXT, Context
@@ -23,9 +26,6 @@ from loopwire.protocol.items import (
     call_id_of,
 )
 from loopwire.protocol.request import decode_http_create
-from loopwire.session.cache import CachedResponse
-from loopwire.session.plan import fit_plan, plan_turn, window_rule
-from loopwire.session.window import WindowRule, compact_threshold_of, cut_points, fit_window, newest_input
 
 HEADER = 5
 
@@ -264,7 +264,7 @@ def test_the_cut_search_finds_what_a_scan_of_every_cut_finds() -> None:
     roomy: the search returns the first cut a linear scan returns, or refuses where the scan finds none."""
     import random
 
-    from loopwire.session.window import TRUNCATE_TO
+    from loopwire.core.window import TRUNCATE_TO
 
     rng = random.Random(7)
 

@@ -13,10 +13,10 @@ from collections.abc import Sequence
 
 from . import __version__
 from .config import DEFAULT_LEASE_S, ServerConfig
+from .core.limits import Limits
 from .engines.factory import ENGINE_NAMES
 from .engines.sim.engine import SimSettings
 from .server.state import ServerSettings
-from .session.limits import Limits
 from .store.factory import DEFAULT_SPEC, SPEC_HELP, WRITE_MODES
 
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}

@@ -9,6 +9,7 @@ import os
 import re
 from dataclasses import dataclass, field
 
+from .core.limits import Limits
 from .engines.factory import build_engine, check_options
 from .engines.sim.engine import SimEngine, SimSettings
 from .protocol import compaction
@@ -17,7 +18,6 @@ from .server.admission import Admission
 from .server.auth import ApiKeys
 from .server.compaction_secret import CompactionSecret
 from .server.state import ServerSettings, ServerState
-from .session.limits import Limits
 from .store.base import Store
 from .store.factory import DEFAULT_SPEC, WRITE_MODES, check_spec, open_store, redis_store_of
 from .store.redis.store import DEFAULT_TTL_S

@@ -25,13 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..core.connection import DEFAULT_LANE, ConnectionState
 from ..engines.sim.engine import SimEngine
 from ..protocol.errors import ProtocolError
 from ..protocol.events import Event, encode
 from ..protocol.request import decode_ws_event
 from ..server.runner import run_turn
 from ..server.state import ServerSettings, ServerState
-from ..session.connection import DEFAULT_LANE, ConnectionState
 from ..store.memory import MemoryStore
 from .table import label, p50, windows, write_summary
 from .workload import Conversation, base_body

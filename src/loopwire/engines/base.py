@@ -1,6 +1,6 @@
 """The engine interface: the request an engine receives and the deltas it streams back.
 
-Owns the contract between the session core and any model; holds no wire encoding and no sockets.
+Owns the contract between the core and any model; holds no wire encoding and no sockets.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ class RenderState:
     The contract between the core and the engines:
 
     - **Made by the engine, owned by the core.** An engine returns it in `Finished.render`; the core keeps
-      it in the lane's cached response (`session.cache.CachedResponse.render`) and passes it back as
+      it in the lane's cached response (`core.cache.CachedResponse.render`) and passes it back as
       `EngineRequest.prefix` to the lane's next turn (or a fork's). It never looks inside beyond
       `token_count`, never copies it and never calls into it.
     - **Dropped when the cached response leaves the cache**, all through `ConnectionState._drop`: the
@@ -154,7 +154,7 @@ class UpstreamItem:
 @dataclass(frozen=True, slots=True)
 class UpstreamEvent:
     """An upstream's event about an item it runs itself (`response.web_search_call.searching`, ...): the
-    whole event's JSON, renumbered by the session and passed on."""
+    whole event's JSON, renumbered by the core and passed on."""
 
     event_json: bytes
 
@@ -187,7 +187,7 @@ EngineDelta = (
 
 
 class EngineError(Exception):
-    """The engine could not complete the turn; the session turns it into response.failed."""
+    """The engine could not complete the turn; the core turns it into response.failed."""
 
     def __init__(self, message: str, *, code: str = "server_error") -> None:
         super().__init__(message)
@@ -208,7 +208,7 @@ class Engine(Protocol):
 
     # An engine may also set `context_window: int | None`, the tokens its model takes in (input and output
     # together; None or absent: unknown, unbounded). The core then fits each turn's input into it
-    # (session/window.py), counting with `count_tokens`.
+    # (core/window.py), counting with `count_tokens`.
 
 
 def context_window_of(engine: Engine) -> int | None:

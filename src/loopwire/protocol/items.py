@@ -2,7 +2,7 @@
 
 Owns the shapes of what goes into and comes out of a model turn: the items a model reads and writes typed,
 every other item type of the SDK carried whole, and each decoded item's JSON kept so no field is lost.
-Knows nothing of sessions or engines.
+Knows nothing of connection state or engines.
 """
 
 from __future__ import annotations

@@ -12,8 +12,8 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..session.limits import Limits
-from ..session.ratelimit import RateLimiter
+from ..core.limits import Limits
+from ..core.ratelimit import RateLimiter
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,16 +15,16 @@ from urllib.parse import parse_qs
 
 import msgspec
 
+from ..core.bounds import check_compact
+from ..core.compact import compact_context
+from ..core.connection import DEFAULT_LANE, ConnectionState
+from ..core.plan import plan_turn, validate_fields
 from ..engines.base import UpstreamTokenCounter, accepts_any_model, served_models
 from ..protocol.errors import ProtocolError, invalid_request, missing_parameter, response_not_found
 from ..protocol.events import Event, encode, event_bytes, event_type, sse_frame
 from ..protocol.items import as_listed
 from ..protocol.request import CreateRequest, decode_compact, decode_http_create
 from ..protocol.response import DeletedResponse, ItemList, Model, ModelList
-from ..session.bounds import check_compact
-from ..session.compact import compact_context
-from ..session.connection import DEFAULT_LANE, ConnectionState
-from ..session.plan import plan_turn, validate_fields
 from ..store.base import StoredResponse
 from .asgi_types import Receive, Send
 from .metrics import HTTP, Counter

@@ -25,7 +25,7 @@ from urllib.parse import parse_qs
 
 import msgspec
 
-from ..session.connection import ConnectionState
+from ..core.connection import ConnectionState
 
 RESUME_EVENT = "loopwire.resume_token"
 RESUME_HEADER = b"x-loopwire-resume"

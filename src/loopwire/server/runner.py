@@ -1,6 +1,6 @@
 """Runs one turn for either transport: resolve the parent, stream the engine, commit, then announce.
 
-Owns the order of effects (commit before the terminal event); the wire rules live in protocol/ and session/.
+Owns the order of effects (commit before the terminal event); the wire rules live in protocol/ and core/.
 """
 
 from __future__ import annotations
@@ -13,6 +13,10 @@ from typing import Any, Protocol
 
 import msgspec
 
+from ..core.cache import CachedResponse
+from ..core.connection import ConnectionState
+from ..core.plan import TurnPlan, fit_plan, plan_turn, validate_fields, window_rule
+from ..core.turn import Turn
 from ..engines.base import (
     EngineDelta,
     EngineError,
@@ -29,10 +33,6 @@ from ..protocol.events import Event, encode
 from ..protocol.items import InputItem, OutputItem, approx_size, decode_item, decode_items, encode_items
 from ..protocol.request import CreateRequest
 from ..protocol.response import Response
-from ..session.cache import CachedResponse
-from ..session.connection import ConnectionState
-from ..session.plan import TurnPlan, fit_plan, plan_turn, validate_fields, window_rule
-from ..session.turn import Turn
 from ..store.base import StoredResponse, StoreUnavailable
 from .metrics import HTTP, WS, Labels
 from .state import ServerState

@@ -14,7 +14,7 @@ import contextlib
 import logging
 import uuid
 
-from ..session.limits import Limits
+from ..core.limits import Limits
 from ..store.base import StoreUnavailable
 from ..store.redis import scripts
 from ..store.redis.link import LuaScript

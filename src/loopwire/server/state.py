@@ -12,11 +12,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..core.budget import CacheBudget
+from ..core.connection import ConnectionState
+from ..core.limits import Limits
 from ..engines.base import CountingEngine, Engine
 from ..protocol.errors import rate_limited, too_many_connections
-from ..session.budget import CacheBudget
-from ..session.connection import ConnectionState
-from ..session.limits import Limits
 from ..store.base import Store, StoreUnavailable
 from ..store.factory import redis_store_of
 from .admission import Admission, LocalAdmission, Ticket
@@ -56,7 +56,7 @@ class ServerState:
     settings: ServerSettings = field(default_factory=ServerSettings)
     api_keys: ApiKeys = field(default_factory=ApiKeys)
     metrics: Metrics = field(default_factory=Metrics)
-    sessions: set[ConnectionState[Any]] = field(default_factory=set)
+    connections: set[ConnectionState[Any]] = field(default_factory=set)
     """Open WebSocket connections, for /metrics (connections, cached lanes)."""
 
     budget: CacheBudget = field(init=False)
@@ -92,8 +92,8 @@ class ServerState:
         self.admission.close_connection(ticket)
 
     def render_metrics(self) -> bytes:
-        self.metrics.connections.set((), len(self.sessions))
-        self.metrics.lanes.set((), sum(conn.cached_count for conn in self.sessions))
+        self.metrics.connections.set((), len(self.connections))
+        self.metrics.lanes.set((), sum(conn.cached_count for conn in self.connections))
         self.metrics.cached_bytes.set((), self.budget.total)
         if isinstance(self.engine, CountingEngine):
             for count in self.engine.counters():

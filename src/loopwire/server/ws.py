@@ -1,6 +1,6 @@
 """WebSocket mode on /v1/responses: one JSON event per text frame, lanes run as concurrent tasks.
 
-A thin shell over the session core: it reads frames, schedules turns and writes events; no protocol rules.
+A thin shell over the core: it reads frames, schedules turns and writes events; no protocol rules.
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ from typing import Any, NamedTuple
 
 from uvicorn.protocols.utils import ClientDisconnected
 
+from ..core.connection import DEFAULT_LANE, ConnectionState, validate_stream_id
+from ..core.plan import queued_response
 from ..protocol import ids
 from ..protocol.errors import ProtocolError, server_error
 from ..protocol.events import Event, ResponseQueued, event_bytes
 from ..protocol.request import UnknownClientEvent, WsCreateEvent, decode_ws_event, peek_stream_id
-from ..session.connection import DEFAULT_LANE, ConnectionState, validate_stream_id
-from ..session.plan import queued_response
 from .asgi_types import Receive, Scope, Send
 from .coalesce import DRAIN, TEXT_FRAMES
 from .metrics import WS, Counter
@@ -101,7 +101,7 @@ class _SocketSink:
             await self._send({"type": "websocket.send", "text": payload.decode()})
 
 
-class WebSocketSession:
+class WebSocketConnection:
     def __init__(
         self,
         state: ServerState,
@@ -304,13 +304,13 @@ async def _serve_accepted(state: ServerState, scope: Scope, receive: Receive, se
     asked = requested_resume(scope) if state.resume.enabled else None
     resumed = state.resume.claim(asked, owner) if asked not in (None, NEW) else None
     batched = TEXT_FRAMES in scope.get("extensions", {})
-    session = WebSocketSession(state, send, owner, batched=batched, resumed=resumed)
+    connection = WebSocketConnection(state, send, owner, batched=batched, resumed=resumed)
     if asked is not None:
-        session.resume_token = state.resume.issue()
-        await send({"type": "websocket.send", "text": state.resume.event(session.resume_token, resumed)})
-    state.sessions.add(session.conn)
+        connection.resume_token = state.resume.issue()
+        await send({"type": "websocket.send", "text": state.resume.event(connection.resume_token, resumed)})
+    state.connections.add(connection.conn)
     unclean = False
-    retirement = asyncio.create_task(session.watch())
+    retirement = asyncio.create_task(connection.watch())
     draining: asyncio.Task[None] | None = None
     try:
         while True:
@@ -320,19 +320,19 @@ async def _serve_accepted(state: ServerState, scope: Scope, receive: Receive, se
                 unclean = message.get("code", 1005) != 1000  # 1006: the link dropped without a close
                 break
             if kind == DRAIN:
-                draining = asyncio.create_task(session.retire(shutting_down()))
+                draining = asyncio.create_task(connection.retire(shutting_down()))
                 continue
             if kind != "websocket.receive":
                 continue
             frame: Any = message.get("text")
             if frame is None:
                 frame = message.get("bytes") or b""
-            if not await session.on_frame(frame):
-                await session.say_goodbye()
+            if not await connection.on_frame(frame):
+                await connection.say_goodbye()
                 break
     finally:
         retirement.cancel()
         if draining is not None:
             draining.cancel()
-        state.sessions.discard(session.conn)
-        await session.close(unclean=unclean)  # its cached lanes leave the budget, or are parked
+        state.connections.discard(connection.conn)
+        await connection.close(unclean=unclean)  # its cached lanes leave the budget, or are parked

@@ -14,7 +14,7 @@ import msgspec
 from ...protocol.items import FunctionCall, FunctionCallOutput, InputItem, Message, text_of
 
 BYTES_PER_TOKEN = 4
-"""The usual size of a BPE token for English text and code; the same rule `session/compact.py` uses."""
+"""The usual size of a BPE token for English text and code; the same rule `core/compact.py` uses."""
 TOKENS_PER_MESSAGE = 4
 """A chat template spends a few tokens per message on role markers and separators."""
 REPLY_PRIMER_TOKENS = 3

@@ -50,35 +50,35 @@ class KeepalivePool:
         self._keepalive_s = keepalive_s
         self._connect_timeout_s = connect_timeout_s
         self._headers = dict(headers)
-        self._session: aiohttp.ClientSession | None = None
+        self._client: aiohttp.ClientSession | None = None
         self._closed = False
 
     def client(self) -> aiohttp.ClientSession:
-        """The open session; an EngineError once the pool is closed (the engine was shut down)."""
+        """The open aiohttp client; an EngineError once the pool is closed (the engine was shut down)."""
         if self._closed:
             raise EngineError(f"the {self._engine} engine is closed", code="server_error")
-        session = self._session
-        if session is None or session.closed:
+        client = self._client
+        if client is None or client.closed:
             connector = aiohttp.TCPConnector(
                 limit=self._limit,
                 limit_per_host=0,
                 keepalive_timeout=self._keepalive_s,
                 ttl_dns_cache=300,
             )
-            session = self._session = aiohttp.ClientSession(
+            client = self._client = aiohttp.ClientSession(
                 connector=connector,
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._connect_timeout_s),
                 headers=self._headers,
                 auto_decompress=False,
                 raise_for_status=False,
             )
-        return session
+        return client
 
     async def aclose(self) -> None:
         self._closed = True
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
 
 
 class ReadClock:

@@ -21,11 +21,11 @@ def models_url(endpoint: str, path: str) -> str:
     return endpoint.removesuffix(path) + MODELS_PATH
 
 
-async def upstream_models(session: aiohttp.ClientSession, url: str, timeout_s: float) -> list[str] | None:
+async def upstream_models(http: aiohttp.ClientSession, url: str, timeout_s: float) -> list[str] | None:
     """The ids the upstream lists, or None when it lists none (an error status, a timeout, another shape)."""
     try:
         async with asyncio.timeout(timeout_s):
-            async with session.get(url, allow_redirects=False) as response:
+            async with http.get(url, allow_redirects=False) as response:
                 if response.status != 200:
                     return None
                 answer = await response.json(content_type=None)

@@ -54,7 +54,7 @@ class PoolStats:
 
 class KvPool:
     """Idle caches by slot, least recently used first, within `max_bytes`. A turn takes its parent's cache
-    out (so no two turns ever extend one cache) and puts its own back when it finishes; a state the session
+    out (so no two turns ever extend one cache) and puts its own back when it finishes; a state the core
     drops (lane advanced, connection closed) releases its cache through a weakref finalizer. The worker
     thread takes and puts; finalizers run on whichever thread drops the state, hence the lock."""
 

@@ -236,7 +236,7 @@ class ChunkParser:
         text = (content or "") + (delta.refusal or "")
         if text:
             if self._current is not None and self._current.started:
-                self._end_current()  # text after a call closes it, in the session's Turn as here
+                self._end_current()  # text after a call closes it, in the core's Turn as here
             out.append(TextDelta(text))
             produced += len(text.encode())
         reasoning = delta.reasoning_content or delta.reasoning

@@ -222,14 +222,14 @@ class UpstreamPool:
 
     async def open(self, replica: Replica, body: bytes, headers: Mapping[str, str]) -> UpstreamStream:
         """POST the request and wait for a 200; any other outcome is an UpstreamFailure."""
-        session = self._http.client()
+        http = self._http.client()
         clock = ReadClock(self.settings.first_byte_timeout_s, self.settings.idle_timeout_s)
         label = replica.label
         try:
             async with asyncio.timeout_at(clock.deadline()):
                 for attempt in (1, 2):
                     try:
-                        response = await session.post(
+                        response = await http.post(
                             replica.endpoint,
                             data=body,
                             headers={"Content-Type": "application/json", **headers},

@@ -1,4 +1,4 @@
-"""The aiohttp client to the upstream: one keep-alive session for HTTP + SSE and WebSocket upgrades.
+"""The aiohttp client to the upstream: one keep-alive HTTP client for HTTP + SSE and WebSocket upgrades.
 
 Owns connecting, auth headers, timed reads and turning transport failures into UpstreamFailure; must not
 parse events nor decide about retries or which socket a turn uses.
@@ -75,7 +75,7 @@ class SseBody:
 
 
 class UpstreamClient:
-    """The keep-alive session every HTTP request and WebSocket upgrade to the upstream goes through."""
+    """The keep-alive client every HTTP request and WebSocket upgrade to the upstream goes through."""
 
     def __init__(self, settings: ResponsesSettings) -> None:
         self.settings = settings
@@ -93,11 +93,11 @@ class UpstreamClient:
     async def post(self, body: bytes) -> SseBody:
         """POST a streamed create and wait for a 200; any other outcome is an UpstreamFailure (with
         `replay` set when the upstream did not find the previous response)."""
-        session = self._http.client()
+        http = self._http.client()
         reads = Reads(self.settings)
         try:
             async with asyncio.timeout_at(reads.deadline()):
-                response = await session.post(
+                response = await http.post(
                     self.settings.http_endpoint,
                     data=body,
                     headers={"Content-Type": "application/json", "Accept": "text/event-stream"},
@@ -127,11 +127,11 @@ class UpstreamClient:
     async def count_input_tokens(self, body: bytes) -> int | None:
         """The upstream's own count for a create body, or None when it offers none (404, an error, a
         timeout): the caller estimates then."""
-        session = self._http.client()
+        http = self._http.client()
         settings = self.settings
         try:
             async with asyncio.timeout(settings.connect_timeout_s + settings.first_byte_timeout_s):
-                async with session.post(
+                async with http.post(
                     settings.http_endpoint + "/input_tokens",
                     data=body,
                     headers={"Content-Type": "application/json"},
@@ -157,11 +157,11 @@ class UpstreamClient:
 
     async def connect(self) -> aiohttp.ClientWebSocketResponse:
         """A new upstream WebSocket; UpgradeRefused when the upstream answers the upgrade without 101."""
-        session = self._http.client()
+        http = self._http.client()
         settings = self.settings
         try:
             async with asyncio.timeout(settings.connect_timeout_s):
-                return await session.ws_connect(
+                return await http.ws_connect(
                     settings.ws_endpoint,
                     autoclose=True,
                     autoping=True,

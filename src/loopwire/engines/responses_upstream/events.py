@@ -113,7 +113,7 @@ _FORWARDED_PREFIXES = (
     "response.shell_call_command.",
     "response.shell_call_output_content.",
 )
-"""The progress events of the items an upstream runs itself, passed on (renumbered by the session)."""
+"""The progress events of the items an upstream runs itself, passed on (renumbered by the core)."""
 _decode_head = msgspec.json.Decoder(_Head).decode
 _decode_error_body = msgspec.json.Decoder(dict[str, Any]).decode
 

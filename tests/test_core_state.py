@@ -1,4 +1,4 @@
-"""Edge tests of the session core: lanes and limits, the connection cache, planning, turns and compaction.
+"""Edge tests of the core: lanes and limits, the connection cache, planning, turns and compaction.
 
 Every limit is tested at its value (passes) and one past it (fails); real objects only, no I/O, no clock.
 """
@@ -11,6 +11,12 @@ from typing import Any
 import msgspec
 import pytest
 
+from loopwire.core.cache import CachedResponse, missing_call_ids
+from loopwire.core.compact import compact_context
+from loopwire.core.connection import DEFAULT_LANE, ConnectionState, validate_stream_id
+from loopwire.core.limits import Limits
+from loopwire.core.plan import plan_turn, validate_fields
+from loopwire.core.turn import Turn
 from loopwire.engines.base import (
     Finished,
     NamedToolChoice,
@@ -35,12 +41,6 @@ from loopwire.protocol.items import (
 )
 from loopwire.protocol.request import CompactRequest, CreateRequest, decode_http_create
 from loopwire.protocol.response import Response
-from loopwire.session.cache import CachedResponse, missing_call_ids
-from loopwire.session.compact import compact_context
-from loopwire.session.connection import DEFAULT_LANE, ConnectionState, validate_stream_id
-from loopwire.session.limits import Limits
-from loopwire.session.plan import plan_turn, validate_fields
-from loopwire.session.turn import Turn
 
 LIMITS = Limits()
 
@@ -899,7 +899,7 @@ def test_decode_summary_rejects_foreign_payloads() -> None:
 
 
 def test_token_bucket_allows_the_burst_then_paces_at_the_rate() -> None:
-    from loopwire.session.ratelimit import RateLimiter
+    from loopwire.core.ratelimit import RateLimiter
 
     limiter = RateLimiter(rate_per_s=2.0, burst=3)
     assert [limiter.check("k", 0.0) for _ in range(3)] == [0.0, 0.0, 0.0]  # at the burst
@@ -911,7 +911,7 @@ def test_token_bucket_allows_the_burst_then_paces_at_the_rate() -> None:
 
 
 def test_rate_limiter_table_is_bounded() -> None:
-    from loopwire.session.ratelimit import RateLimiter
+    from loopwire.core.ratelimit import RateLimiter
 
     limiter = RateLimiter(rate_per_s=1.0, burst=1, max_owners=3)
     for owner in "abcd":
@@ -932,7 +932,7 @@ def _cached(conn: ConnectionState[Any], response_id: str, lane: str, size: int) 
 
 
 def test_budget_evicts_the_least_recently_used_idle_lane_at_the_edge() -> None:
-    from loopwire.session.budget import CacheBudget
+    from loopwire.core.budget import CacheBudget
 
     budget = CacheBudget(max_bytes=300)
     first: ConnectionState[Any] = ConnectionState(Limits(), opened_at=0.0)
@@ -948,7 +948,7 @@ def test_budget_evicts_the_least_recently_used_idle_lane_at_the_edge() -> None:
 
 
 def test_budget_never_evicts_a_running_lane_and_forgets_closed_connections() -> None:
-    from loopwire.session.budget import CacheBudget
+    from loopwire.core.budget import CacheBudget
 
     budget = CacheBudget(max_bytes=100)
     conn: ConnectionState[Any] = ConnectionState(Limits(), opened_at=0.0, account=budget)

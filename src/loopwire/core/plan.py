@@ -52,7 +52,7 @@ class TurnPlan:
     store: bool
     generate: bool
     root: str
-    """The conversation's root response id (see session.cache.conversation_root)."""
+    """The conversation's root response id (see core.cache.conversation_root)."""
     pruned: bool = False
     """The context was truncated or compacted to fit the window: it no longer extends the parent's."""
     compaction: Compaction | None = None
@@ -344,7 +344,7 @@ def window_rule(request: CreateRequest, context_window: int | None) -> WindowRul
 
 
 def fit_plan(plan: TurnPlan, rule: WindowRule, count_tokens: Callable[[EngineRequest], int]) -> int:
-    """Fit the plan's context into the window (session/window.py), counting with the engine's
+    """Fit the plan's context into the window (core/window.py), counting with the engine's
     `count_tokens`; a truncated or compacted context replaces the plan's and renders from scratch.
     Returns the input tokens; raises ProtocolError (context_length_exceeded) when it cannot fit."""
     request = plan.engine_request
@@ -364,7 +364,7 @@ def fit_plan(plan: TurnPlan, rule: WindowRule, count_tokens: Callable[[EngineReq
     request.prefix_items = 0
     if plan.store:
         # Stored whole and unlinked, this turn's record roots its chain for every node that resolves it
-        # (session.cache.conversation_root); the engine's warm state is gone anyway: moving replica is free.
+        # (core.cache.conversation_root); the engine's warm state is gone anyway: moving replica is free.
         if request.cache_key == _conversation_key(plan.owner, plan.root):
             request.cache_key = _conversation_key(plan.owner, plan.response.id)
         plan.root = plan.response.id
