@@ -31,6 +31,7 @@ from ..common.estimate import estimate_input_tokens, plain_messages
 from ..common.tool_names import CallRestorer, ChatToolNames
 from .chunks import ChunkParser
 from .dialect import plan_turn, probe_body
+from .overflow import CODE as OVERFLOW
 from .settings import OpenAIChatSettings
 from .translate import build_body, build_headers, build_messages, build_tools, encode_body
 from .upstream import Replica, UpstreamFailure, UpstreamPool
@@ -164,7 +165,7 @@ class OpenAIChatEngine:
                 yield batch
             return
         except UpstreamFailure as failure:  # a refusal comes before any output: nothing was yielded
-            if not capped or failure.status != 400:
+            if not capped or failure.status != 400 or failure.code == OVERFLOW:
                 raise
             log.info("the upstream refused the default output cap (%s); sending no limit", failure)
         self.stats.uncapped_retries += 1
