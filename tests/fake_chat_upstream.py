@@ -58,7 +58,8 @@ OVERFLOW_BODIES: dict[str, dict[str, Any]] = {
     "vllm_legacy": {
         "object": "error",
         "message": "This model's maximum context length is 4096 tokens. However, you requested "
-        "5128 tokens (5000 in the messages, 128 in the completion). Please reduce the length of the messages or completion.",
+        "5128 tokens (5000 in the messages, 128 in the completion). Please reduce the length of the "
+        "messages or completion.",
         "type": "BadRequestError",
         "param": None,
         "code": 400,
@@ -96,8 +97,8 @@ OVERFLOW_BODIES: dict[str, dict[str, Any]] = {
     "llamacpppython": {
         "error": {
             "message": "This model's maximum context length is 2048 tokens. However, you requested "
-            "2300 tokens (2300 in the messages, None in the completion). Please reduce the length of the messages or "
-            "completion.",
+            "2300 tokens (2300 in the messages, None in the completion). Please reduce the length of the "
+            "messages or completion.",
             "type": "invalid_request_error",
             "param": "messages",
             "code": "context_length_exceeded",
