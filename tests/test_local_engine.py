@@ -408,7 +408,8 @@ async def test_dtype_option_loads_the_weights_in_it(local_model_dir: Path) -> No
 
     engine = LocalEngine(LocalSettings(model=str(local_model_dir), dtype="bfloat16"))
     assert next(engine.loaded.model.parameters()).dtype == torch.bfloat16
-    result = await run(engine, EMPTY_CONTEXT.extend([Message(role="user", content="hello")]), max_output_tokens=4)
+    hello = EMPTY_CONTEXT.extend([Message(role="user", content="hello")])
+    result = await run(engine, hello, max_output_tokens=4)
     assert result.finished.usage.output_tokens >= 1
 
 
