@@ -92,7 +92,7 @@ def _build(name: str, options: dict[str, Any], *, build: bool) -> Engine | None:
 def _build_local(options: dict[str, Any], *, build: bool) -> Engine | None:
     """Checks settings, the model directory and the device (torch is imported only for an accelerator), so
     a bad one fails before the server starts; only building loads the model."""
-    from .local.device import check_device
+    from .local.device import check_device, needs_torch
     from .local.model_dir import check_model
     from .local.settings import LocalSettings
 
@@ -107,7 +107,5 @@ def _build_local(options: dict[str, Any], *, build: bool) -> Engine | None:
     try:
         from .local.engine import LocalEngine
     except ImportError as error:
-        raise ValueError(
-            f"the local engine needs torch and transformers ({error}); pip install 'loopwire[local]'"
-        ) from None
+        raise needs_torch(error) from None
     return LocalEngine(settings)

@@ -12,6 +12,12 @@ from typing import Any
 HALF_DTYPES = ("float16", "bfloat16")
 
 
+def needs_torch(error: ImportError) -> ValueError:
+    return ValueError(
+        f"the local engine needs torch and transformers ({error}); pip install 'loopwire[local]'"
+    )
+
+
 def check_device(name: str) -> None:
     """Raise ValueError when `name` (cpu, cuda, cuda:N, mps) is not usable here; cpu always is."""
     if name != "cpu":
@@ -23,9 +29,7 @@ def resolve_device(name: str) -> Any:
     try:
         import torch
     except ImportError as error:
-        raise ValueError(
-            f"the local engine needs torch and transformers ({error}); pip install 'loopwire[local]'"
-        ) from None
+        raise needs_torch(error) from None
     if name.startswith("cuda"):
         _check_cuda(torch, name)
     elif name == "mps" and not torch.backends.mps.is_available():
