@@ -11,7 +11,9 @@ What it answers is chosen by the request's `model` (or, first, by `script`, one 
 - `httpNNN`: that status with an OpenAI-shaped error body;
 - `overflow_SERVER`: the HTTP 400 that SERVER answers when the prompt does not fit its context
   (`OVERFLOW_BODIES`, worded as each server's source words it);
-- `completion_json`: one non-streamed `chat.completion` document.
+- `completion_json`: one non-streamed `chat.completion` document;
+- `empty`: HTTP 200, an event stream with no events (llama-cpp-python's answer when a streamed generation
+  fails after its headers went out).
 `GET /v1/models` lists the fixtures, as the models it serves.
 Every request is recorded (`received`) with its headers and the client port, and the handlers that were
 cancelled because the client went away are counted (`cancelled`).
@@ -190,6 +192,11 @@ class FakeUpstream:
             return web.json_response({"error": error}, status=status)
         if name.startswith("overflow_"):
             return web.json_response(OVERFLOW_BODIES[name.removeprefix("overflow_")], status=400)
+        if name == "empty":
+            response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await response.prepare(request)
+            await response.write_eof()
+            return response
         if name == "completion_json":
             return web.json_response(COMPLETION_JSON)
         if mode == "stallhead":

@@ -479,3 +479,21 @@ async def test_an_output_cap_that_does_not_fit_is_no_context_overflow(fakes: lis
     assert engine.stats.uncapped_retries == 1 and len(fakes[0].received) == 2
     error, _ = await fail(engine, turn("overflow_vllm_cap", max_output_tokens=8000))
     assert error.code == "upstream_error" and len(fakes[0].received) == 3
+
+
+async def test_an_empty_stream_is_explained_by_the_same_prompt_non_streamed(fakes: list[FakeUpstream]) -> None:
+    """llama-cpp-python streams nothing (HTTP 200) for a prompt past its context; asked the same prompt
+    non-streamed for one token it says why, and that is the turn's error. Any other answer to that probe
+    leaves the empty stream as the error."""
+    engine = engine_for(fakes[0].base_url)
+    fakes[0].script = ["empty", "overflow_llamacpppython"]
+    error, _ = await fail(engine, turn("m"))
+    assert error.code == "context_length_exceeded" and "(2300 tokens > 2048)" in str(error)
+    probe = fakes[0].bodies()[1]
+    assert probe.get("stream") is False and probe["max_tokens"] == 1
+    assert probe["messages"] == fakes[0].bodies()[0]["messages"]
+
+    fakes[0].script = ["empty", "completion_json"]
+    error, _ = await fail(engine, turn("m"))
+    assert error.code == "upstream_error" and "empty stream" in str(error)
+    assert len(fakes[0].received) == 4
