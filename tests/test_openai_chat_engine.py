@@ -481,7 +481,9 @@ async def test_an_output_cap_that_does_not_fit_is_no_context_overflow(fakes: lis
     assert error.code == "upstream_error" and len(fakes[0].received) == 3
 
 
-async def test_an_empty_stream_is_explained_by_the_same_prompt_non_streamed(fakes: list[FakeUpstream]) -> None:
+async def test_an_empty_stream_is_explained_by_the_same_prompt_non_streamed(
+    fakes: list[FakeUpstream],
+) -> None:
     """llama-cpp-python streams nothing (HTTP 200) for a prompt past its context; asked the same prompt
     non-streamed for one token it says why, and that is the turn's error. Any other answer to that probe
     leaves the empty stream as the error."""

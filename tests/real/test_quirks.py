@@ -193,7 +193,8 @@ def test_a_prompt_past_the_context_is_context_length_exceeded(
         assert response.status == "failed" and response.error is not None
         assert response.error.code == "context_length_exceeded", response.error.message
         assert f" tokens > {N_CTX})" in response.error.message
-        with client.responses.create(model=MODEL, input=words, max_output_tokens=SHORT, stream=True) as stream:
+        streamed = client.responses.create(model=MODEL, input=words, max_output_tokens=SHORT, stream=True)
+        with streamed as stream:
             events = list(stream)
         assert events[-1].type == "response.failed"
         assert events[-1].response.error.code == "context_length_exceeded"
