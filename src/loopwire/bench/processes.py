@@ -54,7 +54,21 @@ def wait_http(url: str, process: subprocess.Popen[bytes], timeout_s: float = REA
     raise RuntimeError(f"{url} did not come up within {timeout_s:g} s")
 
 
-class ServerProcess:
+class LoopbackHttp:
+    """A process serving HTTP on 127.0.0.1:`port`; `base_url` is its OpenAI-style "http://127.0.0.1:P/v1"."""
+
+    port: int
+
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.origin}/v1"
+
+
+class ServerProcess(LoopbackHttp):
     """One `python -m loopwire serve` subprocess on 127.0.0.1. `base_url` is "http://127.0.0.1:P/v1".
 
     `log_path`: where its stdout and stderr go (appended; None: discarded). `port`: 0 for a free port on
@@ -80,14 +94,6 @@ class ServerProcess:
         self.cwd = cwd
         self.port = port
         self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def origin(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def base_url(self) -> str:
-        return f"{self.origin}/v1"
 
     @property
     def pid(self) -> int:
