@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .processes import LoopbackHttp
+
 READY_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 10.0
 RESUME_HEADER = "x-loopwire-resume"
@@ -99,7 +101,7 @@ downinter {timing.check_inter_ms}ms fall {timing.fall} rise {timing.rise}
 {routes}{servers}"""
 
 
-class HaproxyProcess:
+class HaproxyProcess(LoopbackHttp):
     """One `haproxy -db -f haproxy.cfg` process. `base_url` is "http://127.0.0.1:P/v1"."""
 
     def __init__(self, directory: Path, backends: Sequence[Backend], timing: Timing | None = None) -> None:
@@ -124,14 +126,6 @@ class HaproxyProcess:
     @property
     def log_path(self) -> Path:
         return self.directory / "haproxy.log"
-
-    @property
-    def origin(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def base_url(self) -> str:
-        return f"{self.origin}/v1"
 
     def log_text(self) -> str:
         try:

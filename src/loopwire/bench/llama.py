@@ -13,7 +13,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .processes import free_port, stop_process, wait_http
+from .processes import LoopbackHttp, free_port, stop_process, wait_http
 
 REAL_VENV_ENV = "LOOPWIRE_REAL_VENV"
 """Where the real tier's venv is, when it is not `.venv-real` in the repository."""
@@ -63,7 +63,7 @@ def model_path(python: Path) -> Path:
 
 
 @dataclass
-class LlamaServer:
+class LlamaServer(LoopbackHttp):
     """One `python -m llama_cpp.server` on loopback. `base_url` is its OpenAI-compatible `/v1`."""
 
     python: Path
@@ -74,14 +74,6 @@ class LlamaServer:
     extra_args: tuple[str, ...] = ()
     port: int = 0
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
-
-    @property
-    def origin(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def base_url(self) -> str:
-        return f"{self.origin}/v1"
 
     def command(self) -> list[str]:
         command = [

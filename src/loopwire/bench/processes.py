@@ -54,7 +54,21 @@ def wait_http(url: str, process: subprocess.Popen[bytes], timeout_s: float = REA
     raise RuntimeError(f"{url} did not come up within {timeout_s:g} s")
 
 
-class ServerProcess:
+class LoopbackHttp:
+    """A process serving HTTP on 127.0.0.1:`port`; `base_url` is its OpenAI-style "http://127.0.0.1:P/v1"."""
+
+    port: int
+
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.origin}/v1"
+
+
+class ServerProcess(LoopbackHttp):
     """One `python -m loopwire serve` subprocess on 127.0.0.1. `base_url` is "http://127.0.0.1:P/v1".
 
     `log_path`: where its stdout and stderr go (appended; None: discarded). `port`: 0 for a free port on
@@ -80,14 +94,6 @@ class ServerProcess:
         self.cwd = cwd
         self.port = port
         self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def origin(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def base_url(self) -> str:
-        return f"{self.origin}/v1"
 
     @property
     def pid(self) -> int:
@@ -128,11 +134,24 @@ class ServerProcess:
                 )
             try:
                 wait_http(f"{self.origin}/healthz", self.proc, self.ready_timeout_s)
-                return self
+                if self._answers_itself():
+                    return self
+                failure = f"another process answered on port {self.port}"
             except RuntimeError as error:
                 failure = f"{error}\n{self.log_text()}"
-                self.stop()
+            self.stop()
         raise RuntimeError(f"loopwire serve did not become ready: {failure}")
+
+    def _answers_itself(self) -> bool:
+        """Whether /healthz names this process: a free port probed here can be taken by another server
+        before ours binds it, and then ours exits while the other answers."""
+        assert self.proc is not None
+        try:
+            with urllib.request.urlopen(f"{self.origin}/healthz", timeout=2) as answer:
+                body = json.loads(answer.read())
+        except (OSError, ValueError):
+            return False
+        return isinstance(body, dict) and body.get("pid") == self.proc.pid
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
