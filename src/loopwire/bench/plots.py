@@ -198,3 +198,28 @@ def write_plots(rows: Sequence[Row], turns: Sequence[TurnSample], directory: Pat
     if plot_variants(rows, variants):
         written.append(variants)
     return written
+
+
+def write_real_plots(rows: Sequence[Row], turns: Sequence[TurnSample], directory: Path) -> list[Path]:
+    """The real-model run's plots: turn latency, TTFT and tokens prefilled by turn number (one panel per
+    profile), and end-to-end time per profile."""
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, field, ylabel, title in (
+        ("turn_latency.png", "latency_ms", "turn latency ms (median)", "Turn latency by turn, real model"),
+        ("ttft.png", "ttft_ms", "TTFT ms (median, client)", "Time to first output by turn, real model"),
+        (
+            "prefilled_tokens.png",
+            "prefilled_tokens",
+            "prompt tokens prefilled (median)",
+            "Tokens the engine prefilled by turn (the rest came from its KV)",
+        ),
+    ):
+        path = directory / name
+        present = [turn for turn in turns if getattr(turn, field) is not None]
+        if plot_by_turn(present, path, field, ylabel, title):
+            written.append(path)
+    e2e = directory / "e2e_by_profile.png"
+    if plot_e2e_by_profile(rows, e2e):
+        written.append(e2e)
+    return written
