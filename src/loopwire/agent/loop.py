@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -147,7 +147,7 @@ async def run_agent(
         api_key=config.api_key,
         store=config.store,
         ws_url=config.ws_url,
-        options=config.session,
+        options=_options(config),
     ) as session:
         for number in range(1, config.max_turns + 1):
             if observer is not None:
@@ -217,6 +217,16 @@ async def run_agent(
         file_hashes=file_hashes,
         conversation=conversation,
     )
+
+
+PER_TURN_FIELDS = frozenset({"tool_choice", "max_output_tokens"})
+"""What forced calls change every turn; the chain (previous_response_id) continues across them."""
+
+
+def _options(config: AgentConfig) -> SessionOptions | None:
+    if not config.forced_calls:
+        return config.session
+    return replace(config.session or SessionOptions(), per_turn_fields=PER_TURN_FIELDS)
 
 
 def _request(config: AgentConfig, plan: TurnPlan | None, metadata: dict[str, str]) -> dict[str, Any]:
