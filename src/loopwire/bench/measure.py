@@ -133,6 +133,15 @@ def output_digest(output: list[Any]) -> str:
     return hashlib.sha256(json.dumps(said, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def _first(timings: dict[str, float], *keys: str) -> float | None:
+    """The first of `keys` the timings have (the sim's latency model, else a real engine's own time)."""
+    for key in keys:
+        value = _number(timings, key)
+        if value is not None:
+            return value
+    return None
+
+
 def _number(timings: dict[str, float], key: str) -> float | None:
     value = timings.get(key)
     return None if value is None else float(value)
@@ -163,7 +172,7 @@ def _turn_sample(
         cached_tokens=int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0,
         rendered_tokens=None if rendered is None else int(rendered),
         reused_tokens=None if reused is None else int(reused),
-        model_ms=_number(timings, "engine_model_ms"),
+        model_ms=_first(timings, "engine_model_ms", "engine_total_ms"),
         engine_ttft_ms=_number(timings, "engine_ttft_ms"),
         output_tokens=int(usage.get("output_tokens") or 0),
         output_digest=output_digest(record.output),

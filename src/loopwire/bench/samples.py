@@ -39,7 +39,8 @@ class TurnSample:
     """Prompt tokens whose render the server kept from the lane's previous turn (not rendered again)."""
     model_ms: float | None
     """The engine's latency model for this turn: time to first token plus decoding (what a real GPU
-    server would spend), without loopwire's own work."""
+    server would spend), without loopwire's own work. A real engine: the time it spent on the turn
+    (render, prefill, decode)."""
     server_ms: float | None
     """Server-side: from the frame or request arriving to the terminal event being ready."""
     server_cpu_ms: float | None
