@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,19 +25,9 @@ from loopwire.client import TransportName
 POLICY_CALLS = ["list_files", "run_tests", "read_file", "edit_file", "run_tests"]
 
 
-@pytest.fixture(scope="module")
-def sim_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    directory = tmp_path_factory.mktemp("forced-sim")
-    proc = ServerProcess("memory", directory / "server.log").start()
-    try:
-        yield proc
-    finally:
-        proc.stop()
-
-
 @pytest.mark.parametrize("transport", ["ws", "http-full"])
 async def test_forced_calls_run_the_policys_arguments_under_the_models_call_ids(
-    sim_server: ServerProcess, tmp_path: Path, transport: TransportName
+    server: ServerProcess, tmp_path: Path, transport: TransportName
 ) -> None:
     repo = tmp_path / "repo"
     fixture = write_fixture(repo, seed=3)
@@ -47,7 +36,7 @@ async def test_forced_calls_run_the_policys_arguments_under_the_models_call_ids(
     target = repaired / fixture.fix.path
     target.write_text(target.read_text().replace(fixture.fix.old, fixture.fix.new))
 
-    config = AgentConfig(sim_server.base_url, transport, explore=0, seed=3, forced_calls=True, call_tokens=40)
+    config = AgentConfig(server.base_url, transport, explore=0, seed=3, forced_calls=True, call_tokens=40)
     run = await run_agent(repo, fixture.fix, config)
 
     assert run.finished and run.tool_calls == 5 and run.turn_count == 6

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from ..netem import PROFILES
 from .plots import VARIANT_ORDER
-from .report import BASELINE, median
+from .report import BASELINE, median, turns_by_rollout
 from .samples import RolloutSample, TurnSample
 
 HEADLINE = "http-full"
@@ -45,9 +45,7 @@ def _rank(row: RealRow) -> tuple[int, int, str]:
 
 
 def aggregate_real(rollouts: Sequence[RolloutSample], turns: Sequence[TurnSample]) -> list[RealRow]:
-    by_rollout: dict[str, list[TurnSample]] = defaultdict(list)
-    for turn in turns:
-        by_rollout[turn.rollout].append(turn)
+    by_rollout = turns_by_rollout(turns)
     groups: dict[tuple[str, str], list[RolloutSample]] = defaultdict(list)
     for rollout in rollouts:
         groups[(rollout.profile, rollout.variant)].append(rollout)
