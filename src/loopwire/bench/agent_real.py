@@ -129,7 +129,7 @@ async def run_real(plan: RealPlan, jsonl: Path | None = None, progress: Progress
                 target = Target(f"http://127.0.0.1:{link.port}/v1", server.pid, link)
             cell = Cell(profile, plan.label, plan.calls)
             for order, name in enumerate(names):
-                label = f"{cell.label}/r{repeat}/{name}"
+                label = f"{profile}/{plan.label}/{plan.calls}calls/r{repeat}/{name}"
                 rollout, turns = await measure_rollout(
                     target,
                     cell,
@@ -145,5 +145,5 @@ async def run_real(plan: RealPlan, jsonl: Path | None = None, progress: Progress
                 campaign.turns.extend(turns)
                 if jsonl is not None:
                     write_jsonl(jsonl, [rollout, *turns])
-                progress.step(f"{cell.label} {name}")
+                progress.step(f"{profile} r{repeat} {name}")
     return campaign
