@@ -151,7 +151,7 @@ bench-local-real: $(STAMP) $(REAL_STAMP)
 	$(BIN)/loopwire bench grammar --model "$(SMOLLM2_GGUF)" --repeat 15
 
 # The agent loop on the real model (SmolLM2 in the local engine): http-full vs ws on wan and mobile, the
-# policy forcing each call through tool_choice (~5 min on a quiet 2-core machine, 10-15 under load).
+# policy forcing each call through tool_choice (8 rollouts: 10-20 min on this 2-core VM, by its load).
 bench-agent-real: $(STAMP) $(REAL_STAMP)
 	$(BIN)/loopwire bench agent --real --model "$(SMOLLM2_GGUF)" --out bench/results/agent-real
 
