@@ -3,9 +3,9 @@
 `loopwire serve --engine local --model <the GGUF>` (the window is the model's max_position_embeddings and
 every turn is counted with its own tokenizer), driven by the official `openai` SDK in WebSocket mode with
 store=false, chained by previous_response_id (tests/test_long_conversations.py's `agent_over_ws`): each
-turn is a forced call of one tool whose only argument is an enum (a short constrained output) and its
-~200-token output, with `truncation: "auto"`, so the window fills in ~35 turns and is truncated every ~9
-after. Asserted: every turn completes within the window, truncation happened (the server's counter and
+turn is a forced call of one tool whose only argument is an enum (a short constrained output: ~30
+tokens) and its ~100-token output, with `truncation: "auto"`, so the window fills in ~65 turns and is
+truncated every ~15 after (each truncation is a full prefill of ~6k tokens, the run's dearest turns). Asserted: every turn completes within the window, truncation happened (the server's counter and
 the input dropping agree), the lane's KV is reused between truncations, the server is healthy at the end.
 It prints the run's numbers (docs/benchmarks.md quotes them)."""
 
@@ -52,9 +52,9 @@ TURN_TIMEOUT_S = 600.0
 
 
 def tool_output(turn: int) -> str:
-    """~200 SmolLM2 tokens of code, different every turn."""
+    """~100 SmolLM2 tokens of code, different every turn."""
     return f"# {PATHS[turn % 2]}, step {turn}\n" + "\n".join(
-        f"v{turn}_{n} = f({n}, {(turn * 31 + n * 7) % 97})" for n in range(12)
+        f"v{turn}_{n} = f({n}, {(turn * 31 + n * 7) % 97})" for n in range(6)
     )
 
 
@@ -74,7 +74,7 @@ def metric(server: ServerProcess, line_start: str) -> float:
     return values[0] if values else 0.0
 
 
-def test_the_tool_output_is_about_200_tokens(local_server: ServerProcess) -> None:
+def test_the_tool_output_is_about_100_tokens(local_server: ServerProcess) -> None:
     """The per-turn size the numbers below assume, counted by the server with the model's tokenizer."""
     with make_client(local_server.base_url) as client:
         counted = [
@@ -83,7 +83,7 @@ def test_the_tool_output_is_about_200_tokens(local_server: ServerProcess) -> Non
         ]
         empty = client.responses.input_tokens.count(model="smollm2", input=".").input_tokens
     for tokens in counted:
-        assert 160 <= tokens - empty <= 240, counted
+        assert 80 <= tokens - empty <= 130, counted
 
 
 async def test_200_turns_with_truncation_auto_run_to_the_end_in_the_8k_window(
@@ -122,7 +122,7 @@ async def test_200_turns_with_truncation_auto_run_to_the_end_in_the_8k_window(
     # The window was reached, then kept: each truncation drops the input to about three quarters of it.
     drops = [turn for turn in range(1, TURNS) if inputs[turn] < inputs[turn - 1]]
     truncated = metric(local_server, truncated_line) - truncated_before
-    assert truncated == len(drops) >= 10, (truncated, drops)
+    assert truncated == len(drops) >= 4, (truncated, drops)
     assert max(inputs) > (WINDOW - MAX_OUTPUT_TOKENS) * 0.95
     for turn in drops:
         assert inputs[turn] <= (WINDOW - MAX_OUTPUT_TOKENS) * 0.75, (turn, inputs[turn - 1 : turn + 1])
