@@ -1,16 +1,18 @@
-"""Issue 11 item 5 on the real model: a 200-turn agent conversation runs to the end in SmolLM2-135M's 8k window.
+"""Issue 11 item 5 on the real model: a 200-turn agent conversation runs to the end in SmolLM2's 8k window.
 
 `loopwire serve --engine local --model <the GGUF>` (the window is the model's max_position_embeddings and
 every turn is counted with its own tokenizer), driven by the official `openai` SDK in WebSocket mode with
 store=false, chained by previous_response_id (tests/test_long_conversations.py's `agent_over_ws`): each
 turn is a forced call of one tool whose only argument is an enum (a short constrained output: ~30
 tokens) and its ~100-token output, with `truncation: "auto"`, so the window fills in ~65 turns and is
-truncated every ~15 after (each truncation is a full prefill of ~6k tokens, the run's dearest turns). Asserted: every turn completes within the window, truncation happened (the server's counter and
-the input dropping agree), the lane's KV is reused between truncations, the server is healthy at the end.
+truncated every ~15 after (each truncation is a full prefill of ~6k tokens, the run's dearest turns).
+Asserted: every turn completes within the window, truncation happened (the server's counter and the input
+dropping agree), the lane's KV is reused between truncations, the server is healthy at the end.
 It prints the run's numbers (docs/benchmarks.md quotes them)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import statistics
 import time
@@ -86,14 +88,14 @@ def test_the_tool_output_is_about_100_tokens(local_server: ServerProcess) -> Non
         assert 80 <= tokens - empty <= 130, counted
 
 
-async def test_200_turns_with_truncation_auto_run_to_the_end_in_the_8k_window(
+def test_200_turns_with_truncation_auto_run_to_the_end_in_the_8k_window(
     local_server: ServerProcess,
 ) -> None:
     truncated_line = 'loopwire_context_fits_total{result="truncated"}'
     truncated_before = metric(local_server, truncated_line)
     seconds: list[float] = []
     started = time.perf_counter()
-    responses = await agent_over_ws(
+    run = agent_over_ws(
         local_server,
         TURNS,
         model="smollm2",
@@ -105,6 +107,7 @@ async def test_200_turns_with_truncation_auto_run_to_the_end_in_the_8k_window(
         truncation="auto",
         max_output_tokens=MAX_OUTPUT_TOKENS,
     )
+    responses = asyncio.run(run)
     wall = time.perf_counter() - started
 
     assert len(responses) == TURNS
@@ -129,9 +132,7 @@ async def test_200_turns_with_truncation_auto_run_to_the_end_in_the_8k_window(
     assert min(inputs[-100:]) > WINDOW * 0.6, "the late turns keep a full context"
 
     # Between truncations a turn extends its lane's KV: all of the previous turn's context is reused.
-    extended = [
-        turn for turn in range(1, TURNS) if turn not in drops and cached[turn] >= inputs[turn - 1]
-    ]
+    extended = [turn for turn in range(1, TURNS) if turn not in drops and cached[turn] >= inputs[turn - 1]]
     assert len(extended) >= (TURNS - 1 - len(drops)) * 0.9, [t for t in range(1, TURNS) if t not in extended]
     share = sum(cached) / sum(inputs)
 
