@@ -38,14 +38,16 @@ def gguf(real_model: tuple[Path, Path]) -> Path:
     return path
 
 
-def local_engine(gguf: Path, directory: Path, *extra: str) -> ServerProcess:
+def local_engine(
+    gguf: Path, directory: Path, *extra: str, env: dict[str, str] | None = None
+) -> ServerProcess:
     """`loopwire serve --engine local --model <gguf>`, started; the caller stops it."""
     return ServerProcess(
         "memory",
         directory / "server.log",
         # a forced call streams only once it closes: minutes of silence on a busy 2-core machine
         ("--engine", "local", "--model", str(gguf), "--limit", "engine_idle_timeout_s=600", *extra),
-        env={"LOOPWIRE_GGUF_CACHE": str(GGUF_CACHE)},
+        env={"LOOPWIRE_GGUF_CACHE": str(GGUF_CACHE), **(env or {})},
         ready_timeout_s=180.0,
     ).start()
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import statistics
 import time
 import urllib.request
@@ -36,7 +37,7 @@ pytestmark = pytest.mark.real
 TURNS = 200
 WINDOW = 8192
 """SmolLM2-135M-Instruct's max_position_embeddings: the engine's context window, from the model."""
-MAX_OUTPUT_TOKENS = 32
+MAX_OUTPUT_TOKENS = 48
 PATHS = ["a.py", "b.py"]
 OPEN_TOOL: dict[str, Any] = {
     "type": "function",
@@ -62,7 +63,10 @@ def tool_output(turn: int) -> str:
 
 @pytest.fixture(scope="module")
 def local_server(gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    proc = local_engine(gguf, tmp_path_factory.mktemp("long-real"))
+    # One torch thread: on this shared 2-core VM under load, two OpenMP threads took 13-23 s a turn where
+    # one took 3 s (in process, the same 4 turns, minutes apart); on a quiet machine two took 2.1 s.
+    threads = os.environ.get("LOOPWIRE_LONG_REAL_THREADS", "1")
+    proc = local_engine(gguf, tmp_path_factory.mktemp("long-real"), env={"OMP_NUM_THREADS": threads})
     try:
         yield proc
     finally:
