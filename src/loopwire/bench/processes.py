@@ -134,11 +134,24 @@ class ServerProcess(LoopbackHttp):
                 )
             try:
                 wait_http(f"{self.origin}/healthz", self.proc, self.ready_timeout_s)
-                return self
+                if self._answers_itself():
+                    return self
+                failure = f"another process answered on port {self.port}"
             except RuntimeError as error:
                 failure = f"{error}\n{self.log_text()}"
-                self.stop()
+            self.stop()
         raise RuntimeError(f"loopwire serve did not become ready: {failure}")
+
+    def _answers_itself(self) -> bool:
+        """Whether /healthz names this process: a free port probed here can be taken by another server
+        before ours binds it, and then ours exits while the other answers."""
+        assert self.proc is not None
+        try:
+            with urllib.request.urlopen(f"{self.origin}/healthz", timeout=2) as answer:
+                body = json.loads(answer.read())
+        except (OSError, ValueError):
+            return False
+        return isinstance(body, dict) and body.get("pid") == self.proc.pid
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

@@ -6,6 +6,7 @@ Owns routing and error rendering only; the create path goes straight to the turn
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Awaitable, Callable
 
 from ..protocol.errors import ProtocolError, server_error, store_unavailable
@@ -108,7 +109,8 @@ class LoopwireApp:
             if path == READY_PATH and self.draining:
                 await http.send_json(send, 503, b'{"status":"draining"}')
             else:
-                await http.send_json(send, 200, b'{"status":"ok"}')
+                # The pid lets a supervisor tell this server from another process that won a port race.
+                await http.send_json(send, 200, b'{"status":"ok","pid":%d}' % os.getpid())
             return
         if path == METRICS_PATH and method == "GET":
             body = state.render_metrics()
