@@ -9,7 +9,11 @@ What it answers is chosen by the request's `model` (or, first, by `script`, one 
 - `NAME@stallN`: the first N events, then nothing (until the client leaves or the server closes);
 - `NAME@stallhead`: nothing at all, not even the status line;
 - `httpNNN`: that status with an OpenAI-shaped error body;
-- `completion_json`: one non-streamed `chat.completion` document.
+- `overflow_SERVER`: the HTTP 400 that SERVER answers when the prompt does not fit its context
+  (`OVERFLOW_BODIES`, worded as each server's source words it);
+- `completion_json`: one non-streamed `chat.completion` document;
+- `empty`: HTTP 200, an event stream with no events (llama-cpp-python's answer when a streamed generation
+  fails after its headers went out).
 `GET /v1/models` lists the fixtures, as the models it serves.
 Every request is recorded (`received`) with its headers and the client port, and the handlers that were
 cancelled because the client went away are counted (`cancelled`).
@@ -41,6 +45,76 @@ COMPLETION_JSON: dict[str, Any] = {
         }
     ],
     "usage": {"prompt_tokens": 11, "completion_tokens": 6, "total_tokens": 17},
+}
+
+
+_VLLM_PROMPT = (
+    "This model's maximum context length is 4096 tokens. However, your request has 5000 input tokens. "
+    "Please reduce the length of the input messages. None"
+)
+OVERFLOW_BODIES: dict[str, dict[str, Any]] = {
+    # vLLM's serving code (the prompt alone is past max_model_len); the trailing "None" is how it appends
+    # an empty detail
+    "vllm": {"error": {"message": _VLLM_PROMPT, "type": "BadRequestError", "param": None, "code": 400}},
+    # older vLLM: the prompt and the completion together, the error object not wrapped
+    "vllm_legacy": {
+        "object": "error",
+        "message": "This model's maximum context length is 4096 tokens. However, you requested "
+        "5128 tokens (5000 in the messages, 128 in the completion). Please reduce the length of the "
+        "messages or completion.",
+        "type": "BadRequestError",
+        "param": None,
+        "code": 400,
+    },
+    # vLLM refusing an output cap that does not fit after a prompt that does: not an overflow of the prompt
+    "vllm_cap": {
+        "error": {
+            "message": "'max_tokens' or 'max_completion_tokens' is too large: 8000. This model's maximum "
+            "context length is 4096 tokens and your request has 2778 input tokens (8000 > 4096 - 2778). None",
+            "type": "BadRequestError",
+            "param": None,
+            "code": 400,
+        }
+    },
+    # llama.cpp's llama-server (server's exceed_context_size_error)
+    "llamaserver": {
+        "error": {
+            "code": 400,
+            "message": "request (4476 tokens) exceeds the available context size (4096 tokens), "
+            "try increasing it",
+            "type": "exceed_context_size_error",
+            "n_prompt_tokens": 4476,
+            "n_ctx": 4096,
+        }
+    },
+    # older llama-server: no sizes
+    "llamaserver_legacy": {
+        "error": {
+            "code": 400,
+            "message": "the request exceeds the available context size, try increasing it",
+            "type": "invalid_request_error",
+        }
+    },
+    # llama-cpp-python's server rewording its Llama's "Requested tokens (2300) exceed context window of 2048"
+    "llamacpppython": {
+        "error": {
+            "message": "This model's maximum context length is 2048 tokens. However, you requested "
+            "2300 tokens (2300 in the messages, None in the completion). Please reduce the length of the "
+            "messages or completion.",
+            "type": "invalid_request_error",
+            "param": "messages",
+            "code": "context_length_exceeded",
+        }
+    },
+    "openai": {
+        "error": {
+            "message": "This model's maximum context length is 128000 tokens. However, your messages "
+            "resulted in 130532 tokens. Please reduce the length of the messages.",
+            "type": "invalid_request_error",
+            "param": "messages",
+            "code": "context_length_exceeded",
+        }
+    },
 }
 
 
@@ -116,6 +190,13 @@ class FakeUpstream:
                 "code": status,
             }
             return web.json_response({"error": error}, status=status)
+        if name.startswith("overflow_"):
+            return web.json_response(OVERFLOW_BODIES[name.removeprefix("overflow_")], status=400)
+        if name == "empty":
+            response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await response.prepare(request)
+            await response.write_eof()
+            return response
         if name == "completion_json":
             return web.json_response(COMPLETION_JSON)
         if mode == "stallhead":

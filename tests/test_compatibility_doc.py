@@ -113,4 +113,3 @@ def test_stated_totals_are_the_counts_of_the_cells() -> None:
     stated = re.search(r"Totals: (\d+) run, (\d+) echoed, (\d+) refused", DOC.read_text())
     assert stated, "docs/compatibility.md states no 'Totals: N run, N echoed, N refused' line"
     assert tuple(int(n) for n in stated.groups()) == (counts["run"], counts["echoed"], counts["refused"])
-

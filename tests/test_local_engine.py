@@ -362,6 +362,57 @@ def test_missing_or_incomplete_model_dirs_are_clear_errors(tmp_path: Path) -> No
     assert done.returncode == 2 and "does not exist" in done.stderr
 
 
+def _cuda_present() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+@pytest.mark.skipif(_cuda_present(), reason="this machine has a GPU: --device cuda would start")
+def test_device_cuda_without_cuda_is_a_clear_error_before_the_server_starts(local_model_dir: Path) -> None:
+    """`loopwire serve --engine local --device cuda` on a machine without CUDA: one line naming the cause
+    and the fix, exit status 2, no traceback, nothing served (the check runs before the model loads)."""
+    for device in ("cuda", "cuda:1", "cuda:x"):
+        command = ["serve", "--engine", "local", "--model", str(local_model_dir), "--device", device]
+        done = subprocess.run(
+            [sys.executable, "-m", "loopwire", *command, "--dtype", "bfloat16", "--port", "9"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 2, done.stderr
+        assert "Traceback" not in done.stderr and "serving http" not in done.stderr, done.stderr
+        if device == "cuda:x":
+            assert "cuda or cuda:N with N a number" in done.stderr
+            continue
+        assert f"--device {device} was asked for, but" in done.stderr
+        assert "install a CUDA build of torch" in done.stderr or "sees no GPU" in done.stderr
+        assert done.stderr.rstrip().endswith("or use --device cpu"), done.stderr
+
+
+def test_dtype_auto_is_float32_on_cpu_and_half_on_a_gpu() -> None:
+    from loopwire.engines.local.device import auto_dtype
+
+    assert auto_dtype("cpu", "bfloat16", True) == "float32"
+    assert auto_dtype("cuda", "bfloat16", True) == "bfloat16"
+    assert auto_dtype("cuda", "bfloat16", False) == "float16"  # e.g. a V100: no bfloat16
+    assert auto_dtype("cuda", "float16", True) == "float16"
+    assert auto_dtype("cuda", "float32", True) == "bfloat16"  # a float32 checkpoint or a dequantized GGUF
+    assert auto_dtype("cuda", None, False) == "float16"
+    assert auto_dtype("mps", "float32", False) == "float16"
+
+
+async def test_dtype_option_loads_the_weights_in_it(local_model_dir: Path) -> None:
+    import torch
+
+    engine = LocalEngine(LocalSettings(model=str(local_model_dir), dtype="bfloat16"))
+    assert next(engine.loaded.model.parameters()).dtype == torch.bfloat16
+    hello = EMPTY_CONTEXT.extend([Message(role="user", content="hello")])
+    result = await run(engine, hello, max_output_tokens=4)
+    assert result.finished.usage.output_tokens >= 1
+
+
 def test_the_base_install_does_not_import_torch() -> None:
     code = (
         "import sys, loopwire, loopwire.cli, loopwire.config, loopwire.engines.factory, loopwire.server.app\n"

@@ -228,6 +228,42 @@ async def test_an_upstream_failure_fails_the_turn_and_evicts_its_parent(
     assert "HTTP 500" in failed_http.error.message
 
 
+async def test_an_upstream_context_overflow_fails_the_turn_with_context_length_exceeded(
+    stack: Stack, client: openai.AsyncOpenAI
+) -> None:
+    """llama-server's refusal of a prompt past its context reaches the client with the code the hosted API
+    fails a streamed response with (and clients key on), over SSE, JSON and WebSocket mode; the lane's
+    parent is evicted as after any failure."""
+    overflow = "Your input exceeds the context window of this model (4476 tokens > 4096)."
+    stream = await client.responses.create(model="overflow_llamaserver", input="a long input", stream=True)
+    events = [event async for event in stream]
+    assert [event.type for event in events] == ["response.created", "response.in_progress", "response.failed"]
+    failed = events[-1].response
+    assert failed.status == "failed" and failed.error.code == "context_length_exceeded"
+    assert failed.error.message.startswith(overflow)
+
+    answered = await client.responses.create(model="overflow_vllm", input="a long input")
+    assert answered.status == "failed" and answered.error is not None
+    assert answered.error.code == "context_length_exceeded"
+    assert "(5000 tokens > 4096)" in answered.error.message
+
+    async with client.responses.connect() as connection:
+        first = (await ws_turn(connection, model="ollama_text", input="hi", store=False))[-1]
+        refused = (
+            await ws_turn(
+                connection,
+                model="overflow_llamacpppython",
+                input="more",
+                previous_response_id=first.response.id,
+                store=False,
+            )
+        )[-1]
+        assert refused.type == "response.failed"
+        assert refused.response.error.code == "context_length_exceeded"
+        assert "(2300 tokens > 2048)" in refused.response.error.message
+    assert len(stack.upstream.received) == 4  # one request per turn: no replay, no retry without the cap
+
+
 async def test_the_command_line_puts_loopwire_in_front_of_an_upstream(tmp_path: Path) -> None:
     """`loopwire serve --engine openai-chat --upstream URL` as a user runs it, in its own process."""
     upstream = await FakeUpstream().start()

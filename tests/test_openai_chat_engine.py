@@ -440,3 +440,62 @@ async def test_the_default_output_cap_is_dropped_once_when_the_upstream_refuses_
     with pytest.raises(EngineError, match="HTTP 400"):
         await run(engine, turn("m", max_output_tokens=64))
     assert fakes[0].bodies()[-1]["max_tokens"] == 64 and engine.stats.uncapped_retries == 1
+
+
+@pytest.mark.parametrize(
+    ("server", "sizes"),
+    [
+        ("vllm", " (5000 tokens > 4096)"),
+        ("vllm_legacy", " (5000 tokens > 4096)"),
+        ("llamaserver", " (4476 tokens > 4096)"),
+        ("llamaserver_legacy", ""),
+        ("llamacpppython", " (2300 tokens > 2048)"),
+        ("openai", " (130532 tokens > 128000)"),
+    ],
+)
+async def test_an_upstream_context_overflow_is_context_length_exceeded_on_no_other_replica(
+    fakes: list[FakeUpstream], server: str, sizes: str
+) -> None:
+    """The prompt does not fit the upstream model: the same refusal would come from every replica, so it is
+    sent to none other, no replica cools down, and the default output cap is not dropped for a retry."""
+    engine = engine_for(fakes[0].base_url, fakes[1].base_url)
+    key = key_ranked_first(engine, fakes[0].base_url + "/chat/completions")
+    error, batches = await fail(engine, turn(f"overflow_{server}", cache_key=key))
+    assert error.code == "context_length_exceeded" and batches == []
+    assert str(error).startswith(f"Your input exceeds the context window of this model{sizes}.")
+    assert "The upstream said: " in str(error)
+    assert len(fakes[0].received) == 1 and fakes[1].received == []
+    assert engine.stats.failovers == 0 and engine.stats.uncapped_retries == 0
+    assert finished_of(await run(engine, turn("vllm_text", cache_key=key))).stop_reason == "stop"
+    assert len(fakes[0].received) == 2  # the replica is not in cooldown
+
+
+async def test_an_output_cap_that_does_not_fit_is_no_context_overflow(fakes: list[FakeUpstream]) -> None:
+    """vLLM's refusal of a max_tokens that does not fit after a prompt that does: the engine drops its
+    default cap and asks once more; a client's own cap is refused as an upstream error."""
+    engine = engine_for(fakes[0].base_url)
+    error, _ = await fail(engine, turn("overflow_vllm_cap"))
+    assert error.code == "upstream_error" and "is too large: 8000" in str(error)
+    assert engine.stats.uncapped_retries == 1 and len(fakes[0].received) == 2
+    error, _ = await fail(engine, turn("overflow_vllm_cap", max_output_tokens=8000))
+    assert error.code == "upstream_error" and len(fakes[0].received) == 3
+
+
+async def test_an_empty_stream_is_explained_by_the_same_prompt_non_streamed(
+    fakes: list[FakeUpstream],
+) -> None:
+    """llama-cpp-python streams nothing (HTTP 200) for a prompt past its context; asked the same prompt
+    non-streamed for one token it says why, and that is the turn's error. Any other answer to that probe
+    leaves the empty stream as the error."""
+    engine = engine_for(fakes[0].base_url)
+    fakes[0].script = ["empty", "overflow_llamacpppython"]
+    error, _ = await fail(engine, turn("m"))
+    assert error.code == "context_length_exceeded" and "(2300 tokens > 2048)" in str(error)
+    probe = fakes[0].bodies()[1]
+    assert probe.get("stream") is False and probe["max_tokens"] == 1
+    assert probe["messages"] == fakes[0].bodies()[0]["messages"]
+
+    fakes[0].script = ["empty", "completion_json"]
+    error, _ = await fail(engine, turn("m"))
+    assert error.code == "upstream_error" and "empty stream" in str(error)
+    assert len(fakes[0].received) == 4

@@ -15,6 +15,7 @@ from . import __version__
 from .config import DEFAULT_LEASE_S, ServerConfig
 from .core.limits import Limits
 from .engines.factory import ENGINE_NAMES
+from .engines.local.settings import DTYPES
 from .engines.sim.engine import SimSettings
 from .server.state import ServerSettings
 from .store.factory import DEFAULT_SPEC, SPEC_HELP, WRITE_MODES
@@ -72,7 +73,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="local: a model directory (config.json, weights, tokenizer) or a GGUF file (converted once into "
         "a cached directory), loaded in process, never downloaded",
     )
-    serve.add_argument("--device", help="local: cpu (default), cuda, cuda:N or mps")
+    serve.add_argument(
+        "--device", help="local: cpu (default), cuda, cuda:N or mps; the whole GPU path (docs/gpu.md)"
+    )
+    serve.add_argument(
+        "--dtype",
+        choices=list(DTYPES),
+        help="local: the weights' dtype (default auto: float32 on cpu; on a GPU the config's half dtype, "
+        "else bfloat16 where supported, else float16)",
+    )
     serve.add_argument(
         "--engine-option",
         action="append",
@@ -209,10 +218,11 @@ def parse_limits(overrides: Sequence[str]) -> Limits:
 
 def engine_options(args: argparse.Namespace) -> dict[str, str]:
     upstream = bool(args.upstream or args.upstream_model)
-    local = bool(args.model or args.device)
+    local = bool(args.model or args.device or args.dtype)
     if args.engine == "sim" and (upstream or local or args.engine_option):
         raise ValueError(
-            "--engine-option, --upstream* and --model/--device need --engine openai-chat, responses or local"
+            "--engine-option, --upstream* and --model/--device/--dtype need --engine openai-chat, "
+            "responses or local"
         )
     if args.context_window is not None and args.engine not in ("openai-chat", "responses"):
         raise ValueError(
@@ -222,7 +232,7 @@ def engine_options(args: argparse.Namespace) -> dict[str, str]:
     if upstream and args.engine not in ("openai-chat", "responses"):
         raise ValueError("--upstream and --upstream-model need --engine openai-chat or responses")
     if local and args.engine != "local":
-        raise ValueError("--model and --device need --engine local")
+        raise ValueError("--model, --device and --dtype need --engine local")
     if args.engine == "sim":
         return {}
     options: dict[str, str] = {}
@@ -242,6 +252,8 @@ def engine_options(args: argparse.Namespace) -> dict[str, str]:
             options["model"] = args.model
         if args.device:
             options["device"] = args.device
+        if args.dtype:
+            options["dtype"] = args.dtype
         return options
     key = os.environ.get(args.upstream_api_key_env)
     if key:

@@ -175,3 +175,26 @@ def test_streams_carry_no_usage_and_the_dialect_reports_the_servers_count(
         response = client.responses.create(model=MODEL, input="Name a fruit.", max_output_tokens=SHORT)
     assert response.usage is not None
     assert response.usage.input_tokens == prompt_tokens(llama, messages)
+
+
+def test_a_prompt_past_the_context_is_context_length_exceeded(
+    llama: LlamaServer, real_server: ServerProcess
+) -> None:
+    """The server refuses a prompt longer than its n_ctx with HTTP 400 code context_length_exceeded (its
+    Llama's "Requested tokens (N) exceed context window of M", reworded); through loopwire the turn fails
+    with the same code and both sizes, streamed or not."""
+    words = "lorem ipsum dolor sit amet " * 1200  # ~6,000 tokens > N_CTX
+    status, answer = chat(llama, {"messages": [{"role": "user", "content": words}], "max_tokens": 4})
+    error = json.loads(answer["raw"])["error"]
+    assert status == 400 and error["code"] == "context_length_exceeded", answer
+    assert f"maximum context length is {N_CTX} tokens" in error["message"]
+    with make_client(real_server.base_url) as client:
+        response = client.responses.create(model=MODEL, input=words, max_output_tokens=SHORT)
+        assert response.status == "failed" and response.error is not None
+        assert response.error.code == "context_length_exceeded", response.error.message
+        assert f" tokens > {N_CTX})" in response.error.message
+        streamed = client.responses.create(model=MODEL, input=words, max_output_tokens=SHORT, stream=True)
+        with streamed as stream:
+            events = list(stream)
+        assert events[-1].type == "response.failed"
+        assert events[-1].response.error.code == "context_length_exceeded"

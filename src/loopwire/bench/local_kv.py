@@ -28,6 +28,7 @@ from pathlib import Path
 from ..engines.base import EngineRequest, Finished, RenderState, TextDelta
 from ..engines.local import LocalEngine, LocalSettings
 from ..engines.local.scratch import build_model_dir
+from ..engines.local.settings import DTYPES
 from ..protocol.context import EMPTY_CONTEXT, Context
 from ..protocol.items import FunctionCall, FunctionCallOutput, InputItem, Message, OutputText
 
@@ -111,6 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--layers", type=int, default=8)
     parser.add_argument("--intermediate", type=int, default=1408)
     parser.add_argument("--model", help="an existing model directory or GGUF file instead of a random one")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or mps")
+    parser.add_argument("--dtype", default="auto", choices=list(DTYPES))
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     measured = {int(turn) for turn in args.turns.split(",")}
@@ -127,9 +130,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 intermediate_size=args.intermediate,
                 max_positions=32768,
             )
-        engine = LocalEngine(LocalSettings(model=str(model_dir)))  # a directory or a GGUF file
+        settings = LocalSettings(model=str(model_dir), device=args.device, dtype=args.dtype)
+        engine = LocalEngine(settings)  # a directory or a GGUF file
         params = sum(parameter.numel() for parameter in engine.loaded.model.parameters())
-        print(f"model: {model_dir.name}, {params / 1e6:.1f}M parameters, cpu float32", file=sys.stderr)
+        weights = next(engine.loaded.model.parameters())
+        print(
+            f"model: {model_dir.name}, {params / 1e6:.1f}M parameters, {weights.device} {weights.dtype}",
+            file=sys.stderr,
+        )
         warm = EMPTY_CONTEXT.extend([Message(role="user", content="warm up")])
         asyncio.run(one_token_turn(engine, warm, None, 0))  # first-call allocations stay out of turn 1
         rows: dict[int, list[dict[str, float]]] = {turn: [] for turn in measured}

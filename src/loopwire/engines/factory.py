@@ -90,7 +90,9 @@ def _build(name: str, options: dict[str, Any], *, build: bool) -> Engine | None:
 
 
 def _build_local(options: dict[str, Any], *, build: bool) -> Engine | None:
-    """Checks settings and the model directory without importing torch; only building loads the model."""
+    """Checks settings, the model directory and the device (torch is imported only for an accelerator), so
+    a bad one fails before the server starts; only building loads the model."""
+    from .local.device import check_device, needs_torch
     from .local.model_dir import check_model
     from .local.settings import LocalSettings
 
@@ -99,12 +101,11 @@ def _build_local(options: dict[str, Any], *, build: bool) -> Engine | None:
         raise ValueError("the local engine needs a model: --model DIR or --model FILE.gguf")
     settings = LocalSettings(**coerce(LocalSettings, options))
     check_model(settings.model)
+    check_device(settings.device)
     if not build:
         return None
     try:
         from .local.engine import LocalEngine
     except ImportError as error:
-        raise ValueError(
-            f"the local engine needs torch and transformers ({error}); pip install 'loopwire[local]'"
-        ) from None
+        raise needs_torch(error) from None
     return LocalEngine(settings)

@@ -47,10 +47,16 @@ class ResponseError(msgspec.Struct):
     message: str
 
 
+CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"
+"""Kept as is in a failed Response, though the SDK's types omit it: the hosted API fails a streamed response
+with it, and clients key on it (Codex's `is_context_window_error` reads `response.failed`'s error.code)."""
+
+
 def response_error(code: str, message: str) -> ResponseError:
     """A Response's error in the SDK's vocabulary: a specific code of ours (engine_timeout,
-    upstream_error, store_unavailable, ...) becomes server_error, named at the end of the message."""
-    if code in RESPONSE_ERROR_CODES:
+    upstream_error, store_unavailable, ...) becomes server_error, named at the end of the message;
+    context_length_exceeded stays itself, as the hosted API sends it."""
+    if code in RESPONSE_ERROR_CODES or code == CONTEXT_LENGTH_EXCEEDED:
         return ResponseError(code=code, message=message)
     return ResponseError(code="server_error", message=f"{message} [{code}]")
 

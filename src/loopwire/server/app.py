@@ -90,6 +90,10 @@ class LoopwireApp:
             if message["type"] == "lifespan.startup":
                 try:
                     await self._ensure_state()
+                except ValueError as exc:  # a configuration the engine refused: its message says it all
+                    log.error("startup failed: %s", exc)
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
                 except Exception as exc:
                     log.exception("startup failed")
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})

@@ -20,9 +20,9 @@ class Sampler:
         self.generator.manual_seed(seed)
 
     def pick(self, logits: Any, temperature: float, top_p: float) -> int:
-        scores = logits.float().cpu()
-        if temperature <= 0.0:
-            return int(torch.argmax(scores).item())
+        if temperature <= 0.0:  # on the logits' device: from a GPU only the id crosses, not vocab floats
+            return int(torch.argmax(logits).item())
+        scores = logits.float().cpu()  # the seeded generator is a CPU one: the same draws on any device
         probs = torch.softmax(scores / temperature, dim=-1)
         if top_p < 1.0:
             sorted_probs, order = torch.sort(probs, descending=True)

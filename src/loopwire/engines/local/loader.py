@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from .device import auto_dtype, resolve_device
 from .model_dir import ModelDirError, check_model, check_model_dir, is_gguf
 from .settings import LocalSettings
 
@@ -36,37 +37,24 @@ class LoadedModel:
     eos_ids: tuple[int, ...]
 
 
-def resolve_device(name: str) -> Any:
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} was asked for, but torch sees no CUDA device here")
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise ValueError("device 'mps' was asked for, but torch sees no MPS device here")
-    return torch.device(name)
-
-
 def load(settings: LocalSettings) -> LoadedModel:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # a server log is no terminal
+    device = resolve_device(settings.device)  # before a GGUF conversion: a missing GPU fails at once
     if is_gguf(settings.model):
         from .gguf import converted
 
         directory = converted(check_model(settings.model), settings.gguf_cache or None)
     else:
         directory = check_model_dir(settings.model)
-    device = resolve_device(settings.device)
     try:
         config = AutoConfig.from_pretrained(directory, local_files_only=True)
         tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
     except (OSError, ValueError, KeyError) as error:
         raise ModelDirError(f"cannot load the model directory {settings.model!r}: {error}") from None
-    if settings.dtype != "auto":
-        dtype: Any = _DTYPES[settings.dtype]
-    elif device.type == "cpu":
-        dtype = torch.float32  # half precision matmuls are slow or missing on most CPUs
-    else:
-        dtype = "auto"
+    dtype = _DTYPES[_dtype_name(settings.dtype, device, config)]
     try:
         model = AutoModelForCausalLM.from_pretrained(directory, local_files_only=True, dtype=dtype)
     except (OSError, ValueError, KeyError) as error:
@@ -85,6 +73,14 @@ def load(settings: LocalSettings) -> LoadedModel:
         max_positions=max_positions if isinstance(max_positions, int) else None,
         eos_ids=_eos_ids(model),
     )
+
+
+def _dtype_name(setting: str, device: Any, config: Any) -> str:
+    if setting != "auto":
+        return setting
+    declared = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+    bf16 = device.type == "cuda" and bool(torch.cuda.is_bf16_supported())
+    return auto_dtype(device.type, str(declared).removeprefix("torch.") if declared else None, bf16)
 
 
 def _eos_ids(model: Any) -> tuple[int, ...]:

@@ -41,6 +41,7 @@ from ..base import (
     Usage,
 )
 from ..common.estimate import estimate_output_tokens
+from .overflow import context_overflow
 
 MAX_ERROR_MESSAGE_CHARS = 500
 DONE = b"[DONE]"
@@ -394,7 +395,9 @@ def _message_of(error: Any) -> str:
 
 
 def _error_from(error: Any) -> EngineError:
-    return EngineError(f"the upstream failed the generation: {_message_of(error)}", code="upstream_error")
+    detail = _message_of(error)
+    overflow = context_overflow(msgspec.json.encode({"error": error}), detail)
+    return overflow or EngineError(f"the upstream failed the generation: {detail}", code="upstream_error")
 
 
 def error_text(data: bytes) -> str:
@@ -409,4 +412,6 @@ def error_text(data: bytes) -> str:
 
 
 def upstream_error(data: bytes) -> EngineError:
-    return EngineError(f"the upstream failed the generation: {error_text(data)}", code="upstream_error")
+    detail = error_text(data)
+    overflow = context_overflow(data, detail)
+    return overflow or EngineError(f"the upstream failed the generation: {detail}", code="upstream_error")

@@ -31,6 +31,7 @@ from ..common.estimate import estimate_input_tokens, plain_messages
 from ..common.tool_names import CallRestorer, ChatToolNames
 from .chunks import ChunkParser
 from .dialect import plan_turn, probe_body
+from .overflow import CODE as OVERFLOW
 from .settings import OpenAIChatSettings
 from .translate import build_body, build_headers, build_messages, build_tools, encode_body
 from .upstream import Replica, UpstreamFailure, UpstreamPool
@@ -164,7 +165,7 @@ class OpenAIChatEngine:
                 yield batch
             return
         except UpstreamFailure as failure:  # a refusal comes before any output: nothing was yielded
-            if not capped or failure.status != 400:
+            if not capped or failure.status != 400 or failure.code == OVERFLOW:
                 raise
             log.info("the upstream refused the default output cap (%s); sending no limit", failure)
         self.stats.uncapped_retries += 1
@@ -210,6 +211,7 @@ class OpenAIChatEngine:
                     if not data:
                         if not upstream.got_bytes:
                             upstream.abort()
+                            await self._explain_empty_stream(replica, body, headers)
                             raise UpstreamFailure(
                                 f"{replica.label} answered HTTP 200 with an empty stream (llama-cpp-python "
                                 "does so when the generation fails after it started, e.g. a streamed "
@@ -279,6 +281,20 @@ class OpenAIChatEngine:
             f"none of the {replicas} upstream replicas could serve the turn; last: {last_failure}",
             code=last_failure.code,
         )
+
+    async def _explain_empty_stream(
+        self, replica: Replica, body: dict[str, Any], headers: dict[str, str]
+    ) -> None:
+        """After an empty HTTP 200 stream, the same prompt once non-streamed (one token): llama-cpp-python
+        streams nothing for a prompt past its context, but refuses it non-streamed with a 400 saying so.
+        Raises that refusal when it is a context overflow; else returns (the empty stream is the error)."""
+        try:
+            upstream = await self.pool.open(replica, encode_body(probe_body(body, self.settings)), headers)
+        except UpstreamFailure as failure:
+            if failure.code == OVERFLOW:
+                raise
+            return
+        upstream.close()
 
     async def _count_prompt(
         self, replica: Replica, body: dict[str, Any], headers: dict[str, str]

@@ -20,6 +20,7 @@ from ..base import EngineError
 from ..common.upstream_http import KeepalivePool, ReadClock, drain, upstream_headers
 from ..common.upstream_models import models_url, upstream_models
 from .chunks import error_text
+from .overflow import context_overflow
 from .settings import CHAT_COMPLETIONS_PATH, OpenAIChatSettings
 
 log = logging.getLogger("loopwire.upstream")
@@ -264,9 +265,14 @@ class UpstreamPool:
         if response.status == 200:
             return UpstreamStream(response, replica, clock)
         try:
-            detail = await _error_detail(response, clock.deadline())
+            detail, data = await _error_detail(response, clock.deadline())
         finally:
             response.release()
+        overflow = context_overflow(data, detail) if 400 <= response.status < 500 else None
+        if overflow is not None:  # the same prompt fails on every replica, and is no replica's fault
+            raise UpstreamFailure(
+                str(overflow), code=overflow.code, retryable=False, replica_down=False, status=response.status
+            )
         server_side = response.status >= 500
         raise UpstreamFailure(
             f"{label} answered HTTP {response.status}: {detail}",
@@ -277,12 +283,13 @@ class UpstreamPool:
         )
 
 
-async def _error_detail(response: aiohttp.ClientResponse, deadline: float) -> str:
+async def _error_detail(response: aiohttp.ClientResponse, deadline: float) -> tuple[str, bytes]:
+    """The error's message and the body it came in (what was read of it)."""
     try:
         async with asyncio.timeout_at(deadline):
             data = await response.content.read(MAX_ERROR_BODY_BYTES)
     except (TimeoutError, aiohttp.ClientError, OSError):
-        return response.reason or "no details"
+        return response.reason or "no details", b""
     if not data.strip():
-        return response.reason or "no details"
-    return error_text(data)
+        return response.reason or "no details", data
+    return error_text(data), data

@@ -1,0 +1,93 @@
+"""Recognising an upstream's "the prompt does not fit my context" refusal, so it reaches the client as the
+`context_length_exceeded` error the core uses for its own window check rather than a generic upstream error.
+
+What each server answers (HTTP 400 in every case, before any output):
+- vLLM: "This model's maximum context length is W tokens. However, your request has P input tokens. ..."
+  (older: "However, you requested T tokens (P in the messages, C in the completion). ..."); its refusal of
+  an output cap that does not fit after the prompt ("'max_tokens' or 'max_completion_tokens' is too large:
+  X. This model's maximum context length is W tokens and your request has P input tokens (X > W - P)") is
+  not an overflow of the prompt, and is left to the engine's retry without the cap.
+- llama.cpp's llama-server: type `exceed_context_size_error`, "request (P tokens) exceeds the available
+  context size (W tokens), try increasing it", with `n_prompt_tokens` and `n_ctx` (older: "the request
+  exceeds the available context size, try increasing it").
+- llama-cpp-python's server: code `context_length_exceeded`, its `Llama` raising "Requested tokens (P)
+  exceed context window of W" reworded as vLLM's older form ("(P in the messages, C in the completion)").
+- OpenAI: code `context_length_exceeded`, "... However, your messages resulted in P tokens ...".
+
+Owns the recognition and the message; must not do I/O or decide what the turn does with it.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import msgspec
+
+from ..base import EngineError
+
+CODE = "context_length_exceeded"
+
+_PHRASES = (
+    "maximum context length",
+    "exceeds the available context size",
+    "exceed context window",
+    "context_length_exceeded",
+    "exceed_context_size_error",
+)
+_WINDOW = (
+    re.compile(r"maximum context length is (\d+)"),
+    re.compile(r"available context size \((\d+) tokens?\)"),
+    re.compile(r"exceed context window of (\d+)"),
+)
+_PROMPT = (
+    re.compile(r"your request has (\d+) input tokens"),
+    re.compile(r"\((\d+) in the messages"),
+    re.compile(r"your messages resulted in (\d+) tokens"),
+    re.compile(r"requested tokens \((\d+)\)"),
+    re.compile(r"request \((\d+) tokens?\)"),
+)
+
+
+def context_overflow(data: bytes, detail: str) -> EngineError | None:
+    """The `context_length_exceeded` EngineError for an upstream error body that says the prompt does not
+    fit the model's context, else None. `detail` is the body's message (chunks.error_text)."""
+    fields = _error_fields(data)
+    text = " ".join(
+        str(value) for value in (detail, fields.get("type"), fields.get("code")) if value is not None
+    ).lower()
+    if not any(phrase in text for phrase in _PHRASES):
+        return None
+    window = _int(fields.get("n_ctx")) or _first(_WINDOW, text)
+    prompt = _int(fields.get("n_prompt_tokens")) or _first(_PROMPT, text)
+    if prompt is not None and window is not None and prompt < window:
+        return None  # the prompt fits: only the output limit did not (vLLM's "max_tokens is too large")
+    sizes = f" ({prompt} tokens > {window})" if prompt is not None and window is not None else ""
+    return EngineError(
+        f"Your input exceeds the context window of this model{sizes}. Please adjust your input and try "
+        f"again. The upstream said: {detail}",
+        code=CODE,
+    )
+
+
+def _error_fields(data: bytes) -> dict[str, Any]:
+    """The error object of a JSON error body (`{"error": {...}}` or the object itself), else {}."""
+    try:
+        decoded = msgspec.json.decode(data)
+    except msgspec.DecodeError:
+        return {}
+    if isinstance(decoded, dict) and isinstance(decoded.get("error"), dict):
+        decoded = decoded["error"]
+    return decoded if isinstance(decoded, dict) else {}
+
+
+def _first(patterns: tuple[re.Pattern[str], ...], text: str) -> int | None:
+    for pattern in patterns:
+        match = pattern.search(text)
+        if match:
+            return int(match.group(1))
+    return None
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
