@@ -29,8 +29,10 @@ class LocalSettings:
     benchmarks). render_cache: off renders and tokenizes the whole conversation every turn (for
     benchmarks); on, a lane's next turn renders only its new items. prefill_chunk_tokens: prompt tokens
     per forward pass (bounds activation memory, and a cancelled turn stops between chunks).
-    max_output_tokens: the cap when a request sets none. temperature: used when a request sets none (0 is
-    greedy). seed: of the sampler.
+    jump_forward: feed the tokens a grammar forces (a forced tool call's fixed opening) in one forward pass,
+    each kept only where decoding one token at a time would have picked it (off: one pass per token, for
+    benchmarks). max_output_tokens: the cap when a request sets none. temperature: used when a request sets
+    none (0 is greedy). seed: of the sampler.
     """
 
     model: str
@@ -44,6 +46,7 @@ class LocalSettings:
     seed: int = 0
     gguf_cache: str = ""
     render_cache: bool = True
+    jump_forward: bool = True
 
     def __post_init__(self) -> None:
         if not self.model:
