@@ -3,12 +3,14 @@
 `loopwire serve --engine local --model <the GGUF>` (the window is the model's max_position_embeddings and
 every turn is counted with its own tokenizer), driven by the official `openai` SDK in WebSocket mode with
 store=false, chained by previous_response_id (tests/test_long_conversations.py's `agent_over_ws`): each
-turn is a forced call of one tool whose only argument is an enum (a short constrained output: ~30
-tokens) and its ~100-token output, with `truncation: "auto"`, so the window fills in ~65 turns and is
-truncated every ~15 after (each truncation is a full prefill of ~6k tokens, the run's dearest turns).
-Asserted: every turn completes within the window, truncation happened (the server's counter and the input
-dropping agree), the lane's KV is reused between truncations, the server is healthy at the end.
-It prints the run's numbers (docs/benchmarks.md quotes them)."""
+turn is a forced call of one tool whose only argument is an enum (~31 output tokens, most of them forced by
+the grammar) and a ~40-token tool output, with `truncation: "auto"`, so the window fills in ~90 turns and
+is truncated every ~25 after (each truncation is a full prefill of ~6k tokens, the run's dearest turns).
+Asserted: every turn is the forced call and completes within the window (input plus the reserved
+max_output_tokens never above it: no silent cut), truncation happened (the server's counter and the input
+dropping agree), each truncation costs one full prefill and every other turn, the one after a truncation
+included, extends the lane's KV (cached tokens cover the previous turn's input), the server is healthy at
+the end. It prints the run's numbers (docs/benchmarks.md quotes them)."""
 
 from __future__ import annotations
 
@@ -55,9 +57,9 @@ TURN_TIMEOUT_S = 600.0
 
 
 def tool_output(turn: int) -> str:
-    """~100 SmolLM2 tokens of code, different every turn."""
+    """~40 SmolLM2 tokens of code, different every turn."""
     return f"# {PATHS[turn % 2]}, step {turn}\n" + "\n".join(
-        f"v{turn}_{n} = f({n}, {(turn * 31 + n * 7) % 97})" for n in range(6)
+        f"v{turn}_{n} = f({n}, {(turn * 31 + n * 7) % 97})" for n in range(2)
     )
 
 
@@ -80,7 +82,7 @@ def metric(server: ServerProcess, line_start: str) -> float:
     return values[0] if values else 0.0
 
 
-def test_the_tool_output_is_about_100_tokens(local_server: ServerProcess) -> None:
+def test_the_tool_output_is_about_40_tokens(local_server: ServerProcess) -> None:
     """The per-turn size the numbers below assume, counted by the server with the model's tokenizer."""
     with make_client(local_server.base_url) as client:
         counted = [
@@ -89,7 +91,7 @@ def test_the_tool_output_is_about_100_tokens(local_server: ServerProcess) -> Non
         ]
         empty = client.responses.input_tokens.count(model="smollm2", input=".").input_tokens
     for tokens in counted:
-        assert 80 <= tokens - empty <= 130, counted
+        assert 25 <= tokens - empty <= 60, counted
 
 
 @pytest.mark.timeout(3600)  # minutes of CPU-bound turns on a shared 2-core machine
@@ -130,15 +132,19 @@ def test_200_turns_with_truncation_auto_run_to_the_end_in_the_8k_window(
     # The window was reached, then kept: each truncation drops the input to about three quarters of it.
     drops = [turn for turn in range(1, TURNS) if inputs[turn] < inputs[turn - 1]]
     truncated = metric(local_server, truncated_line) - truncated_before
-    assert truncated == len(drops) >= 4, (truncated, drops)
+    assert truncated == len(drops) >= 3, (truncated, drops)
     assert max(inputs) > (WINDOW - MAX_OUTPUT_TOKENS) * 0.95
     for turn in drops:
         assert inputs[turn] <= (WINDOW - MAX_OUTPUT_TOKENS) * 0.75, (turn, inputs[turn - 1 : turn + 1])
     assert min(inputs[-100:]) > WINDOW * 0.6, "the late turns keep a full context"
 
-    # Between truncations a turn extends its lane's KV: all of the previous turn's context is reused.
-    extended = [turn for turn in range(1, TURNS) if turn not in drops and cached[turn] >= inputs[turn - 1]]
-    assert len(extended) >= (TURNS - 1 - len(drops)) * 0.9, [t for t in range(1, TURNS) if t not in extended]
+    # One full prefill per truncation: every other turn (the one after a truncation included) extends its
+    # lane's KV, all of the previous turn's context reused.
+    full = [turn for turn in range(1, TURNS) if cached[turn] < inputs[turn - 1]]
+    assert full == drops, ("turns that did not extend the lane's KV", full, "truncations", drops)
+    next_turns = [turn + 1 for turn in drops if turn + 1 < TURNS]
+    reused = [(turn, cached[turn], inputs[turn - 1]) for turn in next_turns]
+    assert all(cached_tokens >= previous > 0 for _, cached_tokens, previous in reused), reused
     share = sum(cached) / sum(inputs)
 
     # Still healthy: liveness, and a fresh short turn.
@@ -152,6 +158,6 @@ def test_200_turns_with_truncation_auto_run_to_the_end_in_the_8k_window(
         f"\nlong-real: {TURNS} turns in {wall:.0f} s; truncated on {len(drops)} turns (first at turn "
         f"{drops[0]}); median turn {statistics.median(seconds):.2f} s (p90 "
         f"{statistics.quantiles(seconds, n=10)[-1]:.2f} s, max {max(seconds):.1f} s); cached-token share "
-        f"{share:.1%}; turns extending the lane's KV {len(extended)}/{TURNS - 1}; input tokens max "
+        f"{share:.1%}; turns extending the lane's KV {TURNS - 1 - len(full)}/{TURNS - 1}; input tokens max "
         f"{max(inputs)}, last {inputs[-1]}"
     )

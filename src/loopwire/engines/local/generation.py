@@ -107,6 +107,8 @@ class Generator:
         self.kv_reuse = kv_reuse
         self.chunk = chunk
         self.jump_forward = jump_forward
+        self.new_cache: Callable[[LoadedModel], Any] = new_cache
+        """Makes a lane's empty KV cache (a benchmark swaps in transformers' DynamicCache to compare)."""
         self.sampler = Sampler(seed)
         self.stats = GenerationStats()
         self.stop_ids: frozenset[int] = frozenset()
@@ -143,17 +145,17 @@ class Generator:
         """(cache to extend, tokens reused, the parent's entry when it was taken)."""
         parent = job.parent
         if not self.kv_reuse or parent is None:
-            return new_cache(self.loaded), 0, None
+            return self.new_cache(self.loaded), 0, None
         entry = self.pool.take(parent)
         if entry is None:
-            return new_cache(self.loaded), 0, None
+            return self.new_cache(self.loaded), 0, None
         prompt = job.prompt
         keep = common_prefix(parent.ids[: entry.length], prompt)
         if job.generate:
             keep = min(keep, len(prompt) - 1)  # the last prompt token is fed to get the first logits
         croppable = getattr(entry.cache, "is_croppable", True)
         if keep <= 0 or (keep < entry.length and not croppable):
-            return new_cache(self.loaded), 0, None
+            return self.new_cache(self.loaded), 0, None
         if keep < entry.length:
             entry.cache.crop(keep - entry.length)
         return entry.cache, keep, entry
