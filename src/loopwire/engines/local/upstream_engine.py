@@ -4,12 +4,12 @@ prompt side runs here, the model in a llama.cpp `llama-server` serving the same 
 Each turn's prompt is the lane's cached token ids extended by the new items' ids (render_cache), sent as
 ids to the server's `/completion` (completion.py) on the lane's own slot with `cache_prompt`, so nothing
 re-templates or re-tokenizes the history, here or there, and the slot's KV stays warm for the lane. A
-forced tool call ends the prompt with the Hermes `<tool_call>` opening and hands the server the call's
-JSON schema; a json_schema text format goes as the server's `json_schema` (with tools offered and
-tool_choice "auto", the model then answers in the schema: the server takes one schema, not a union).
-The output is parsed as the in-process model's is (tool_parser). Owns this bridge: the render on a worker
-thread, the slot, the request, the deltas, usage and the render state. Must not load weights (only the
-tokenizer and chat template: model_files) nor know the wire.
+forced tool call ends the prompt with the Hermes `<tool_call>` opening (as the template writes it) and
+hands the server the call's JSON schema; a json_schema text format goes as the server's `json_schema`
+(with tools offered and tool_choice "auto", the model then answers in the schema: the server takes one
+schema, not a union). The output is parsed as the in-process model's is (tool_parser). Owns this bridge:
+the render on a worker thread, the slot, the request, the deltas, usage and the render state. Must not
+load weights (only the tokenizer and chat template: model_files) nor know the wire.
 """
 
 from __future__ import annotations
@@ -21,14 +21,16 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import aclosing
 from itertools import count
 
+from ...protocol.items import FunctionCall, Message
 from ..base import EngineCount, EngineDelta, EngineError, EngineRequest, Finished, StopReason, Usage
 from ..common.affinity import SlotTable
 from ..common.tool_names import CallRestorer, ChatToolNames
 from .completion import CompletionUpstream, ServerProps, completion_body
 from .constrain import CALL_CLOSE, CALL_OPEN, calls_schema, forced_tools, text_schema
 from .kv_pool import LocalRenderState
+from .messages import build_messages, build_tools
 from .model_files import ModelFiles, load_files
-from .render_cache import IncrementalRenderer, Rendered
+from .render_cache import PROBE_TOOL, IncrementalRenderer, Rendered
 from .settings import LocalSettings
 from .template import Template
 from .tool_parser import ToolCallParser
@@ -46,7 +48,7 @@ class LocalUpstreamEngine:
         self.renderer = IncrementalRenderer(self.template, enabled=settings.render_cache)
         self.renderer.warm()
         self.upstream = CompletionUpstream(settings)
-        self._call_open = self.template.encode(CALL_OPEN)
+        self._openings: dict[str, tuple[str, list[int]]] = {}
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="loopwire-render")
         self._slots: SlotTable | None = None
         self._props: asyncio.Task[ServerProps] | None = None
@@ -99,6 +101,31 @@ class LocalUpstreamEngine:
                     self.context_window = props.slot_context
         return self._slots
 
+    def call_opening(self, request: EngineRequest) -> tuple[str, list[int]]:
+        """What the template writes between the generation prompt and a tool call's JSON (loopwire's Hermes
+        ChatML: "\\n<tool_call>\\n"), and its ids: the prompt of a forced call ends with it, so the
+        next turn's render of the call extends the ids the server holds. Probed once per template."""
+        source = self.template.source_for(build_tools(request.tools, ChatToolNames(request.tools)))
+        known = self._openings.get(source)
+        if known is None:
+            known = self._openings[source] = self._probe_opening()
+        return known
+
+    def _probe_opening(self) -> tuple[str, list[int]]:
+        names = ChatToolNames([PROBE_TOOL])
+        tools = build_tools([PROBE_TOOL], names)
+        asked = Message(role="user", content="Read f.py.")
+        call = FunctionCall(call_id="call_1", name=PROBE_TOOL.name, arguments='{"path": "f.py"}')
+        try:
+            prompt = self.template.text(build_messages([asked], None, names), tools, generate=True)
+            answered = self.template.text(build_messages([asked, call], None, names), tools, generate=False)
+        except Exception:  # a template that refuses the probe: the plain opening
+            return CALL_OPEN, self.template.encode(CALL_OPEN)
+        rest = answered[len(prompt) :] if answered.startswith(prompt) else ""
+        end = rest.find(CALL_OPEN)
+        opening = rest[: end + len(CALL_OPEN)] if end >= 0 else CALL_OPEN
+        return opening, self.template.encode(opening)
+
     async def stream(self, request: EngineRequest) -> AsyncGenerator[list[EngineDelta], None]:
         if self._closed:
             raise EngineError("the local engine is closed")
@@ -121,7 +148,8 @@ class LocalUpstreamEngine:
         self.render_ms.append(render_ms)
         del self.render_ms[:-1024]
         names = ChatToolNames(request.tools)
-        prompt = rendered.prompt + self._call_open if forced is not None else rendered.prompt
+        opening, opening_ids = self.call_opening(request) if forced is not None else ("", [])
+        prompt = rendered.prompt + opening_ids
         schema = calls_schema(forced, names) if forced is not None else text_schema(request)
         settings = self.settings
         body = completion_body(
@@ -140,7 +168,7 @@ class LocalUpstreamEngine:
         stop: StopReason = "stop"
         usage = Usage(input_tokens=len(prompt))
         if forced is not None:
-            parser.feed(CALL_OPEN)  # the prompt opened the call: it streams once its JSON is closed
+            parser.feed(opening)  # the prompt opened the call: it streams once its JSON is closed
         async with aclosing(self.upstream.stream(body)) as chunks:  # closed early: the server stops
             async for chunk in chunks:
                 output.extend(chunk.tokens)
