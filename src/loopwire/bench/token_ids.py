@@ -5,7 +5,8 @@ renders only the new items and appends their ids) and once as chat messages (`--
 time to first token at turn 1 and turn N, our render time, the server's prompt time.
 
 A conversation is a coding task whose turns each add a `read_file` call and its output, slices of
-loopwire's own source files (distinct per conversation, ~2k tokens by the last turn), over WebSocket mode
+loopwire's own source files (distinct per conversation; a long first one, then short ones: ~2k tokens by
+the last turn, each late turn prefilling ~150 new tokens), over WebSocket mode
 (the lane keeps its render state) with the official `openai` SDK; the model writes a few tokens per turn.
 Conversations alternate between the two paths (token-ids, chat, chat, token-ids, ...) and run one at a
 time, so each has the server to itself; the server reuses each conversation's KV in both paths (its slot
@@ -39,11 +40,14 @@ PATHS = ("token-ids", "chat")
 TASK = "Find why the tests fail in this project. Read the files, then say in a few words what you saw."
 
 
-def conversation_items(number: int, turns: int, chars: int) -> list[list[dict[str, Any]]]:
-    """Each turn's input: a read_file call and its output (a slice of a real source file)."""
-    files = list(documents(turns * (number + 1), chars))[turns * number :]
+def conversation_items(number: int, turns: int, first_chars: int, chars: int) -> list[list[dict[str, Any]]]:
+    """Each turn's input: a read_file call and its output, a slice of a real source file (the first turn's
+    `first_chars` long, the history; later ones `chars`, so a late turn prefills little and its TTFT is
+    mostly what the prompt side costs)."""
+    first = next(iter(documents(1, first_chars, offset=number * turns)))
+    rest = list(documents(turns - 1, chars, offset=number * turns + 1))
     script: list[list[dict[str, Any]]] = []
-    for turn, text in enumerate(files, start=1):
+    for turn, text in enumerate([first, *rest], start=1):
         call_id = f"call_{number}_{turn}"
         items: list[dict[str, Any]] = [{"role": "user", "content": TASK}] if turn == 1 else []
         items += [
@@ -160,7 +164,7 @@ def main(argv: Sequence[str]) -> int:
             stack.callback(server.stop)
         print(f"llama-server with {args.slots} slots, n_ctx {args.n_ctx}; {args.conversations} conversations")
         for number, path in enumerate(order):
-            script = conversation_items(number, args.turns, args.tool_chars)
+            script = conversation_items(number, args.turns, args.first_chars, args.tool_chars)
             for row in run_conversation(servers[path].base_url, script, args.max_tokens):
                 rows.append({"path": path, "conversation": number + 1, **row})
                 print(
