@@ -119,8 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--turns", type=int, default=6, help="turns per conversation (%(default)s)")
     parser.add_argument(
-        "--tool-chars", type=int, default=1200, help="characters per tool output (%(default)s)"
+        "--first-chars", type=int, default=6000, help="the first turn's tool output, characters (%(default)s)"
     )
+    parser.add_argument("--tool-chars", type=int, default=400, help="each later tool output (%(default)s)")
     parser.add_argument("--max-tokens", type=int, default=8, help="max_output_tokens per turn (%(default)s)")
     parser.add_argument(
         "--n-ctx", type=int, default=8192, help="the server's context, all slots (%(default)s)"
