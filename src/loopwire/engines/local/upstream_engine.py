@@ -27,7 +27,7 @@ from ..common.affinity import SlotTable
 from ..common.tool_names import CallRestorer, ChatToolNames
 from .completion import CompletionUpstream, ServerProps, completion_body
 from .constrain import CALL_CLOSE, CALL_OPEN, calls_schema, forced_tools, text_schema
-from .kv_pool import LocalRenderState
+from .kv_pool import LocalRenderState, render_lane
 from .messages import build_messages, build_tools
 from .model_files import ModelFiles, load_files
 from .render_cache import PROBE_TOOL, IncrementalRenderer, Rendered
@@ -58,31 +58,15 @@ class LocalUpstreamEngine:
         """Render and tokenize time of each turn, newest last, at most 1024 (for the benchmark)."""
 
     def rendered(self, request: EngineRequest, *, count: bool = True) -> Rendered:
-        """The prompt's ids: the lane's cached render extended by the new items, else a full render."""
-        parent = request.prefix if isinstance(request.prefix, LocalRenderState) else None
-        return self.renderer.render(
-            request.history,
-            request.instructions,
-            request.tools,
-            generate=request.generate,
-            parent=parent.rendered if parent is not None else None,
-            parent_ids=parent.ids if parent is not None else (),
-            count=count,
-        )
+        """The prompt's token ids: the lane's cached render extended by the new items, else a full render
+        (KV reuse then compares these ids with the lane's cached ones)."""
+        return render_lane(self.renderer, request, count=count)
 
     def count_tokens(self, request: EngineRequest) -> int:
         return len(self.rendered(request, count=False).prompt)
 
     def counters(self) -> list[EngineCount]:
-        return [
-            EngineCount(
-                "loopwire_local_renders_total",
-                "Local engine prompt renders: appended to the lane's cached ids, full, or fallback to full.",
-                (("path", path), ("reason", reason)),
-                float(n),
-            )
-            for (path, reason), n in list(self.renderer.counts.items())
-        ]
+        return self.renderer.counters()
 
     async def aclose(self) -> None:
         self._closed = True
