@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -281,3 +282,32 @@ async def test_two_interleaved_lanes_keep_their_slots(
     assert slots[0] != slots[1] and slots[2:] == slots[:2], slots
     for first, second in ((a1, a2), (b1, b2)):
         assert second["usage"]["input_tokens_details"]["cached_tokens"] >= first["usage"]["input_tokens"]
+
+
+@pytest.mark.timeout(TURN_TIMEOUT_S)
+def test_a_client_that_leaves_stops_the_servers_generation(
+    token_server: ServerProcess, recorder: WireRecorder, llama_cpp: CppLlamaServer
+) -> None:
+    story = {
+        "model": MODEL,
+        "input": "Write a long story about a cat who learns to sail.",
+        "max_output_tokens": 120,
+    }
+    with client_for(token_server) as client:
+        whole = client.responses.create(**story)  # type: ignore[call-overload]
+        assert whole.usage is not None and whole.usage.output_tokens >= 80, whole.usage  # long enough to cut
+        with client.responses.create(**story, stream=True) as stream:  # type: ignore[call-overload]
+            for event in stream:
+                if event.type == "response.output_text.delta":
+                    break  # leave: the SDK closes the connection
+    slot = sent_prompts(recorder)[-1]["id_slot"]
+    deadline = time.monotonic() + TURN_TIMEOUT_S
+    while True:
+        with urllib.request.urlopen(f"{llama_cpp.origin}/slots", timeout=10) as answer:
+            state = next(item for item in json.loads(answer.read()) if item["id"] == slot)
+        if not state["is_processing"]:
+            break
+        assert time.monotonic() < deadline, state
+        time.sleep(0.1)
+    decoded = state["next_token"][0]["n_decoded"]
+    assert decoded < whole.usage.output_tokens // 2, (decoded, whole.usage.output_tokens)
