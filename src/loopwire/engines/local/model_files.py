@@ -9,17 +9,12 @@ Must not load or convert weights, render or generate.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .gguf import cached_dir, default_cache_root
+from .gguf import cached_dir, default_cache_root, write_once
 from .model_dir import ModelDirError, check_model, is_gguf
-
-_lock = threading.Lock()
 
 
 @dataclass(slots=True)
@@ -37,34 +32,20 @@ def tokenizer_dir(path: Path, cache_root: str | Path | None = None) -> Path:
     if (full / "config.json").is_file():
         return full
     target = full.with_name(full.name + "-tokenizer")
-    if (target / "config.json").is_file():
-        return target
-    with _lock:
-        if not (target / "config.json").is_file():
-            _save_tokenizer(path, target)
+    write_once(target, lambda staging: _save_tokenizer(path, staging))
     return target
 
 
-def _save_tokenizer(source: Path, target: Path) -> None:
+def _save_tokenizer(source: Path, staging: Path) -> None:
     from transformers import AutoConfig, AutoTokenizer
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
-            config = AutoConfig.from_pretrained(source.parent, gguf_file=source.name)
-        except (OSError, ValueError, KeyError, RuntimeError) as error:
-            raise ModelDirError(f"cannot read the GGUF file {str(source)!r}: {error}") from None
-        tokenizer.save_pretrained(staging)
-        config.save_pretrained(staging)  # config.json last: its presence marks a complete directory
-        try:
-            staging.rename(target)
-        except OSError:  # another process wrote it first
-            if not (target / "config.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        tokenizer = AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
+        config = AutoConfig.from_pretrained(source.parent, gguf_file=source.name)
+    except (OSError, ValueError, KeyError, RuntimeError) as error:
+        raise ModelDirError(f"cannot read the GGUF file {str(source)!r}: {error}") from None
+    tokenizer.save_pretrained(staging)
+    config.save_pretrained(staging)
 
 
 def load_files(model: str, cache_root: str | None = None) -> ModelFiles:
