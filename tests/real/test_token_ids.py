@@ -8,7 +8,6 @@ ids. Prompts and outputs are short: the model runs on a CPU."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 import urllib.request
@@ -23,6 +22,8 @@ from wire_recorder import WireRecorder
 
 from loopwire.bench.llama import CppLlamaServer
 
+from .conftest import ws_turn
+
 pytest.importorskip("transformers")
 jsonschema = pytest.importorskip("jsonschema")
 
@@ -32,7 +33,6 @@ TOKENIZER_CACHE = ROOT / ".cache" / "gguf-token-ids"
 """Its own cache, so the test can see that this mode never converts the weights."""
 TURN_TIMEOUT_S = 300.0
 MODEL = "smollm2"
-TERMINAL = {"response.completed", "response.failed", "response.incomplete", "error"}
 WEATHER: dict[str, Any] = {
     "type": "function",
     "name": "get_weather",
@@ -145,16 +145,6 @@ def only_call(output: list[Any]) -> dict[str, Any]:
     tool = next(tool for tool in TOOLS if tool["name"] == call["name"])
     jsonschema.validate(json.loads(call["arguments"]), tool["parameters"])
     return call
-
-
-async def ws_turn(conn: Any, **fields: Any) -> dict[str, Any]:
-    await conn.response.create(model=MODEL, **fields)
-    while True:
-        event = await asyncio.wait_for(conn.recv(), TURN_TIMEOUT_S)
-        if event.type in TERMINAL:
-            assert event.type != "error", event
-            response: dict[str, Any] = event.response.model_dump()
-            return response
 
 
 def text_of(response: dict[str, Any]) -> str:
