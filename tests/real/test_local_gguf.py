@@ -7,7 +7,6 @@ Prompts and outputs are kept short: the model runs on a CPU."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import urllib.request
 from collections.abc import Iterator
@@ -18,6 +17,8 @@ import openai
 import pytest
 from conftest import ROOT, ServerProcess, make_async_client, make_client
 
+from .conftest import ws_turn
+
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 jsonschema = pytest.importorskip("jsonschema")
@@ -26,7 +27,6 @@ pytestmark = pytest.mark.real
 
 GGUF_CACHE = ROOT / ".cache" / "gguf"
 TURN_TIMEOUT_S = 600.0
-TERMINAL = {"response.completed", "response.failed", "response.incomplete", "error"}
 WEATHER = {
     "type": "function",
     "name": "get_weather",
@@ -152,16 +152,6 @@ def test_required_tool_choice_and_a_json_schema_text_format(local_real: ServerPr
     validate_call(name, arguments)
     assert person.status == "completed", (person.error, person.incomplete_details, person.output_text)
     jsonschema.validate(json.loads(person.output_text), PERSON)
-
-
-async def ws_turn(conn: Any, **fields: Any) -> dict[str, Any]:
-    await conn.response.create(model="smollm2", **fields)
-    while True:
-        event = await asyncio.wait_for(conn.recv(), TURN_TIMEOUT_S)
-        if event.type in TERMINAL:
-            assert event.type != "error", event
-            response: dict[str, Any] = event.response.model_dump()
-            return response
 
 
 def render_counts(server: ServerProcess) -> dict[str, float]:

@@ -29,6 +29,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "sticky",
         "interleaved conversations over real llama.cpp replicas: sticky vs round-robin TTFT",
     ),
+    "token-ids": (
+        "token_ids",
+        "a real llama-server fed token ids (local engine) vs chat messages (openai-chat): TTFT",
+    ),
     "soak": ("soak", "hundreds of concurrent WebSocket tool loops plus HTTP: nothing lost, RSS flat"),
     "store": ("store_put", "how long a durable write takes as the turn sees it, per store and write mode"),
     "scale": ("scale", "Redis vs SQLite per turn; turns/s and CPU per turn for 1-3 nodes behind HAProxy"),
@@ -61,9 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         module = importlib.import_module(f"{__package__}.{COMMANDS[name][0]}")
     except ModuleNotFoundError as error:
-        extra = {"local": "local", "render": "local", "grammar": "grammar-bench", "redis": "redis"}.get(
-            name, "bench"
-        )
+        extras = {"local": "local", "render": "local", "token-ids": "local", "grammar": "grammar-bench"}
+        extra = {**extras, "redis": "redis"}.get(name, "bench")
         print(
             f"loopwire bench {name} needs {error.name}, which this install lacks: "
             f"pip install 'loopwire[{extra}]'",
