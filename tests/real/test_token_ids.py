@@ -301,3 +301,48 @@ def test_a_client_that_leaves_stops_the_servers_generation(
         time.sleep(0.1)
     decoded = state["next_token"][0]["n_decoded"]
     assert decoded < whole.usage.output_tokens // 2, (decoded, whole.usage.output_tokens)
+
+
+async def test_a_warm_up_prefills_the_slot_and_the_next_turn_extends_it(
+    token_server: ServerProcess, recorder: WireRecorder
+) -> None:
+    """Codex's first frame is `generate: false`: the slot prefills the prompt (n_predict 0) and nothing is
+    generated; the turn that continues from it finds those ids in the slot's KV."""
+    client = make_async_client(token_server.base_url).with_options(timeout=TURN_TIMEOUT_S)
+    warm_frame = {
+        "type": "response.create",
+        "model": MODEL,
+        "instructions": "You answer weather questions in one short sentence.",
+        "input": [],
+        "tools": TOOLS,
+        "store": False,
+        "generate": False,
+    }
+    try:
+        async with client.responses.connect() as conn:
+            await conn.send_raw(json.dumps(warm_frame))  # type: ignore[attr-defined]
+            while True:
+                event = await conn.recv()
+                if event.type in ("response.completed", "response.failed", "response.incomplete", "error"):
+                    break
+            assert event.type == "response.completed", event
+            warm = event.response.model_dump()
+            sent_warm = sent_prompts(recorder)[-1]
+            turn = await ws_turn(
+                conn,
+                input="What is the weather in Rome?",
+                instructions=warm_frame["instructions"],
+                tools=TOOLS,
+                store=False,
+                previous_response_id=warm["id"],
+                max_output_tokens=8,
+            )
+    finally:
+        await client.close()
+    assert warm["output"] == [] and warm["usage"]["output_tokens"] == 0, warm
+    assert sent_warm["n_predict"] == 0 and "json_schema" not in sent_warm, sent_warm
+    assert warm["usage"]["input_tokens"] == len(sent_warm["prompt"])
+    sent_turn = sent_prompts(recorder)[-1]
+    assert sent_turn["prompt"][: len(sent_warm["prompt"])] == sent_warm["prompt"]
+    assert sent_turn["id_slot"] == sent_warm["id_slot"]
+    assert turn["usage"]["input_tokens_details"]["cached_tokens"] >= len(sent_warm["prompt"]) - 1, turn["usage"]

@@ -113,11 +113,9 @@ class LocalUpstreamEngine:
     async def stream(self, request: EngineRequest) -> AsyncGenerator[list[EngineDelta], None]:
         if self._closed:
             raise EngineError("the local engine is closed")
-        if not request.generate:
-            raise EngineError("the token-id upstream mode only generates", code="invalid_request")
         started = time.perf_counter()
         slots = await self.slot_table()
-        forced = forced_tools(request)
+        forced = forced_tools(request) if request.generate else None
         try:
             rendered = await asyncio.get_running_loop().run_in_executor(
                 self._executor, self.rendered, request
@@ -136,10 +134,12 @@ class LocalUpstreamEngine:
         prompt = rendered.prompt + opening_ids
         schema = calls_schema(forced, names) if forced is not None else text_schema(request)
         settings = self.settings
+        if not request.generate:  # a warm-up: the slot prefills the prompt (n_predict 0), nothing streams
+            schema = None
         body = completion_body(
             prompt,
             slot=slots.slot(request.cache_key) if request.cache_key else -1,
-            max_tokens=request.max_output_tokens or settings.max_output_tokens,
+            max_tokens=(request.max_output_tokens or settings.max_output_tokens) if request.generate else 0,
             temperature=settings.temperature if request.temperature is None else request.temperature,
             top_p=1.0 if request.top_p is None else request.top_p,
             seed=settings.seed,
@@ -155,6 +155,10 @@ class LocalUpstreamEngine:
             parser.feed(opening)  # the prompt opened the call: it streams once its JSON is closed
         async with aclosing(self.upstream.stream(body)) as chunks:  # closed early: the server stops
             async for chunk in chunks:
+                if not request.generate:
+                    if chunk.stop and chunk.timings is not None:
+                        usage.cached_tokens = chunk.timings.cache_n or 0
+                    continue
                 output.extend(chunk.tokens)
                 if chunk.content:
                     if "ttft_ms" not in timings:
