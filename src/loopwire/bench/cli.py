@@ -33,6 +33,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "sticky",
         "interleaved conversations over real llama.cpp replicas: sticky vs round-robin TTFT",
     ),
+    "token-ids": (
+        "token_ids",
+        "a real llama-server fed token ids (local engine) vs chat messages (openai-chat): TTFT",
+    ),
     "soak": ("soak", "hundreds of concurrent WebSocket tool loops plus HTTP: nothing lost, RSS flat"),
     "store": ("store_put", "how long a durable write takes as the turn sees it, per store and write mode"),
     "scale": ("scale", "Redis vs SQLite per turn; turns/s and CPU per turn for 1-3 nodes behind HAProxy"),
@@ -65,7 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         module = importlib.import_module(f"{__package__}.{COMMANDS[name][0]}")
     except ModuleNotFoundError as error:
-        extras = {"local": "local", "local-turn": "local", "render": "local", "grammar": "grammar-bench"}
+        extras = {"local": "local", "local-turn": "local", "render": "local", "token-ids": "local"}
+        extras["grammar"] = "grammar-bench"
         extra = {**extras, "redis": "redis"}.get(name, "bench")
         print(
             f"loopwire bench {name} needs {error.name}, which this install lacks: "
