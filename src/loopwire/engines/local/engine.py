@@ -41,6 +41,7 @@ class LocalEngine:
             kv_reuse=settings.kv_reuse,
             chunk=settings.prefill_chunk_tokens,
             seed=settings.seed,
+            jump_forward=settings.jump_forward,
         )
         self.generator.stop_ids = self.template.stop_ids(self.loaded.eos_ids)
         vocab_size = getattr(self.loaded.config, "vocab_size", None) or len(self.loaded.tokenizer)

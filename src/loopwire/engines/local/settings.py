@@ -33,8 +33,10 @@ class LocalSettings:
     benchmarks). render_cache: off renders and tokenizes the whole conversation every turn (for
     benchmarks); on, a lane's next turn renders only its new items. prefill_chunk_tokens: prompt tokens
     per forward pass (bounds activation memory, and a cancelled turn stops between chunks).
-    max_output_tokens: the cap when a request sets none. temperature: used when a request sets none (0 is
-    greedy). seed: of the sampler.
+    jump_forward: feed the tokens a grammar forces (a forced tool call's fixed opening) in one forward pass,
+    each kept only where decoding one token at a time would have picked it (off: one pass per token, for
+    benchmarks). max_output_tokens: the cap when a request sets none. temperature: used when a request sets
+    none (0 is greedy). seed: of the sampler.
     upstream: token-id mode. The URL of a llama.cpp `llama-server` serving the same model file (e.g.
     http://127.0.0.1:8080): the engine loads only the model's tokenizer and chat template, renders each
     lane's prompt ids incrementally and sends them to the server's `/completion`, each lane on a slot of
@@ -54,6 +56,7 @@ class LocalSettings:
     seed: int = 0
     gguf_cache: str = ""
     render_cache: bool = True
+    jump_forward: bool = True
     upstream: str = ""
     connect_timeout_s: float = 5.0
     first_byte_timeout_s: float = 120.0
