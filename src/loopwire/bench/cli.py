@@ -17,6 +17,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "stages": ("stages", "where one WebSocket-mode turn spends its server time: run_turn in process"),
     "gateway": ("gateway", "the openai-chat and responses engines' overhead over zero-latency upstreams"),
     "local": ("local_kv", "the local engine's TTFT with the lane's KV cache reused vs a full prefill"),
+    "local-turn": (
+        "local_turn",
+        "a forced-call turn on the local engine at 1k-7k context: KV cache, attention, jump-forward",
+    ),
     "render": (
         "render_cache",
         "the local engine's per-turn prompt render with the lane's token cache vs none",
@@ -28,6 +32,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sticky": (
         "sticky",
         "interleaved conversations over real llama.cpp replicas: sticky vs round-robin TTFT",
+    ),
+    "token-ids": (
+        "token_ids",
+        "a real llama-server fed token ids (local engine) vs chat messages (openai-chat): TTFT",
     ),
     "soak": ("soak", "hundreds of concurrent WebSocket tool loops plus HTTP: nothing lost, RSS flat"),
     "store": ("store_put", "how long a durable write takes as the turn sees it, per store and write mode"),
@@ -61,9 +69,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         module = importlib.import_module(f"{__package__}.{COMMANDS[name][0]}")
     except ModuleNotFoundError as error:
-        extra = {"local": "local", "render": "local", "grammar": "grammar-bench", "redis": "redis"}.get(
-            name, "bench"
-        )
+        extras = {"local": "local", "local-turn": "local", "render": "local", "token-ids": "local"}
+        extras["grammar"] = "grammar-bench"
+        extra = {**extras, "redis": "redis"}.get(name, "bench")
         print(
             f"loopwire bench {name} needs {error.name}, which this install lacks: "
             f"pip install 'loopwire[{extra}]'",

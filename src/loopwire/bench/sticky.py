@@ -47,11 +47,12 @@ QUESTIONS = (
 )
 
 
-def documents(count: int, chars: int) -> Iterator[str]:
-    """Distinct slices of loopwire's own source files: real code, never shared between conversations."""
+def documents(count: int, chars: int, offset: int = 0) -> Iterator[str]:
+    """Distinct slices of loopwire's own source files: real code, never shared between conversations
+    (`offset` skips the first documents, for a caller that takes several batches)."""
     root = Path(__file__).resolve().parents[1]
     files = sorted(path for path in root.rglob("*.py") if path.stat().st_size > chars)
-    for number in range(count):
+    for number in range(offset, offset + count):
         source = files[(number * 7) % len(files)].read_text()
         yield f"Here is a file of a Python project:\n\n{source[:chars]}"
 

@@ -60,7 +60,8 @@ def build_engine(name: str, **options: Any) -> Engine:
     """A ready engine. `sim` takes the fields of SimSettings; `openai-chat` those of OpenAIChatSettings
     (`upstream="http://a/v1,http://b/v1"` or `upstreams=[...]`, `api_key`, `model`, timeouts, ...);
     `responses` those of ResponsesSettings (`upstream="https://api.openai.com/v1"`, `transport`, `store`,
-    ...); `local` those of LocalSettings (`model` a local directory, `device`, `kv_budget_bytes`, ...).
+    ...); `local` those of LocalSettings (`model` a local directory, `device`, `kv_budget_bytes`, ...; with
+    `upstream`, the token-id mode in front of a llama-server).
     Option values may be strings. A bad name or option is a ValueError that names what is accepted."""
     engine = _build(name, options, build=True)
     assert engine is not None
@@ -101,6 +102,14 @@ def _build_local(options: dict[str, Any], *, build: bool) -> Engine | None:
         raise ValueError("the local engine needs a model: --model DIR or --model FILE.gguf")
     settings = LocalSettings(**coerce(LocalSettings, options))
     check_model(settings.model)
+    if settings.upstream:
+        if not build:
+            return None
+        try:
+            from .local.upstream_engine import LocalUpstreamEngine
+        except ImportError as error:
+            raise needs_torch(error) from None
+        return LocalUpstreamEngine(settings)
     check_device(settings.device)
     if not build:
         return None

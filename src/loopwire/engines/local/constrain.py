@@ -2,7 +2,8 @@
 `text.format` JSON schema become a grammar over the model's vocabulary, applied as a mask on every token.
 
 Owns the grammars (a Hermes `<tool_call>` block whose JSON is {"name": <tool>, "arguments": <its schema>};
-the text schema; their union when the model may choose), their compile cache and the per-token mask.
+the text schema; their union when the model may choose), their compile cache and the per-token mask; the
+same choice as plain JSON schemas for an upstream that constrains its own decoding (token-id mode).
 xgrammar was picked by measurement over llguidance and outlines-core (bench/constrained.py,
 docs/benchmarks.md): the fastest compile of a tool-call schema on SmolLM2's vocabulary, ~µs masks.
 Must not run the model, sample or parse the output.
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ..base import EngineError, EngineRequest, NamedToolChoice, ToolSpec
@@ -46,6 +47,25 @@ def call_schema(function: dict[str, Any]) -> dict[str, Any]:
         "required": ["name", "arguments"],
         "additionalProperties": False,
     }
+
+
+def forced_tools(request: EngineRequest) -> list[ToolSpec] | None:
+    """The tools a forced `tool_choice` leaves the model (the named one, or all for "required"), else None."""
+    choice = request.tool_choice
+    if not request.tools:
+        return None
+    if isinstance(choice, NamedToolChoice):
+        named = [tool for tool in request.tools if tool.name == choice.name and tool.kind == choice.kind]
+        if not named:
+            raise EngineError(f"tool_choice names {choice.name!r}, which is not among the tools")
+        return named
+    return list(request.tools) if choice == "required" else None
+
+
+def calls_schema(tools: Sequence[ToolSpec], names: ChatToolNames) -> dict[str, Any]:
+    """The JSON inside a `<tool_call>` block calling one of `tools`."""
+    schemas = [call_schema(names.function(tool)) for tool in tools]
+    return schemas[0] if len(schemas) == 1 else {"anyOf": schemas}
 
 
 def text_schema(request: EngineRequest) -> dict[str, Any] | None:
@@ -82,6 +102,14 @@ class Constraint:
         bitmask = self._bitmask if scores.device.type == "cpu" else self._bitmask.to(scores.device)
         self._xgr.apply_token_bitmask_inplace(scores, bitmask)
         return scores[0]
+
+    def forced_tokens(self, limit: int) -> list[int]:
+        """Up to `limit` tokens spelling the text the grammar forces next, whatever the model picks (a
+        draft: the decoder feeds them in one forward pass and keeps each only where it would have picked
+        it). Does not change the matcher."""
+        if limit <= 0:
+            return []
+        return [int(token) for token in self._matcher.find_jump_forward_tokens()[:limit]]
 
     def accept(self, token: int) -> None:
         if not self._matcher.accept_token(token):
@@ -130,25 +158,19 @@ class Grammars:
 
     def _grammar(self, xgr: Any, request: EngineRequest) -> Any:
         tools = request.tools
-        choice = request.tool_choice
         names = ChatToolNames(tools)
-        if isinstance(choice, NamedToolChoice):
-            named = [tool for tool in tools if tool.name == choice.name and tool.kind == choice.kind]
-            if not named:
-                raise EngineError(f"tool_choice names {choice.name!r}, which is not among the tools")
-            return self._call(xgr, named, names)
-        if choice == "required":
-            return self._call(xgr, list(tools), names)
+        forced = forced_tools(request)
+        if forced is not None:
+            return self._call(xgr, forced, names)
         schema = text_schema(request)
         assert schema is not None
         text = self._json(xgr, schema, "the text format's schema")
-        if tools and choice == "auto":  # the model may answer in the schema or call a tool
+        if tools and request.tool_choice == "auto":  # the model may answer in the schema or call a tool
             return xgr.Grammar.union(text, self._call(xgr, list(tools), names))
         return text
 
     def _call(self, xgr: Any, tools: list[ToolSpec], names: ChatToolNames) -> Any:
-        schemas = [call_schema(names.function(tool)) for tool in tools]
-        body = self._json(xgr, schemas[0] if len(schemas) == 1 else {"anyOf": schemas}, "the tool parameters")
+        body = self._json(xgr, calls_schema(tools, names), "the tool parameters")
         return xgr.Grammar.concat(_literal(xgr, CALL_OPEN), body, _literal(xgr, CALL_CLOSE))
 
     def _json(self, xgr: Any, schema: dict[str, Any], what: str) -> Any:

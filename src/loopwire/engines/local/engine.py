@@ -16,7 +16,7 @@ from ..base import EngineCount, EngineDelta, EngineError, EngineRequest, Finishe
 from ..common.tool_names import CallRestorer, ChatToolNames
 from .constrain import Grammars
 from .generation import Emit, GenerationStats, Generator, TurnJob
-from .kv_pool import KvPool, LocalRenderState
+from .kv_pool import KvPool, LocalRenderState, render_lane
 from .loader import LoadedModel, cache_bytes, load
 from .render_cache import IncrementalRenderer, Rendered
 from .settings import LocalSettings
@@ -41,6 +41,7 @@ class LocalEngine:
             kv_reuse=settings.kv_reuse,
             chunk=settings.prefill_chunk_tokens,
             seed=settings.seed,
+            jump_forward=settings.jump_forward,
         )
         self.generator.stop_ids = self.template.stop_ids(self.loaded.eos_ids)
         vocab_size = getattr(self.loaded.config, "vocab_size", None) or len(self.loaded.tokenizer)
@@ -57,32 +58,12 @@ class LocalEngine:
         return self.rendered(request, count=False).prompt
 
     def rendered(self, request: EngineRequest, *, count: bool = True) -> Rendered:
-        """The prompt's token ids (the conversation through the template, with the generation prompt when
-        the turn generates): the lane's cached render extended by the new items when it can be, else the
-        whole conversation. KV reuse then compares these ids with the lane's cached ones."""
-        parent = request.prefix if isinstance(request.prefix, LocalRenderState) else None
-        return self.renderer.render(
-            request.history,
-            request.instructions,
-            request.tools,
-            generate=request.generate,
-            parent=parent.rendered if parent is not None else None,
-            parent_ids=parent.ids if parent is not None else (),
-            count=count,
-        )
+        """The prompt's token ids: the lane's cached render extended by the new items, else a full render
+        (KV reuse then compares these ids with the lane's cached ones)."""
+        return render_lane(self.renderer, request, count=count)
 
     def counters(self) -> list[EngineCount]:
-        """Turns by how their prompt was rendered: appended to the lane's cached render, full (nothing to
-        extend), or fallback (a cached render the template or tokenizer would not let us extend)."""
-        return [
-            EngineCount(
-                "loopwire_local_renders_total",
-                "Local engine prompt renders: appended to the lane's cached ids, full, or fallback to full.",
-                (("path", path), ("reason", reason)),
-                float(n),
-            )
-            for (path, reason), n in list(self.renderer.counts.items())
-        ]
+        return self.renderer.counters()
 
     def count_tokens(self, request: EngineRequest) -> int:
         return len(self.render(request))

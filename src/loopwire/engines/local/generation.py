@@ -63,6 +63,12 @@ class GenerationStats:
     """Turns that kept the longest common prefix of a cache that diverged from the prompt."""
     full: int = 0
     """Turns with no usable cache: a first turn, no render state, an evicted lane or nothing in common."""
+    forward_passes: int = 0
+    """Model forward passes, prefill chunks and decode steps together."""
+    drafted: int = 0
+    """Tokens a grammar forced that were fed ahead of being picked (jump-forward drafts)."""
+    draft_kept: int = 0
+    """Of those, the ones the picked token confirmed (the others were dropped from the KV cache)."""
     history: list[tuple[int, int]] = field(default_factory=list)
     """(reused, prefilled) per turn, newest last, at most 1024."""
 
@@ -86,11 +92,23 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
 class Generator:
     """Runs TurnJobs one at a time (the caller guarantees it: one worker thread)."""
 
-    def __init__(self, loaded: LoadedModel, pool: KvPool, *, kv_reuse: bool, chunk: int, seed: int) -> None:
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        pool: KvPool,
+        *,
+        kv_reuse: bool,
+        chunk: int,
+        seed: int,
+        jump_forward: bool = True,
+    ) -> None:
         self.loaded = loaded
         self.pool = pool
         self.kv_reuse = kv_reuse
         self.chunk = chunk
+        self.jump_forward = jump_forward
+        self.new_cache: Callable[[LoadedModel], Any] = new_cache
+        """Makes a lane's empty KV cache (a benchmark swaps in transformers' DynamicCache to compare)."""
         self.sampler = Sampler(seed)
         self.stats = GenerationStats()
         self.stop_ids: frozenset[int] = frozenset()
@@ -107,27 +125,37 @@ class Generator:
         except Exception as error:  # a model failure must fail the turn, not the worker
             job.emit(EngineError(f"the local model failed: {type(error).__name__}: {error}"))
 
-    def _forward(self, ids: Sequence[int], cache: Any) -> Any:
+    def _forward(self, ids: Sequence[int], cache: Any, keep: int = 1) -> Any:
+        """The logits after each of the last `keep` of `ids` (rows); all their KV goes into `cache`."""
         loaded = self.loaded
+        self.stats.forward_passes += 1
         tensor = torch.tensor([list(ids)], dtype=torch.long, device=loaded.device)
-        kwargs = {loaded.cache_kwarg: cache, "use_cache": True, "logits_to_keep": 1}
-        return loaded.model(input_ids=tensor, **kwargs).logits[0, -1]
+        kwargs = {loaded.cache_kwarg: cache, "use_cache": True, "logits_to_keep": keep}
+        return loaded.model(input_ids=tensor, **kwargs).logits[0]
+
+    def _draft(self, job: TurnJob, cache: Any, limit: int) -> list[int]:
+        """The tokens the turn's grammar forces next (none without one, or when drafting is off)."""
+        if job.constraint is None or not self.jump_forward or not getattr(cache, "is_croppable", True):
+            return []
+        draft = job.constraint.forced_tokens(limit)
+        self.stats.drafted += len(draft)
+        return draft
 
     def _reuse(self, job: TurnJob) -> tuple[Any, int, Any | None]:
         """(cache to extend, tokens reused, the parent's entry when it was taken)."""
         parent = job.parent
         if not self.kv_reuse or parent is None:
-            return new_cache(self.loaded), 0, None
+            return self.new_cache(self.loaded), 0, None
         entry = self.pool.take(parent)
         if entry is None:
-            return new_cache(self.loaded), 0, None
+            return self.new_cache(self.loaded), 0, None
         prompt = job.prompt
         keep = common_prefix(parent.ids[: entry.length], prompt)
         if job.generate:
             keep = min(keep, len(prompt) - 1)  # the last prompt token is fed to get the first logits
         croppable = getattr(entry.cache, "is_croppable", True)
         if keep <= 0 or (keep < entry.length and not croppable):
-            return new_cache(self.loaded), 0, None
+            return self.new_cache(self.loaded), 0, None
         if keep < entry.length:
             entry.cache.crop(keep - entry.length)
         return entry.cache, keep, entry
@@ -142,12 +170,19 @@ class Generator:
                 code="context_length_exceeded",
             )
         cache, reused, taken = self._reuse(job)
+        room = job.max_new_tokens if limit is None else min(job.max_new_tokens, limit - len(prompt))
+        # Tokens a grammar forces from its start ride along with the prompt's last chunk (see _decode_loop).
+        draft = self._draft(job, cache, room - 1) if job.generate else []
+        sequence = [*prompt, *draft]
         try:
-            logits = None
-            for start in range(reused, len(prompt), self.chunk):
+            rows: list[Any] = []
+            for start in range(reused, len(sequence), self.chunk):
                 if job.cancelled.is_set():
                     raise Cancelled
-                logits = self._forward(prompt[start : start + self.chunk], cache)
+                end = min(start + self.chunk, len(sequence))
+                keep = min(end - start, max(1, end - len(prompt) + 1))
+                logits = self._forward(sequence[start:end], cache, keep)
+                rows = [*rows, *logits] if start >= len(prompt) else list(logits)  # draft-only chunk
         except BaseException:
             self._give_back(job.parent, taken, cache, reused)
             raise
@@ -158,37 +193,21 @@ class Generator:
         output: list[int] = []
         stop: StopReason = "stop"
         parser = ToolCallParser(enabled=job.parse_tools)
-        if job.generate and logits is not None:
+        if job.generate and rows:
             detok = Detokenizer(self._decode)
-            room = job.max_new_tokens if limit is None else min(job.max_new_tokens, limit - len(prompt))
             try:
-                for step in range(room):
-                    if job.constraint is not None:
-                        logits = job.constraint.mask(logits)
-                    token = self.sampler.pick(logits, job.temperature, job.top_p)
-                    if job.constraint is not None:
-                        job.constraint.accept(token)
-                    output.append(token)
-                    if step == 0:
-                        timings["ttft_ms"] = (time.perf_counter() - started) * 1000.0
-                    if token in self.stop_ids:
-                        break
-                    deltas = parser.feed(detok.push(token))
-                    if deltas:
-                        job.emit(deltas)
-                    if step == room - 1:
-                        stop = "length"
-                        break
-                    if job.cancelled.is_set():
-                        raise Cancelled
-                    logits = self._forward((token,), cache)
-                    fed.append(token)
+                stop = self._decode_loop(
+                    job, cache, rows, draft, room, (fed, output), parser, detok, started, timings
+                )
             except BaseException:
                 self._give_back(job.parent, taken, cache, reused)
                 raise
             tail = parser.feed(detok.flush()) + parser.finish()
         else:
             tail = []
+        excess = cache.get_seq_length() - len(fed)
+        if excess > 0:  # draft tokens never verified (the turn stopped first)
+            cache.crop(-excess)
         if stop == "stop" and parser.calls:
             stop = "tool_calls"
         state = self.pool.new_state(tuple(fed), job.rendered)
@@ -198,6 +217,60 @@ class Generator:
         timings.setdefault("ttft_ms", timings["total_ms"])
         usage = Usage(input_tokens=len(prompt), cached_tokens=reused, output_tokens=len(output))
         job.emit([*tail, Finished(usage, stop, state, timings)])
+
+    def _decode_loop(
+        self,
+        job: TurnJob,
+        cache: Any,
+        rows: list[Any],
+        expected: list[int],
+        room: int,
+        tokens: tuple[list[int], list[int]],
+        parser: ToolCallParser,
+        detok: Detokenizer,
+        started: float,
+        timings: dict[str, float],
+    ) -> StopReason:
+        """Samples up to `room` tokens, streaming them, and feeds each back. `rows[i]` are the logits after
+        `fed` and `expected[:i]`: draft tokens whose KV is in the cache but not yet verified. A draft token is
+        kept only when the token picked from the logits before it (masked and sampled exactly as one
+        token at a time) is that token; the first that differs drops the rest of the draft from the cache.
+        So a grammar's forced run (`<tool_call>\n{"name": ...`) costs one forward pass, not one per token,
+        and the output is what decoding one token per pass gives. `tokens` is (fed, output), appended to."""
+        fed, output = tokens
+        position = 0
+        for step in range(room):
+            logits = rows[position]
+            if job.constraint is not None:
+                logits = job.constraint.mask(logits)
+            token = self.sampler.pick(logits, job.temperature, job.top_p)
+            if job.constraint is not None:
+                job.constraint.accept(token)
+            output.append(token)
+            if step == 0:
+                timings["ttft_ms"] = (time.perf_counter() - started) * 1000.0
+            if token in self.stop_ids:
+                return "stop"
+            deltas = parser.feed(detok.push(token))
+            if deltas:
+                job.emit(deltas)
+            if step == room - 1:
+                return "length"
+            if job.cancelled.is_set():
+                raise Cancelled
+            if position < len(expected) and token == expected[position]:
+                fed.append(token)  # its KV is in the cache already
+                position += 1
+                self.stats.draft_kept += 1
+                continue
+            unverified = len(expected) - position
+            if unverified:
+                cache.crop(-unverified)
+            expected = self._draft(job, cache, room - step - 1)
+            rows = list(self._forward((token, *expected), cache, 1 + len(expected)))
+            position = 0
+            fed.append(token)
+        return "length"
 
     def _decode(self, ids: Sequence[int]) -> str:
         return str(self.loaded.tokenizer.decode(list(ids), skip_special_tokens=True))

@@ -1,7 +1,8 @@
 """A GGUF file as a transformers model directory, converted once and cached.
 
-Owns the cache location and key, and the one-time conversion (transformers dequantizes the GGUF; the
-quantizer config is dropped so `save_pretrained` accepts the model; the directory appears atomically).
+Owns the cache location and key, writing a cached directory once (write_once: it appears atomically; the
+token-id mode's tokenizer-only directories use it too, model_files) and the one-time conversion
+(transformers dequantizes the GGUF; the quantizer config is dropped so `save_pretrained` accepts it).
 Loading the converted directory takes ~5 s where loading the GGUF itself takes ~45 s on a 2-core CPU
 (docs/benchmarks.md), hence the cache. Must not load a model for serving, render or generate.
 """
@@ -13,6 +14,7 @@ import os
 import shutil
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from .model_dir import ModelDirError
@@ -48,36 +50,44 @@ def converted(path: str | Path, cache_root: str | Path | None = None) -> Path:
     source = Path(path).expanduser()
     root = Path(cache_root).expanduser() if cache_root else default_cache_root()
     target = cached_dir(source, root)
-    if (target / "config.json").is_file():
-        return target
-    with _lock:
-        if not (target / "config.json").is_file():
-            _convert(source, target)
+    write_once(target, lambda staging: _convert(source, staging))
     return target
 
 
-def _convert(source: Path, target: Path) -> None:
+def write_once(target: Path, write: Callable[[Path], None]) -> None:
+    """Make the cached directory `target` unless it is complete (it has a config.json): `write` fills a
+    staging directory beside it, which then appears under its name at once (another process that wrote
+    it first wins)."""
+    if (target / "config.json").is_file():
+        return
+    with _lock:
+        if (target / "config.json").is_file():
+            return
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+        try:
+            write(staging)
+            try:
+                staging.rename(target)
+            except OSError:
+                if not (target / "config.json").is_file():
+                    raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _convert(source: Path, staging: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
-            model = AutoModelForCausalLM.from_pretrained(
-                source.parent, gguf_file=source.name, dtype=torch.float32
-            )
-        except (OSError, ValueError, KeyError, RuntimeError) as error:
-            raise ModelDirError(f"cannot read the GGUF file {str(source)!r}: {error}") from None
-        model.config.quantization_config = None  # the weights are dequantized: save them as plain tensors
-        model.hf_quantizer = None  # type: ignore[assignment]
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        try:
-            staging.rename(target)
-        except OSError:  # another process converted it first
-            if not (target / "config.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        tokenizer = AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
+        model = AutoModelForCausalLM.from_pretrained(
+            source.parent, gguf_file=source.name, dtype=torch.float32
+        )
+    except (OSError, ValueError, KeyError, RuntimeError) as error:
+        raise ModelDirError(f"cannot read the GGUF file {str(source)!r}: {error}") from None
+    model.config.quantization_config = None  # the weights are dequantized: save them as plain tensors
+    model.hf_quantizer = None  # type: ignore[assignment]
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)

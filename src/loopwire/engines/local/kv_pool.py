@@ -1,6 +1,7 @@
 """The lanes' KV caches under one memory budget: idle caches in LRU order, evicted oldest first.
 
-Owns which render state holds which cache and the byte accounting; must not run the model or render.
+Owns a lane's render state (LocalRenderState: its ids, its render, its slot in the pool), which render
+state holds which cache and the byte accounting; must not run the model or render.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..base import RenderState
-from .render_cache import RenderedPrefix
+from ..base import EngineRequest, RenderState
+from .render_cache import IncrementalRenderer, Rendered, RenderedPrefix
 
 
 class LocalRenderState(RenderState):
@@ -32,6 +33,22 @@ class LocalRenderState(RenderState):
 
     def __repr__(self) -> str:
         return f"LocalRenderState(token_count={self.token_count}, slot={self.slot})"
+
+
+def render_lane(renderer: IncrementalRenderer, request: EngineRequest, *, count: bool = True) -> Rendered:
+    """The prompt's token ids (the conversation through the template, with the generation prompt when the
+    turn generates): the lane's cached render (its LocalRenderState) extended by the new items when it can
+    be, else the whole conversation."""
+    parent = request.prefix if isinstance(request.prefix, LocalRenderState) else None
+    return renderer.render(
+        request.history,
+        request.instructions,
+        request.tools,
+        generate=request.generate,
+        parent=parent.rendered if parent is not None else None,
+        parent_ids=parent.ids if parent is not None else (),
+        count=count,
+    )
 
 
 @dataclass(slots=True)

@@ -8,6 +8,7 @@ render, decide reuse or generate.
 from __future__ import annotations
 
 import inspect
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,6 +61,8 @@ def load(settings: LocalSettings) -> LoadedModel:
     except (OSError, ValueError, KeyError) as error:
         raise ModelDirError(f"cannot load the weights in {settings.model!r}: {error}") from None
     model = model.to(device).eval()
+    if device.type == "cpu":
+        _gqa_without_copies()
     parameters = inspect.signature(model.forward).parameters
     cache_kwarg = "cache" if "cache" in parameters else "past_key_values"
     text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
@@ -73,6 +76,15 @@ def load(settings: LocalSettings) -> LoadedModel:
         max_positions=max_positions if isinstance(max_positions, int) else None,
         eos_ids=_eos_ids(model),
     )
+
+
+def _gqa_without_copies() -> None:
+    """Grouped-query attention with a mask (every prefill chunk or multi-token forward that extends a KV
+    cache) runs as one SDPA call over the shared key/value heads, not after copying them once per query
+    head (transformers' `repeat_kv`: at 7k tokens of SmolLM2, 3 -> 9 heads, ~1 GB copied per forward and
+    a quarter of an extension's attention time, measured in docs/benchmarks.md). transformers does this
+    only when asked on CPU (its kernels for the masked GQA case are slower on some accelerators)."""
+    os.environ.setdefault("TRANSFORMERS_SDPA_FORCE_GQA", "1")
 
 
 def _dtype_name(setting: str, device: Any, config: Any) -> str:
@@ -94,9 +106,10 @@ def _eos_ids(model: Any) -> tuple[int, ...]:
 
 
 def new_cache(loaded: LoadedModel) -> Any:
-    from transformers import DynamicCache
+    """An empty KV cache for one lane, growing in place (kv_cache.py), up to the model's positions."""
+    from .kv_cache import growing_cache
 
-    return DynamicCache(config=loaded.config)
+    return growing_cache(loaded.config, loaded.max_positions)
 
 
 def cache_bytes(cache: Any) -> int:

@@ -25,7 +25,7 @@ from ...protocol.items import (
     Message,
     Reasoning,
 )
-from ..base import ToolSpec
+from ..base import EngineCount, ToolSpec
 from ..common.chat_messages import ChatMessage
 from ..common.tool_names import ChatToolNames
 from .messages import build_messages, build_tools
@@ -141,6 +141,19 @@ class IncrementalRenderer:
         if count:
             self.counts[path, reason] += 1
         return self.full(history, instructions, built_tools, names, key, generate)
+
+    def counters(self) -> list[EngineCount]:
+        """Turns by how their prompt was rendered: appended to the lane's cached render, full (nothing to
+        extend), or fallback (a cached render the template or tokenizer would not let us extend)."""
+        return [
+            EngineCount(
+                "loopwire_local_renders_total",
+                "Local engine prompt renders: appended to the lane's cached ids, full, or fallback to full.",
+                (("path", path), ("reason", reason)),
+                float(n),
+            )
+            for (path, reason), n in list(self.counts.items())
+        ]
 
     def full(
         self,

@@ -41,9 +41,8 @@ from ..base import (
     Usage,
 )
 from ..common.estimate import estimate_output_tokens
-from .overflow import context_overflow
+from ..common.upstream_errors import context_overflow, message_of, upstream_error
 
-MAX_ERROR_MESSAGE_CHARS = 500
 DONE = b"[DONE]"
 _FAILED_FINISH_REASONS = frozenset({"abort", "error"})
 
@@ -386,32 +385,7 @@ def _complete_json(pieces: list[str]) -> bool:
     return True
 
 
-def _message_of(error: Any) -> str:
-    if isinstance(error, dict):
-        error = error.get("message") or error.get("error") or error
-    text = error if isinstance(error, str) else msgspec.json.encode(error).decode("utf-8", "replace")
-    text = text.strip() or "no details"
-    return text if len(text) <= MAX_ERROR_MESSAGE_CHARS else text[:MAX_ERROR_MESSAGE_CHARS] + "…"
-
-
 def _error_from(error: Any) -> EngineError:
-    detail = _message_of(error)
+    detail = message_of(error)
     overflow = context_overflow(msgspec.json.encode({"error": error}), detail)
-    return overflow or EngineError(f"the upstream failed the generation: {detail}", code="upstream_error")
-
-
-def error_text(data: bytes) -> str:
-    """The message of an error payload: JSON in any of the usual shapes, or plain text."""
-    try:
-        decoded = _decode_any(data)
-    except msgspec.DecodeError:
-        return _message_of(data.decode("utf-8", "replace"))
-    if isinstance(decoded, dict) and "error" in decoded:
-        return _message_of(decoded["error"])
-    return _message_of(decoded)
-
-
-def upstream_error(data: bytes) -> EngineError:
-    detail = error_text(data)
-    overflow = context_overflow(data, detail)
     return overflow or EngineError(f"the upstream failed the generation: {detail}", code="upstream_error")

@@ -29,9 +29,9 @@ from ..base import (
 from ..common.chat_messages import MessageCache
 from ..common.estimate import estimate_input_tokens, plain_messages
 from ..common.tool_names import CallRestorer, ChatToolNames
+from ..common.upstream_errors import CODE as OVERFLOW
 from .chunks import ChunkParser
 from .dialect import plan_turn, probe_body
-from .overflow import CODE as OVERFLOW
 from .settings import OpenAIChatSettings
 from .translate import build_body, build_headers, build_messages, build_tools, encode_body
 from .upstream import Replica, UpstreamFailure, UpstreamPool

@@ -17,10 +17,9 @@ from hashlib import blake2b
 import aiohttp
 
 from ..base import EngineError
+from ..common.upstream_errors import context_overflow, error_text
 from ..common.upstream_http import KeepalivePool, ReadClock, drain, upstream_headers
 from ..common.upstream_models import models_url, upstream_models
-from .chunks import error_text
-from .overflow import context_overflow
 from .settings import CHAT_COMPLETIONS_PATH, OpenAIChatSettings
 
 log = logging.getLogger("loopwire.upstream")

@@ -1,5 +1,7 @@
-"""Recognising an upstream's "the prompt does not fit my context" refusal, so it reaches the client as the
-`context_length_exceeded` error the core uses for its own window check rather than a generic upstream error.
+"""An upstream's error body as an engine error: its message, and recognising its "the prompt does not fit my
+context" refusal, so it reaches the client as the `context_length_exceeded` error the core uses for its own
+window check rather than a generic upstream error. Shared by the openai-chat engine and the local engine's
+token-id upstream mode.
 
 What each server answers (HTTP 400 in every case, before any output):
 - vLLM: "This model's maximum context length is W tokens. However, your request has P input tokens. ..."
@@ -14,7 +16,7 @@ What each server answers (HTTP 400 in every case, before any output):
   exceed context window of W" reworded as vLLM's older form ("(P in the messages, C in the completion)").
 - OpenAI: code `context_length_exceeded`, "... However, your messages resulted in P tokens ...".
 
-Owns the recognition and the message; must not do I/O or decide what the turn does with it.
+Owns the recognition and the messages; must not do I/O or decide what the turn does with it.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import msgspec
 from ..base import EngineError
 
 CODE = "context_length_exceeded"
+MAX_ERROR_MESSAGE_CHARS = 500
 
 _PHRASES = (
     "maximum context length",
@@ -91,3 +94,30 @@ def _first(patterns: tuple[re.Pattern[str], ...], text: str) -> int | None:
 
 def _int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def message_of(error: Any) -> str:
+    """An error object's message (its `message`, else the whole value as JSON), cut short."""
+    if isinstance(error, dict):
+        error = error.get("message") or error.get("error") or error
+    text = error if isinstance(error, str) else msgspec.json.encode(error).decode("utf-8", "replace")
+    text = text.strip() or "no details"
+    return text if len(text) <= MAX_ERROR_MESSAGE_CHARS else text[:MAX_ERROR_MESSAGE_CHARS] + "…"
+
+
+def error_text(data: bytes) -> str:
+    """The message of an error payload: JSON in any of the usual shapes, or plain text."""
+    try:
+        decoded = msgspec.json.decode(data)
+    except msgspec.DecodeError:
+        return message_of(data.decode("utf-8", "replace"))
+    if isinstance(decoded, dict) and "error" in decoded:
+        return message_of(decoded["error"])
+    return message_of(decoded)
+
+
+def upstream_error(data: bytes) -> EngineError:
+    """An upstream error body as an EngineError: context_length_exceeded or upstream_error."""
+    detail = error_text(data)
+    overflow = context_overflow(data, detail)
+    return overflow or EngineError(f"the upstream failed the generation: {detail}", code="upstream_error")
