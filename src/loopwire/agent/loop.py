@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 from ..client import Item, Session, SessionOptions, TransportName, TurnInterrupted, TurnMetrics
 from ..engines.sim.coding_policy import policy_metadata
 from .fixture import FixSpec
+from .forced import DEFAULT_CALL_TOKENS, ForcedPolicy, TurnPlan
 from .tools import TOOL_SCHEMAS, Toolbox, ToolSettings, repo_digest
 
 INSTRUCTIONS = (
@@ -47,6 +48,12 @@ class AgentConfig:
     interrupted_retries: int = 3
     """Times a turn whose link dropped after output had arrived is asked again (the client never resends
     such a request itself; the conversation did not take the interrupted answer, so nothing is doubled)."""
+    forced_calls: bool = False
+    """The policy runs here, not in the sim engine: each turn forces tool_choice to its next function and
+    the tools run its arguments (agent/forced.py), so a model that cannot choose calls still does the
+    same rollout; greedy (temperature 0) so its tokens, and the history, are the same on every transport."""
+    call_tokens: int = DEFAULT_CALL_TOKENS
+    """forced_calls: max_output_tokens of a forced call."""
 
 
 @dataclass(slots=True)
@@ -64,6 +71,8 @@ class TurnRecord:
     """The response's usage object (input, cached and output tokens)."""
     response_id: str = ""
     """The id of the response that answered this turn."""
+    output: list[Item] = field(default_factory=list)
+    """The turn's output items as the model produced them."""
 
 
 class TurnObserver(Protocol):
@@ -118,6 +127,13 @@ async def run_agent(
 
     `fix` reaches only the simulated model, through request metadata (a real model would ignore it)."""
     toolbox = Toolbox(repo, config.tools)
+    forced = (
+        ForcedPolicy.of(fix, seed=config.seed, explore=config.explore, call_tokens=config.call_tokens)
+        if config.forced_calls
+        else None
+    )
+    if forced is not None and config.batch != 1:
+        raise ValueError("forced calls are one per turn: batch must be 1")
     metadata = policy_metadata(fix, seed=config.seed, explore=config.explore, batch=config.batch)
     task = f"{TASK} {config.task_note}" if config.task_note else TASK
     conversation: list[Item] = [{"type": "message", "role": "user", "content": task}]
@@ -131,29 +147,25 @@ async def run_agent(
         api_key=config.api_key,
         store=config.store,
         ws_url=config.ws_url,
-        options=config.session,
+        options=_options(config),
     ) as session:
         for number in range(1, config.max_turns + 1):
             if observer is not None:
                 observer.turn_started(number)
+            plan = forced.next_turn() if forced is not None else None
             interrupted = 0
             while True:
                 try:
                     result = await session.run_turn(
-                        conversation,
-                        model=config.model,
-                        instructions=INSTRUCTIONS,
-                        tools=TOOL_SCHEMAS,
-                        tool_choice="auto",
-                        parallel_tool_calls=config.batch > 1,
-                        extra={"metadata": metadata},
+                        conversation, model=config.model, **_request(config, plan, metadata)
                     )
                     break
                 except TurnInterrupted:
                     interrupted += 1
                     if interrupted > config.interrupted_retries:
                         raise
-            if result.status != "completed":
+            cut_answer = plan is not None and plan.call is None and result.status == "incomplete"
+            if result.status != "completed" and not cut_answer:
                 raise RuntimeError(f"turn {number} ended {result.status}: {result.response.get('error')}")
             usage = result.response.get("usage")
             record = TurnRecord(
@@ -162,15 +174,23 @@ async def run_agent(
                 interrupted=interrupted,
                 usage=usage if isinstance(usage, dict) else {},
                 response_id=str(result.response.get("id", "")),
+                output=list(result.output),
             )
             turns.append(record)
             if observer is not None:
                 observer.turn_finished(record)
             conversation += result.output
-            calls = result.function_calls
-            if not calls:
-                final_text, finished = result.output_text, True
-                break
+            if forced is not None and plan is not None:
+                if plan.call is None:
+                    final_text, finished = result.output_text, True
+                    break
+                model_call = forced.model_call(plan, result.output)
+                calls: list[Item] = [{**model_call, "arguments": plan.call.arguments}]
+            else:
+                calls = result.function_calls
+                if not calls:
+                    final_text, finished = result.output_text, True
+                    break
             for call in calls:
                 outcome = await asyncio.to_thread(
                     toolbox.call, str(call["name"]), str(call.get("arguments", ""))
@@ -178,6 +198,8 @@ async def run_agent(
                 record.tool_calls += 1
                 record.tool_errors += 0 if outcome.ok else 1
                 record.tool_time_s += outcome.seconds
+                if forced is not None and plan is not None and plan.call is not None:
+                    forced.observe(str(call["call_id"]), plan.call, outcome.output)
                 conversation.append(
                     {"type": "function_call_output", "call_id": call["call_id"], "output": outcome.output}
                 )
@@ -195,3 +217,33 @@ async def run_agent(
         file_hashes=file_hashes,
         conversation=conversation,
     )
+
+
+PER_TURN_FIELDS = frozenset({"tool_choice", "max_output_tokens"})
+"""What forced calls change every turn; the chain (previous_response_id) continues across them."""
+
+
+def _options(config: AgentConfig) -> SessionOptions | None:
+    if not config.forced_calls:
+        return config.session
+    return replace(config.session or SessionOptions(), per_turn_fields=PER_TURN_FIELDS)
+
+
+def _request(config: AgentConfig, plan: TurnPlan | None, metadata: dict[str, str]) -> dict[str, Any]:
+    """The request fields of one turn: the sim policy's metadata with tool_choice auto, or (forced calls)
+    the plan's tool_choice and length, decoded greedily."""
+    common: dict[str, Any] = {"instructions": INSTRUCTIONS, "tools": TOOL_SCHEMAS}
+    if plan is None:
+        return {
+            **common,
+            "tool_choice": "auto",
+            "parallel_tool_calls": config.batch > 1,
+            "extra": {"metadata": metadata},
+        }
+    return {
+        **common,
+        "tool_choice": plan.tool_choice,
+        "parallel_tool_calls": False,
+        "max_output_tokens": plan.max_output_tokens,
+        "extra": {"temperature": 0},
+    }

@@ -14,10 +14,15 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..agent.forced import DEFAULT_CALL_TOKENS
 from ..netem import PROFILES
-from .campaign import run_plan
+from .agent_real import ENGINES, REAL_VARIANTS, RealPlan, run_real
+from .campaign import Campaign, run_plan
 from .grid import CORE_VARIANTS, EXTRA_VARIANTS, SPEEDS, VARIANTS, Cell, Plan, full_plan, quick_plan
+from .llama import RealTierMissing, model_path, real_python
+from .measure import RealModel
 from .report import aggregate, report
+from .report_real import report_real
 from .samples import RolloutSample, TurnSample, read_jsonl
 
 
@@ -61,6 +66,31 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--file-kb", type=int, default=0, help="pad each fixture module by N KiB: more history per read"
     )
+    real = parser.add_argument_group(
+        "real model (--real)",
+        "The same rollouts on a real model: the scripted policy forces each call through tool_choice "
+        "(the model decodes its arguments, the agent runs the policy's), greedy decoding, short tool "
+        "outputs. Defaults: --profiles wan,mobile --variants http-full,ws --calls 5 --repeats 2.",
+    )
+    real.add_argument("--real", action="store_true", help="run the agent loop on a real model")
+    real.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="local",
+        help="local: in process on the GGUF; openai-chat: in front of a real llama.cpp server "
+        "(llama-cpp-python, from the real tier's venv); sim: the machinery without a model (%(default)s)",
+    )
+    real.add_argument(
+        "--model", type=Path, help="the GGUF (default: SmolLM2's, from the real tier's venv, make real-setup)"
+    )
+    real.add_argument("--gguf-cache", type=Path, help="where the GGUF is converted once (local engine)")
+    real.add_argument("--max-turns", type=int, default=400, help="stop each rollout after N turns")
+    real.add_argument(
+        "--call-tokens", type=int, default=DEFAULT_CALL_TOKENS, help="max_output_tokens of a forced call"
+    )
+    real.add_argument(
+        "--tool-output-chars", type=int, default=600, help="tool outputs kept to N characters (min 200)"
+    )
     parser.add_argument("--out", type=Path, default=Path("bench/results/agent"), help="%(default)s")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     return parser
@@ -87,10 +117,60 @@ def plan_from(args: argparse.Namespace) -> Plan:
     )
 
 
+def real_plan_from(args: argparse.Namespace) -> RealPlan:
+    model: Path | None = args.model
+    if model is None and args.engine != "sim":
+        model = model_path(real_python(Path.cwd()))
+    if args.max_turns < 1 or args.call_tokens < 1 or args.tool_output_chars < 200:
+        raise ValueError("--max-turns and --call-tokens must be at least 1, --tool-output-chars 200")
+    calls = args.calls or (5,)
+    if len(calls) != 1:
+        raise ValueError("--real runs one rollout length: give --calls one number")
+    return RealPlan(
+        engine=args.engine,
+        model=model,
+        profiles=args.profiles or ("wan", "mobile"),
+        variants=args.variants or REAL_VARIANTS,
+        calls=calls[0],
+        repeats=args.repeats if args.repeats is not None else 2,
+        real=RealModel(
+            model="smollm2",
+            call_tokens=args.call_tokens,
+            tool_output_chars=args.tool_output_chars,
+            max_turns=args.max_turns,
+        ),
+        gguf_cache=args.gguf_cache,
+    )
+
+
+def _run_real(parser: argparse.ArgumentParser, args: argparse.Namespace, jsonl: Path) -> Campaign:
+    try:
+        plan = real_plan_from(args)
+    except (ValueError, RealTierMissing) as error:
+        parser.error(str(error))
+    print(
+        f"loopwire bench agent --real: {plan.rollouts} rollouts on {plan.label} "
+        f"({plan.model or 'no model'}); "
+        f"profiles {','.join(plan.profiles)}; variants {','.join(plan.variants)}; {plan.calls} calls; "
+        f"repeats {plan.repeats}; tool outputs <= {plan.real.tool_output_chars} chars",
+        file=sys.stderr,
+    )
+    return asyncio.run(run_real(plan, jsonl))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     out: Path = args.out
+    if args.real and args.report is not None:
+        rollouts, turns = (
+            list(read_jsonl(args.report, RolloutSample)),
+            list(read_jsonl(args.report, TurnSample)),
+        )
+        out.mkdir(parents=True, exist_ok=True)
+        return _write_real(rollouts, turns, out, plots=not args.no_plots, capped=args.max_turns < 400)
+    if args.real:
+        return _main_real(parser, args, out)
     if args.report is not None:
         rollouts = list(read_jsonl(args.report, RolloutSample))
         turns = list(read_jsonl(args.report, TurnSample))
@@ -127,3 +207,32 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"plot: {path}", file=sys.stderr)
     unfinished = [row for row in rows if not row.all_finished]
     return 1 if unfinished else 0
+
+
+def _main_real(parser: argparse.ArgumentParser, args: argparse.Namespace, out: Path) -> int:
+    out.mkdir(parents=True, exist_ok=True)
+    jsonl = out / "bench.jsonl"
+    jsonl.unlink(missing_ok=True)
+    started = time.monotonic()
+    campaign = _run_real(parser, args, jsonl)
+    print(f"measured in {time.monotonic() - started:.0f} s; records in {jsonl}", file=sys.stderr)
+    return _write_real(
+        campaign.rollouts, campaign.turns, out, plots=not args.no_plots, capped=args.max_turns < 400
+    )
+
+
+def _write_real(
+    rollouts: list[RolloutSample], turns: list[TurnSample], out: Path, *, plots: bool, capped: bool
+) -> int:
+    text = report_real(rollouts, turns)
+    print(text)
+    (out / "report.md").write_text(text)
+    if plots and importlib.util.find_spec("matplotlib") is None:
+        print("plots skipped: matplotlib is not installed (pip install 'loopwire[bench]')", file=sys.stderr)
+    elif plots:
+        from .plots import write_real_plots
+
+        for path in write_real_plots(aggregate(rollouts, turns), turns, out):
+            print(f"plot: {path}", file=sys.stderr)
+    unfinished = [rollout for rollout in rollouts if not rollout.finished]
+    return 1 if unfinished and not capped else 0

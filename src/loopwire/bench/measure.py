@@ -6,14 +6,17 @@ server's timing events, the server's CPU clock) into samples; must not start ser
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from ..agent.fixture import write_fixture
+from ..agent.forced import CALLS_LABEL, DEFAULT_CALL_TOKENS
 from ..agent.loop import AgentConfig, AgentRun, TurnRecord, run_agent
+from ..agent.tools import ToolSettings
 from ..client import SessionOptions
 from ..netem import PROFILES
 from .cpu import process_cpu_ns
@@ -45,6 +48,17 @@ class CpuObserver:
 
 
 @dataclass(frozen=True, slots=True)
+class RealModel:
+    """A rollout on a real model: the policy forces each call (agent/forced.py), greedy decoding, short
+    tool outputs (so a CPU gets through it), at most `max_turns` turns."""
+
+    model: str = "smollm2"
+    call_tokens: int = DEFAULT_CALL_TOKENS
+    tool_output_chars: int = 600
+    max_turns: int = 400
+
+
+@dataclass(frozen=True, slots=True)
 class Target:
     """Where the rollout's client connects (through the link emulator, or straight for loopback)."""
 
@@ -63,10 +77,14 @@ async def measure_rollout(
     seed: int,
     label: str,
     file_kb: int = 0,
+    real: RealModel | None = None,
+    note: str | None = None,
 ) -> tuple[RolloutSample, list[TurnSample]]:
-    """`label` names the rollout and makes its task text unique, so the engine's prefix cache (shared by
-    the whole server, like a real one's) cannot serve it from another variant's identical history: every
-    rollout starts from what is really shared, the instructions and tools."""
+    """`label` names the rollout and, unless `note` is given, makes its task text unique, so the engine's
+    prefix cache (shared by the whole server, like a real one's) cannot serve it from another variant's
+    identical history: every rollout starts from what is really shared, the instructions and tools.
+    `real`: the policy forces the calls of a real model (the task note then must not name the variant,
+    so that every transport's history is the same)."""
     observer = CpuObserver(target.server_pid)
     config = AgentConfig(
         base_url=target.base_url,
@@ -76,8 +94,17 @@ async def measure_rollout(
         seed=seed,
         batch=variant.batch,
         session=SessionOptions(http_keepalive=variant.keepalive, ws_deflate=variant.deflate),
-        task_note=f"(benchmark rollout {label})",
+        task_note=f"(benchmark rollout {label if note is None else note})",
     )
+    if real is not None:
+        config = replace(
+            config,
+            model=real.model,
+            forced_calls=True,
+            call_tokens=real.call_tokens,
+            max_turns=real.max_turns,
+            tools=ToolSettings(max_output=real.tool_output_chars),
+        )
     before = target.link.totals() if target.link is not None else None
     with tempfile.TemporaryDirectory(prefix="loopwire-bench-repo-") as tmp:
         repo = Path(tmp) / "repo"
@@ -89,7 +116,30 @@ async def measure_rollout(
         wire = (after[0] - before[0], after[1] - before[1])
     turns = [_turn_sample(label, cell, variant, repeat, turn, observer) for turn in run.turns]
     history = len(json.dumps(run.conversation, separators=(",", ":")).encode())
-    return _rollout_sample(label, cell, variant, repeat, order, run, turns, wire, history, file_kb), turns
+    rollout = _rollout_sample(label, cell, variant, repeat, order, run, turns, wire, history, file_kb)
+    if real is not None:
+        rollout = replace(rollout, calls_label=CALLS_LABEL)
+    return rollout, turns
+
+
+def output_digest(output: list[Any]) -> str:
+    """What the model said, without the ids the server makes up (call ids differ on every run): equal
+    digests on every transport mean the same greedy tokens, hence the same history."""
+    said = [
+        {key: value for key, value in item.items() if key not in ("id", "call_id", "status")}
+        for item in output
+        if isinstance(item, dict)
+    ]
+    return hashlib.sha256(json.dumps(said, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _first(timings: dict[str, float], *keys: str) -> float | None:
+    """The first of `keys` the timings have (the sim's latency model, else a real engine's own time)."""
+    for key in keys:
+        value = _number(timings, key)
+        if value is not None:
+            return value
+    return None
 
 
 def _number(timings: dict[str, float], key: str) -> float | None:
@@ -122,7 +172,10 @@ def _turn_sample(
         cached_tokens=int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0,
         rendered_tokens=None if rendered is None else int(rendered),
         reused_tokens=None if reused is None else int(reused),
-        model_ms=_number(timings, "engine_model_ms"),
+        model_ms=_first(timings, "engine_model_ms", "engine_total_ms"),
+        engine_ttft_ms=_number(timings, "engine_ttft_ms"),
+        output_tokens=int(usage.get("output_tokens") or 0),
+        output_digest=output_digest(record.output),
         server_ms=_number(timings, "total_ms"),
         server_cpu_ms=observer.turn_cpu_ms.get(record.number),
         tool_ms=record.tool_time_s * 1000.0,

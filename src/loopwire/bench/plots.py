@@ -37,6 +37,11 @@ def _pyplot() -> ModuleType:
     return plt
 
 
+def _engine(speed: str) -> str:
+    """A sim speed preset as "N tok/s"; a real engine's label (e.g. smollm2-local) as it is."""
+    return f"{speed} tok/s" if speed.isdigit() or speed == "instant" else speed
+
+
 def _focus_cells(turns: Sequence[TurnSample]) -> list[CellKey]:
     """The cells with the longest rollouts at the most common speed, one per profile."""
     if not turns:
@@ -83,7 +88,7 @@ def plot_by_turn(
         for variant in _ordered(list(lines)):
             numbers, values = lines[variant]
             axis.plot(numbers, values, label=variant, linewidth=2 if variant == BASELINE else 1.2)
-        axis.set_title(f"{cell.profile}, {cell.speed} tok/s, {cell.calls} calls")
+        axis.set_title(f"{cell.profile}, {_engine(cell.speed)}, {cell.calls} calls")
         axis.set_xlabel("turn")
         axis.set_ylabel(ylabel)
         axis.grid(alpha=0.3)
@@ -124,7 +129,7 @@ def plot_e2e_by_profile(rows: Sequence[Row], path: Path) -> bool:
             axis.scatter(positions, floors, marker="_", color="black", s=200, zorder=3)
         axis.set_xticks([slot + 0.4 - width / 2 for slot in range(len(profiles))], profiles)
         axis.set_ylabel("end-to-end s (median)")
-        axis.set_title(f"{calls} tool calls, {speed} tok/s (tick: floor)")
+        axis.set_title(f"{calls} tool calls, {_engine(speed)} (tick: floor)")
         axis.grid(axis="y", alpha=0.3)
     axes[0][0].legend()
     figure.tight_layout()
@@ -197,4 +202,29 @@ def write_plots(rows: Sequence[Row], turns: Sequence[TurnSample], directory: Pat
     variants = directory / "variants.png"
     if plot_variants(rows, variants):
         written.append(variants)
+    return written
+
+
+def write_real_plots(rows: Sequence[Row], turns: Sequence[TurnSample], directory: Path) -> list[Path]:
+    """The real-model run's plots: turn latency, TTFT and tokens prefilled by turn number (one panel per
+    profile), and end-to-end time per profile."""
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, field, ylabel, title in (
+        ("turn_latency.png", "latency_ms", "turn latency ms (median)", "Turn latency by turn"),
+        ("ttft.png", "ttft_ms", "TTFT ms (median, client)", "Time to first output by turn"),
+        (
+            "prefilled_tokens.png",
+            "prefilled_tokens",
+            "prompt tokens prefilled (median)",
+            "Prompt tokens prefilled by turn (the rest: the engine's KV)",
+        ),
+    ):
+        path = directory / name
+        present = [turn for turn in turns if getattr(turn, field) is not None]
+        if plot_by_turn(present, path, field, ylabel, title):
+            written.append(path)
+    e2e = directory / "e2e_by_profile.png"
+    if plot_e2e_by_profile(rows, e2e):
+        written.append(e2e)
     return written

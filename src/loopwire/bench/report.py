@@ -67,10 +67,15 @@ def cell_of(sample: RolloutSample | TurnSample) -> CellKey:
     return CellKey(sample.profile, sample.speed, sample.calls)
 
 
-def aggregate(rollouts: Sequence[RolloutSample], turns: Sequence[TurnSample]) -> list[Row]:
-    by_rollout: dict[str, list[TurnSample]] = defaultdict(list)
+def turns_by_rollout(turns: Iterable[TurnSample]) -> dict[str, list[TurnSample]]:
+    grouped: dict[str, list[TurnSample]] = defaultdict(list)
     for turn in turns:
-        by_rollout[turn.rollout].append(turn)
+        grouped[turn.rollout].append(turn)
+    return grouped
+
+
+def aggregate(rollouts: Sequence[RolloutSample], turns: Sequence[TurnSample]) -> list[Row]:
+    by_rollout = turns_by_rollout(turns)
     groups: dict[tuple[CellKey, str], list[RolloutSample]] = defaultdict(list)
     for rollout in rollouts:
         groups[(cell_of(rollout), rollout.variant)].append(rollout)

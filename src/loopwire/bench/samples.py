@@ -39,13 +39,27 @@ class TurnSample:
     """Prompt tokens whose render the server kept from the lane's previous turn (not rendered again)."""
     model_ms: float | None
     """The engine's latency model for this turn: time to first token plus decoding (what a real GPU
-    server would spend), without loopwire's own work."""
+    server would spend), without loopwire's own work. A real engine: the time it spent on the turn
+    (render, prefill, decode)."""
     server_ms: float | None
     """Server-side: from the frame or request arriving to the terminal event being ready."""
     server_cpu_ms: float | None
     """CPU the server process used during the turn (all threads), None where it cannot be read."""
     tool_ms: float
     """Time the agent's tools took after this turn (not part of latency_ms)."""
+    engine_ttft_ms: float | None = None
+    """Server-side, a real engine's own: from the turn's start in the engine to its first token (render
+    and prefill included). A forced call reaches the client only once it closes, so the client's TTFT of
+    a call turn includes decoding the call; this one does not."""
+    output_tokens: int = 0
+    output_digest: str = ""
+    """The model's output without server-made ids (measure.output_digest): equal across transports when
+    the model said the same."""
+
+    @property
+    def prefilled_tokens(self) -> int:
+        """Prompt tokens the engine computed this turn (those its KV state did not hold)."""
+        return self.input_tokens - self.cached_tokens
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +100,8 @@ class RolloutSample:
     """The conversation's size at the end, as compact JSON (None in records from before it was kept)."""
     file_kb: int = 0
     """The fixture's padding per module (Plan.file_kb)."""
+    calls_label: str = ""
+    """How the tool calls came about when not from the sim engine's policy (agent/forced.CALLS_LABEL)."""
 
     @property
     def overhead_s(self) -> float:

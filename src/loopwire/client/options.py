@@ -43,6 +43,12 @@ class SessionOptions:
     """Reuse HTTP connections between turns. Off, every turn pays a TCP connect (and, through a link
     emulator, its handshake round trip): the unfair baseline some clients still are."""
 
+    per_turn_fields: frozenset[str] = frozenset()
+    """Request fields that may change between turns without resending the whole conversation, e.g.
+    tool_choice and max_output_tokens of an agent that forces each call: previous_response_id carries a
+    response's input and output, none of these fields. By default any changed field resends it all
+    (Codex CLI's rule)."""
+
     resume: bool = False
     """Ask the server for a reconnect-grace token (`--resume-grace-s` on loopwire) and present it when a
     dropped socket is replaced: the new socket continues the lost one's lanes by id, store=false too,

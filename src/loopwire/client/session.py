@@ -57,9 +57,11 @@ class TurnStream:
     Iterate it to the end (or use `async with`): a turn abandoned half-way is cancelled by dropping its
     socket, so that no event of it can leak into the next turn."""
 
-    def __init__(self, session: Session, conversation: list[Item], fields: bytes) -> None:
+    def __init__(self, session: Session, conversation: list[Item], fields: bytes, chain: bytes) -> None:
         self.conversation = conversation
         self.fields = fields
+        self.chain = chain
+        """The fields the delta rule compares (SessionOptions.per_turn_fields left out)."""
         self.metrics = TurnMetrics()
         self._result: TurnResult | None = None
         self.active = False
@@ -233,7 +235,9 @@ class Session:
                 raise ValueError(f"the session sets {', '.join(sorted(reserved))} itself")
             fields.update(extra)
         fields["store"] = self.store
-        return TurnStream(self, list(conversation), canonical_fields(fields))
+        per_turn = self.options.per_turn_fields
+        chain = {name: value for name, value in fields.items() if name not in per_turn}
+        return TurnStream(self, list(conversation), canonical_fields(fields), canonical_fields(chain))
 
     async def run_turn(
         self,
@@ -389,7 +393,7 @@ class Session:
         conn = route.conn
         same_lanes = conn is not None and (conn is self._holder or conn.resumed_from is self._holder)
         reachable = last.stored or self._resumed or same_lanes
-        return plan_input(last if reachable else None, turn.fields, turn.conversation)
+        return plan_input(last if reachable else None, turn.chain, turn.conversation)
 
     def _commit(self, turn: TurnStream, attempt: _Attempt, started: float) -> None:
         assert attempt.terminal is not None
@@ -406,7 +410,7 @@ class Session:
         output = response.get("output")
         if response.get("status") in ("completed", "incomplete") and isinstance(output, list):
             self._last = LastResponse(
-                str(response["id"]), turn.fields, turn.conversation + output, stored=self.store
+                str(response["id"]), turn.chain, turn.conversation + output, stored=self.store
             )
             self._holder = route.conn
             if route.conn is not None:
