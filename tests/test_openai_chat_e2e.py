@@ -5,6 +5,7 @@ WebSocket mode. Asserts the events and, for continuations, the full history the 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import socket
 from collections.abc import AsyncIterator
@@ -462,6 +463,6 @@ async def test_a_chained_conversation_sends_the_upstream_the_bytes_a_full_resend
     assert chained == full
     assert ws == full
     messages = [json.loads(body)["messages"] for body in full]
-    for earlier, later in zip(messages, messages[1:], strict=False):
+    for earlier, later in itertools.pairwise(messages):
         assert later[: len(earlier)] == earlier
         assert len(later) > len(earlier)
