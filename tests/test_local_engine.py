@@ -462,6 +462,27 @@ async def test_a_forced_tool_choice_makes_even_random_weights_call_that_tool(eng
         jsonschema.validate(json.loads(calls[0].arguments), tool.parameters)
 
 
+async def test_a_forced_call_is_written_as_the_template_writes_it(engine: LocalEngine) -> None:
+    """The grammar opens the call as the template does (call_opening), so the text the lane's KV holds
+    after a forced call is the start of the next turn's render. (Random weights may spell it in other
+    tokens than the tokenizer would; the real model's ids are checked in tests/real/test_local_gguf.py.)"""
+    pytest.importorskip("xgrammar")
+    history = EMPTY_CONTEXT.extend([user("Any severe alerts?")])
+    forced = await run(
+        engine, history, tools=(ALERTS,), tool_choice=NamedToolChoice("alerts"), max_output_tokens=200
+    )
+    calls = [item for item in forced.output if isinstance(item, FunctionCall)]
+    assert len(calls) == 1 and json.loads(calls[0].arguments) in ({"severe": True}, {"severe": False})
+    state = forced.finished.render
+    assert isinstance(state, LocalRenderState)
+    answered = history.extend(forced.output).extend(
+        [FunctionCallOutput(call_id=calls[0].call_id, output="no")]
+    )
+    prompt = engine.render(EngineRequest(model="tiny", history=answered, tools=(ALERTS,), tool_choice="none"))
+    decode = engine.loaded.tokenizer.decode
+    assert decode(prompt).startswith(decode(list(state.ids)))
+
+
 async def test_a_json_schema_text_format_constrains_the_text(engine: LocalEngine) -> None:
     jsonschema = pytest.importorskip("jsonschema")
     pytest.importorskip("xgrammar")

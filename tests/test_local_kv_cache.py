@@ -109,4 +109,4 @@ async def test_jump_forward_gives_the_same_output_in_fewer_forward_passes(
         if "text_format" in fields:
             json.loads(outputs[0][0])
     assert drafting.stats.drafted >= drafting.stats.draft_kept > 0
-    assert stepping.stats.drafted == 0
+    assert stepping.stats.drafted == drafting.stats.drafted  # the same forced tokens, fed one per pass

@@ -175,7 +175,12 @@ async def test_a_websocket_tool_chain_reuses_the_kv_and_matches_a_full_prefill(
         await client.close()
     assert second["status"] in ("completed", "incomplete"), second
     reused = second["usage"]["input_tokens_details"]["cached_tokens"]
-    assert reused >= first["usage"]["input_tokens"], (first["usage"], second["usage"])
+    # What the first turn left in the KV (its prompt and its output but the stop token) is reused up to
+    # the model's own spelling of its arguments: the grammar wrote the call's opening as the template does,
+    # in the tokenizer's own tokens (a bare "<tool_call>" and the model's spelling of `"name"` lost the
+    # whole call, 29 tokens; what may differ now is the argument values' tail, "celsius"}} here).
+    fed = first["usage"]["input_tokens"] + first["usage"]["output_tokens"] - 1
+    assert fed - 10 <= reused <= fed, (first["usage"], second["usage"])
     # The same conversation over HTTP, in full: no lane, so a full prefill. Greedy: the same tokens.
     replay = [
         {"role": "user", "content": "What is the weather in Paris?"},

@@ -18,9 +18,9 @@ from typing import Any
 
 from ..base import EngineError, EngineRequest, NamedToolChoice, ToolSpec
 from ..common.tool_names import ChatToolNames
-from .tool_parser import CLOSE, OPEN
+from .call_opening import CallOpenings
+from .tool_parser import CLOSE
 
-CALL_OPEN = OPEN + "\n"
 CALL_CLOSE = "\n" + CLOSE
 EMPTY_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}}
 
@@ -124,8 +124,11 @@ class Grammars:
     """One per engine: the tokenizer's vocabulary for xgrammar (built on first use) and compiled grammars
     cached by their source (a lane that forces the same tool every turn compiles it once)."""
 
-    def __init__(self, tokenizer: Any, vocab_size: int, stop_ids: Iterable[int]) -> None:
+    def __init__(
+        self, tokenizer: Any, vocab_size: int, stop_ids: Iterable[int], openings: CallOpenings
+    ) -> None:
         self.tokenizer = tokenizer
+        self.openings = openings
         self.vocab_size = vocab_size
         self.stop_ids = sorted(stop_ids)
         self._compiler: Any = None
@@ -161,17 +164,19 @@ class Grammars:
         names = ChatToolNames(tools)
         forced = forced_tools(request)
         if forced is not None:
-            return self._call(xgr, forced, names)
+            return self._call(xgr, forced, names, self.openings.text(tools))
         schema = text_schema(request)
         assert schema is not None
         text = self._json(xgr, schema, "the text format's schema")
         if tools and request.tool_choice == "auto":  # the model may answer in the schema or call a tool
-            return xgr.Grammar.union(text, self._call(xgr, list(tools), names))
+            return xgr.Grammar.union(text, self._call(xgr, list(tools), names, self.openings.text(tools)))
         return text
 
-    def _call(self, xgr: Any, tools: list[ToolSpec], names: ChatToolNames) -> Any:
+    def _call(self, xgr: Any, tools: list[ToolSpec], names: ChatToolNames, opening: str) -> Any:
+        """A `<tool_call>` block opened as the template writes it (call_opening), so the next turn's
+        render of the call extends the ids the lane's KV holds."""
         body = self._json(xgr, calls_schema(tools, names), "the tool parameters")
-        return xgr.Grammar.concat(_literal(xgr, CALL_OPEN), body, _literal(xgr, CALL_CLOSE))
+        return xgr.Grammar.concat(_literal(xgr, opening), body, _literal(xgr, CALL_CLOSE))
 
     def _json(self, xgr: Any, schema: dict[str, Any], what: str) -> Any:
         try:

@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ..base import EngineCount, EngineDelta, EngineError, EngineRequest, Finished
 from ..common.tool_names import CallRestorer, ChatToolNames
+from .call_opening import CallOpenings
 from .constrain import Grammars
 from .generation import Emit, GenerationStats, Generator, TurnJob
 from .kv_pool import KvPool, LocalRenderState, render_lane
@@ -45,7 +46,9 @@ class LocalEngine:
         )
         self.generator.stop_ids = self.template.stop_ids(self.loaded.eos_ids)
         vocab_size = getattr(self.loaded.config, "vocab_size", None) or len(self.loaded.tokenizer)
-        self.grammars = Grammars(self.loaded.tokenizer, int(vocab_size), self.generator.stop_ids)
+        self.grammars = Grammars(
+            self.loaded.tokenizer, int(vocab_size), self.generator.stop_ids, CallOpenings(self.template)
+        )
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="loopwire-local")
         self._closed = False
 

@@ -66,9 +66,9 @@ class GenerationStats:
     forward_passes: int = 0
     """Model forward passes, prefill chunks and decode steps together."""
     drafted: int = 0
-    """Tokens a grammar forced that were fed ahead of being picked (jump-forward drafts)."""
+    """Tokens a grammar forced (in the tokenizer's spelling, not sampled), fed with the token before."""
     draft_kept: int = 0
-    """Of those, the ones the picked token confirmed (the others were dropped from the KV cache)."""
+    """Of those, the ones output (a stop or the token cap leaves the rest unused, dropped from the KV)."""
     history: list[tuple[int, int]] = field(default_factory=list)
     """(reused, prefilled) per turn, newest last, at most 1024."""
 
@@ -133,9 +133,17 @@ class Generator:
         kwargs = {loaded.cache_kwarg: cache, "use_cache": True, "logits_to_keep": keep}
         return loaded.model(input_ids=tensor, **kwargs).logits[0]
 
+    def _feed(self, ids: Sequence[int], cache: Any) -> list[Any]:
+        """The logits after each of `ids`, their KV into `cache`: in one forward pass with jump_forward,
+        else one pass per token (the same rows, for benchmarks)."""
+        if self.jump_forward:
+            return list(self._forward(ids, cache, len(ids)))
+        return [self._forward((token,), cache)[-1] for token in ids]
+
     def _draft(self, job: TurnJob, cache: Any, limit: int) -> list[int]:
-        """The tokens the turn's grammar forces next (none without one, or when drafting is off)."""
-        if job.constraint is None or not self.jump_forward or not getattr(cache, "is_croppable", True):
+        """The tokens the turn's grammar forces next, in the tokenizer's own spelling (none without a
+        grammar, or with a cache that cannot drop the ones a stop leaves unused)."""
+        if job.constraint is None or not getattr(cache, "is_croppable", True):
             return []
         draft = job.constraint.forced_tokens(limit)
         self.stats.drafted += len(draft)
@@ -173,7 +181,7 @@ class Generator:
         room = job.max_new_tokens if limit is None else min(job.max_new_tokens, limit - len(prompt))
         # Tokens a grammar forces from its start ride along with the prompt's last chunk (see _decode_loop).
         draft = self._draft(job, cache, room - 1) if job.generate else []
-        sequence = [*prompt, *draft]
+        sequence = [*prompt, *draft] if self.jump_forward else list(prompt)
         try:
             rows: list[Any] = []
             for start in range(reused, len(sequence), self.chunk):
@@ -183,6 +191,8 @@ class Generator:
                 keep = min(end - start, max(1, end - len(prompt) + 1))
                 logits = self._forward(sequence[start:end], cache, keep)
                 rows = [*rows, *logits] if start >= len(prompt) else list(logits)  # draft-only chunk
+            if not self.jump_forward and draft:
+                rows = [*rows[-1:], *self._feed(draft, cache)]
         except BaseException:
             self._give_back(job.parent, taken, cache, reused)
             raise
@@ -231,19 +241,25 @@ class Generator:
         started: float,
         timings: dict[str, float],
     ) -> StopReason:
-        """Samples up to `room` tokens, streaming them, and feeds each back. `rows[i]` are the logits after
-        `fed` and `expected[:i]`: draft tokens whose KV is in the cache but not yet verified. A draft token is
-        kept only when the token picked from the logits before it (masked and sampled exactly as one
-        token at a time) is that token; the first that differs drops the rest of the draft from the cache.
-        So a grammar's forced run (`<tool_call>\n{"name": ...`) costs one forward pass, not one per token,
-        and the output is what decoding one token per pass gives. `tokens` is (fed, output), appended to."""
+        """Samples up to `room` tokens, streaming them, and feeds each back. Where the grammar allows exactly
+        one text next (a forced call's `<tool_call>\n{"name": "f", "arguments": {"`), its tokens are not
+        sampled: they are `expected`, in the tokenizer's own spelling, so the lane's KV holds the very ids
+        the next turn's render of the call starts with (a model picking among the spellings the grammar
+        allows, `n`+`ame` for `name`, would make that turn re-prefill the whole call). `rows[i]` are the
+        logits after `fed` and `expected[:i]`, whose KV is in the cache: the run costs one forward pass
+        with jump_forward. `tokens` is (fed, output), appended to."""
         fed, output = tokens
         position = 0
         for step in range(room):
-            logits = rows[position]
-            if job.constraint is not None:
-                logits = job.constraint.mask(logits)
-            token = self.sampler.pick(logits, job.temperature, job.top_p)
+            forced = position < len(expected)
+            if forced:
+                token = expected[position]
+                position += 1
+            else:
+                logits = rows[position]
+                if job.constraint is not None:
+                    logits = job.constraint.mask(logits)
+                token = self.sampler.pick(logits, job.temperature, job.top_p)
             if job.constraint is not None:
                 job.constraint.accept(token)
             output.append(token)
@@ -258,18 +274,13 @@ class Generator:
                 return "length"
             if job.cancelled.is_set():
                 raise Cancelled
-            if position < len(expected) and token == expected[position]:
-                fed.append(token)  # its KV is in the cache already
-                position += 1
+            fed.append(token)
+            if forced:  # its KV is in the cache already
                 self.stats.draft_kept += 1
                 continue
-            unverified = len(expected) - position
-            if unverified:
-                cache.crop(-unverified)
             expected = self._draft(job, cache, room - step - 1)
-            rows = list(self._forward((token, *expected), cache, 1 + len(expected)))
+            rows = self._feed((token, *expected), cache)
             position = 0
-            fed.append(token)
         return "length"
 
     def _decode(self, ids: Sequence[int]) -> str:

@@ -33,8 +33,8 @@ class LocalSettings:
     benchmarks). render_cache: off renders and tokenizes the whole conversation every turn (for
     benchmarks); on, a lane's next turn renders only its new items. prefill_chunk_tokens: prompt tokens
     per forward pass (bounds activation memory, and a cancelled turn stops between chunks).
-    jump_forward: feed the tokens a grammar forces (a forced tool call's fixed opening) in one forward pass,
-    each kept only where decoding one token at a time would have picked it (off: one pass per token, for
+    jump_forward: feed the tokens a grammar forces (a forced tool call's fixed opening, written in the
+    tokenizer's own spelling) in one forward pass (off: one pass per token, the same output, for
     benchmarks). max_output_tokens: the cap when a request sets none. temperature: used when a request sets
     none (0 is greedy). seed: of the sampler.
     upstream: token-id mode. The URL of a llama.cpp `llama-server` serving the same model file (e.g.

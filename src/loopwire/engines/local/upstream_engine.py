@@ -21,16 +21,15 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import aclosing
 from itertools import count
 
-from ...protocol.items import FunctionCall, Message
 from ..base import EngineCount, EngineDelta, EngineError, EngineRequest, Finished, StopReason, Usage
 from ..common.affinity import SlotTable
 from ..common.tool_names import CallRestorer, ChatToolNames
+from .call_opening import CallOpenings
 from .completion import CompletionUpstream, ServerProps, completion_body
-from .constrain import CALL_CLOSE, CALL_OPEN, calls_schema, forced_tools, text_schema
+from .constrain import CALL_CLOSE, calls_schema, forced_tools, text_schema
 from .kv_pool import LocalRenderState, render_lane
-from .messages import build_messages, build_tools
 from .model_files import ModelFiles, load_files
-from .render_cache import PROBE_TOOL, IncrementalRenderer, Rendered
+from .render_cache import IncrementalRenderer, Rendered
 from .settings import LocalSettings
 from .template import Template
 from .tool_parser import ToolCallParser
@@ -48,7 +47,8 @@ class LocalUpstreamEngine:
         self.renderer = IncrementalRenderer(self.template, enabled=settings.render_cache)
         self.renderer.warm()
         self.upstream = CompletionUpstream(settings)
-        self._openings: dict[str, tuple[str, list[int]]] = {}
+        self.openings = CallOpenings(self.template)
+        self._opening_ids: dict[str, list[int]] = {}
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="loopwire-render")
         self._slots: SlotTable | None = None
         self._props: asyncio.Task[ServerProps] | None = None
@@ -86,29 +86,13 @@ class LocalUpstreamEngine:
         return self._slots
 
     def call_opening(self, request: EngineRequest) -> tuple[str, list[int]]:
-        """What the template writes between the generation prompt and a tool call's JSON (loopwire's Hermes
-        ChatML: "\\n<tool_call>\\n"), and its ids: the prompt of a forced call ends with it, so the
-        next turn's render of the call extends the ids the server holds. Probed once per template."""
-        source = self.template.source_for(build_tools(request.tools, ChatToolNames(request.tools)))
-        known = self._openings.get(source)
-        if known is None:
-            known = self._openings[source] = self._probe_opening()
-        return known
-
-    def _probe_opening(self) -> tuple[str, list[int]]:
-        names = ChatToolNames([PROBE_TOOL])
-        tools = build_tools([PROBE_TOOL], names)
-        asked = Message(role="user", content="Read f.py.")
-        call = FunctionCall(call_id="call_1", name=PROBE_TOOL.name, arguments='{"path": "f.py"}')
-        try:
-            prompt = self.template.text(build_messages([asked], None, names), tools, generate=True)
-            answered = self.template.text(build_messages([asked, call], None, names), tools, generate=False)
-        except Exception:  # a template that refuses the probe: the plain opening
-            return CALL_OPEN, self.template.encode(CALL_OPEN)
-        rest = answered[len(prompt) :] if answered.startswith(prompt) else ""
-        end = rest.find(CALL_OPEN)
-        opening = rest[: end + len(CALL_OPEN)] if end >= 0 else CALL_OPEN
-        return opening, self.template.encode(opening)
+        """The forced call's opening as the template writes it (call_opening), and its ids: the prompt
+        of a forced call ends with it, so the next turn's render of the call extends the slot's ids."""
+        text = self.openings.text(request.tools)
+        ids = self._opening_ids.get(text)
+        if ids is None:
+            ids = self._opening_ids[text] = self.template.encode(text)
+        return text, ids
 
     async def stream(self, request: EngineRequest) -> AsyncGenerator[list[EngineDelta], None]:
         if self._closed:
