@@ -22,6 +22,7 @@ cancelled because the client went away are counted (`cancelled`).
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,6 +124,8 @@ class Received:
     body: dict[str, Any]
     headers: dict[str, str]
     client_port: int
+    raw: bytes = b""
+    """The body's bytes as they came (an upstream's prompt cache sees these, not the parsed JSON)."""
 
 
 def fixture_events(name: str) -> list[bytes]:
@@ -169,9 +172,10 @@ class FakeUpstream:
         return web.json_response({"object": "list", "data": data})
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        body = await request.json()
+        raw = await request.read()
+        body = json.loads(raw)
         peer = request.transport.get_extra_info("peername") if request.transport else None
-        self.received.append(Received(body, dict(request.headers), peer[1] if peer else 0))
+        self.received.append(Received(body, dict(request.headers), peer[1] if peer else 0, raw))
         behaviour = self.script.pop(0) if self.script else str(body.get("model", ""))
         try:
             return await self._answer(request, behaviour)

@@ -84,7 +84,7 @@ def test_tool_outputs_become_user_messages_encoded_or_not(cached: bool) -> None:
     body = build_body(request, LLAMA, MessageCache(1 << 20) if cached else None)
     sent = msgspec.json.decode(encode_body(plan_turn(body, request, LLAMA).body))["messages"]
     assert [message["role"] for message in sent] == ["user", "assistant", "user"]
-    assert sent[2]["content"] == "Output of tool call c1:\n18 C"
+    assert sent[2]["content"] == "Output of functions.get_weather:\n18 C"
     assert sent[1]["content"] == "" and sent[1]["tool_calls"][0]["id"] == "c1"  # never null: a 500 there
 
 
@@ -96,3 +96,42 @@ def test_round_robin_rotates_and_sticky_keeps_a_lane() -> None:
     firsts = [spread.candidates("lane-a")[0].number for _ in range(6)]
     assert firsts == [1, 2, 3, 1, 2, 3]
     assert sorted(replica.number for replica in spread.candidates("lane-a")) == [1, 2, 3]
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_the_same_conversation_is_the_same_prompt_whatever_the_servers_call_ids(cached: bool) -> None:
+    """llama-cpp-python's call ids end in a random completion id, and its template leaves ids out of the
+    prompt: the tool outputs name their call by function (and place), so two runs of one conversation
+    send the same bytes (greedy decoding then gives the same answer), encoded messages or not."""
+
+    def sent(ids: tuple[str, str, str]) -> list[dict[str, Any]]:
+        """The messages sent, without the `id` of each assistant message's calls (not in the prompt)."""
+        items = [
+            Message(role="user", content="weather and time?"),
+            FunctionCall(call_id=ids[0], name="get_weather", arguments='{"city": "Oslo"}'),
+            FunctionCallOutput(call_id=ids[0], output="18 C"),
+            FunctionCall(call_id=ids[1], name="get_weather", arguments='{"city": "Lima"}'),
+            FunctionCall(call_id=ids[2], name="get_time", arguments="{}"),
+            FunctionCallOutput(call_id=ids[2], output="12:00"),
+            FunctionCallOutput(call_id=ids[1], output="21 C"),
+            FunctionCallOutput(call_id="not-in-history", output="?"),
+        ]
+        request = EngineRequest(model="m", history=EMPTY_CONTEXT.extend(items))
+        body = build_body(request, LLAMA, MessageCache(1 << 20) if cached else None)
+        messages: list[dict[str, Any]] = msgspec.json.decode(
+            encode_body(plan_turn(body, request, LLAMA).body)
+        )["messages"]
+        for message in messages:
+            for call in message.get("tool_calls", ()):
+                del call["id"]
+        return messages
+
+    first = sent(("call__0_get_weather_cmpl-1a2b", "a1", "b1"))
+    assert first == sent(("call__0_get_weather_cmpl-9f8e7d", "a22", "b333"))
+    outputs = [message["content"] for message in first if message["role"] == "user"]
+    assert outputs[1:] == [
+        "Output of functions.get_weather:\n18 C",
+        "Output of functions.get_time (call 2 of 2):\n12:00",
+        "Output of functions.get_weather (call 1 of 2):\n21 C",
+        "Output of tool call not-in-history:\n?",
+    ]

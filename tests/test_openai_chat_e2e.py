@@ -5,6 +5,7 @@ WebSocket mode. Asserts the events and, for continuations, the full history the 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import socket
 from collections.abc import AsyncIterator
@@ -406,3 +407,62 @@ async def test_models_are_the_upstreams(stack: Stack, client: openai.AsyncOpenAI
     listed = [model.id async for model in client.models.list()]
     assert "vllm_text" in listed and "ollama_tool_calls" in listed
     assert (await client.models.retrieve("any-name-the-client-sends")).id == "any-name-the-client-sends"
+
+
+async def _three_turns(stack: Stack, client: openai.AsyncOpenAI, mode: str) -> list[bytes]:
+    """One conversation (a user message; two calls; their outputs; a text answer; a follow-up) sent as
+    `mode`: "full" resends every item with store=false; "chained" sends the new items after
+    previous_response_id over HTTP with store=true; "ws" does so over WebSocket mode with store=false.
+    Returns the raw bodies the upstream received for it."""
+    start = len(stack.upstream.received)
+    turns: list[tuple[str, list[dict[str, Any]]]] = [
+        ("vllm_tool_calls", [{"role": "user", "content": "Weather in Paris for 3 days and Oslo tomorrow?"}]),
+        ("llamacpp_text", []),  # the call outputs, once the calls are known
+        ("ollama_text", [{"role": "user", "content": "And your name?"}]),
+    ]
+    history: list[dict[str, Any]] = []
+    previous: str | None = None
+    async with client.responses.connect() as connection:
+        for model, new in turns:
+            if not new:
+                calls = [item for item in history if item.get("type") == "function_call"]
+                new = [
+                    {"type": "function_call_output", "call_id": call["call_id"], "output": f"{i}C, sunny"}
+                    for i, call in enumerate(calls)
+                ]
+            fields: dict[str, Any] = {"model": model, "instructions": "Use the tools.", "tools": [WEATHER]}
+            if mode == "full":
+                fields.update(input=[*history, *new], store=False)
+            else:
+                fields.update(input=new, store=mode == "chained")
+                if previous is not None:
+                    fields["previous_response_id"] = previous
+            if mode == "ws":
+                done = (await ws_turn(connection, **fields))[-1]
+                assert done.type == "response.completed", done
+                response = done.response
+            else:
+                response = await client.responses.create(**fields)
+            assert response.status == "completed", response.error
+            history += [*new, *(item.model_dump(exclude_none=True) for item in response.output)]
+            previous = response.id
+    return [received.raw for received in stack.upstream.received[start:]]
+
+
+async def test_a_chained_conversation_sends_the_upstream_the_bytes_a_full_resend_sends(
+    stack: Stack, client: openai.AsyncOpenAI
+) -> None:
+    """The items the server kept (its own output items, the inputs before them) are rendered exactly as
+    the same items resent by the client, over HTTP and WebSocket mode: an upstream's prompt cache (one
+    exact prefix, as llama.cpp's) then serves a chained turn as it serves a resent one. And every turn's
+    messages extend the previous turn's unchanged, so that prefix is there to reuse."""
+    full = await _three_turns(stack, client, "full")
+    chained = await _three_turns(stack, client, "chained")
+    ws = await _three_turns(stack, client, "ws")
+    assert len(full) == 3
+    assert chained == full
+    assert ws == full
+    messages = [json.loads(body)["messages"] for body in full]
+    for earlier, later in itertools.pairwise(messages):
+        assert later[: len(earlier)] == earlier
+        assert len(later) > len(earlier)

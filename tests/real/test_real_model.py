@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -324,3 +325,47 @@ def test_no_max_output_tokens_is_capped_by_the_default(llama: LlamaServer, tmp_p
         assert response.usage is not None and response.usage.output_tokens == 12
     finally:
         server.stop()
+
+
+PREFIX_MATCH = re.compile(r"Llama\.generate: (\d+) prefix-match hit, remaining (\d+) prompt tokens to eval")
+
+
+async def test_a_chained_websocket_turn_reuses_the_upstreams_prompt_cache(
+    connection: Any, llama: LlamaServer
+) -> None:
+    """llama-cpp-python keeps one prompt cache and logs how much of each prompt it found there. Over
+    WebSocket mode (store=false, only the new items sent), every later turn's prompt starts with the whole
+    previous prompt, as the gateway renders the items the server kept: the server finds it in its cache and
+    evaluates only the new tokens. Nothing the gateway sends for itself in between (the dialect's
+    one-token prompt-count probe) evicts it: every request the turn made found at least that prefix."""
+    turns = [
+        ("Weather in Lima, then the time in Tokyo?", WEATHER),
+        (None, TIME),
+        (None, WEATHER),
+    ]
+    previous: Any = None
+    for text, tool in turns:
+        new: Any = text
+        if previous is not None:
+            call = call_of(previous)
+            new = [{"type": "function_call_output", "call_id": call.call_id, "output": "18 C, clear sky"}]
+        seen = len(llama.log_text())
+        fields: dict[str, Any] = {"tools": [WEATHER, TIME], "store": False}
+        if previous is not None:
+            fields["previous_response_id"] = previous.id
+        done = (
+            await ws_turn(
+                connection, input=new, tool_choice={"type": "function", "name": tool["name"]}, **fields
+            )
+        )[-1]
+        assert done.type == "response.completed", done
+        hits = [(int(hit), int(left)) for hit, left in PREFIX_MATCH.findall(llama.log_text()[seen:])]
+        assert hits, "the server logged no prompt-cache lookup"
+        prompt = done.response.usage.input_tokens
+        assert hits[0][0] + hits[0][1] == prompt  # the turn's request: the server's count of its prompt
+        if previous is not None:
+            before = previous.usage.input_tokens
+            # the previous prompt, all of it (a token at the seam may be split differently), came from cache
+            assert all(hit >= before - 2 for hit, _ in hits), (hits, before)
+            assert hits[0][1] <= prompt - before + 2, (hits, before, prompt)
+        previous = done.response

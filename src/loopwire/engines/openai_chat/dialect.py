@@ -13,7 +13,10 @@ Measured on llama-cpp-python 0.3.36 serving SmolLM2 (tests/real/test_quirks.py k
   call fails after the 200: an empty stream;
 - an assistant message with `content: null` beside `tool_calls` is an HTTP 500 (translate sends "");
 - its template renders a `tool` message as the role header alone: the tool's output never reaches the
-  model. Here each becomes a user message that says which call it answers;
+  model. Here each becomes a user message that says which call it answers, by the function's name as the
+  template shows the call (`functions.NAME`), never by the call id: the server's ids end in a random
+  completion id, which would make the same conversation a different prompt every time (and a greedy
+  model's next answer differ between runs of it);
 - streams carry no usage and ignore `stream_options`: the probe asks for the count afterwards.
 
 So under this dialect: "required" with one tool becomes that tool named; "required" among several, and
@@ -51,7 +54,9 @@ class TurnPlan:
 def plan_turn(body: dict[str, Any], request: EngineRequest, settings: OpenAIChatSettings) -> TurnPlan:
     if settings.dialect != "llama-cpp-python":
         return TurnPlan(body)
-    body = {**body, "messages": [_visible(message) for message in body["messages"]]}
+    messages = body["messages"]
+    calls = _calls_by_id(messages)
+    body = {**body, "messages": [_visible(message, calls) for message in messages]}
     tools = body.get("tools")
     choice = request.tool_choice
     if not tools or choice == "none":
@@ -72,7 +77,26 @@ def probe_body(body: dict[str, Any], settings: OpenAIChatSettings) -> dict[str, 
     return {**_not_streamed(body), settings.max_tokens_field: 1}
 
 
-def _visible(message: ChatMessage | msgspec.Raw) -> ChatMessage | msgspec.Raw:
+def _calls_by_id(messages: list[ChatMessage | msgspec.Raw]) -> dict[str, str]:
+    """Each call id of the assistant messages, as its output's message names the call: `functions.NAME`,
+    with its place among that message's calls when there are several."""
+    named: dict[str, str] = {}
+    for message in messages:
+        if isinstance(message, msgspec.Raw) or not message.get("tool_calls"):
+            continue  # assistant messages are never encoded whole; their tool_calls entries may be
+        entries = [
+            msgspec.json.decode(entry) if isinstance(entry, msgspec.Raw) else entry
+            for entry in message["tool_calls"]
+        ]
+        for place, entry in enumerate(entries, 1):
+            name = f"functions.{entry.get('function', {}).get('name', '')}"
+            if len(entries) > 1:
+                name += f" (call {place} of {len(entries)})"
+            named[str(entry.get("id", ""))] = name
+    return named
+
+
+def _visible(message: ChatMessage | msgspec.Raw, calls: dict[str, str]) -> ChatMessage | msgspec.Raw:
     """A tool message as a user message its template renders (others unchanged, encoded or not)."""
     if isinstance(message, msgspec.Raw):
         if b'"role":"tool"' not in bytes(message):
@@ -85,7 +109,9 @@ def _visible(message: ChatMessage | msgspec.Raw) -> ChatMessage | msgspec.Raw:
         return message
     content = message.get("content")
     text = content if isinstance(content, str) else msgspec.json.encode(content).decode()
-    return {"role": "user", "content": f"Output of tool call {message.get('tool_call_id', '')}:\n{text}"}
+    call_id = str(message.get("tool_call_id", ""))
+    call = calls.get(call_id, f"tool call {call_id}")  # a call the history does not hold: its id
+    return {"role": "user", "content": f"Output of {call}:\n{text}"}
 
 
 def _named(name: str) -> dict[str, Any]:
