@@ -116,6 +116,11 @@ def error_text(data: bytes) -> str:
     return message_of(decoded)
 
 
+def answer_detail(data: bytes, reason: str | None) -> str:
+    """What an error answer says: its body's message, else the HTTP reason phrase."""
+    return error_text(data) if data.strip() else reason or "no details"
+
+
 def upstream_error(data: bytes) -> EngineError:
     """An upstream error body as an EngineError: context_length_exceeded or upstream_error."""
     detail = error_text(data)

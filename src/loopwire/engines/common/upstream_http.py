@@ -2,8 +2,8 @@
 
 Owns the pool every upstream engine shares (opened on first use inside the running loop, refused once
 closed; its size, keep-alive, DNS cache, no decompression, no raising on statuses), the headers on every
-upstream request, the clock of one response's reads (first-byte deadline, then idle timeout) and draining
-a finished body; must not send requests or interpret answers.
+upstream request, the clock of one response's reads (first-byte deadline, then idle timeout), reading the
+bounded start of an error answer and draining a finished body; must not send requests or interpret answers.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ import aiohttp
 from ..base import EngineError
 
 DRAIN_TIMEOUT_S = 1.0
+MAX_ERROR_BODY_BYTES = 64 * 1024
+"""How much of an upstream's error answer is read for its message."""
 """After a stream's last event, how long to wait for the end of its body so the connection is reused."""
 
 
@@ -108,3 +110,15 @@ async def drain(response: aiohttp.ClientResponse, timeout_s: float = DRAIN_TIMEO
                     break
     except (TimeoutError, aiohttp.ClientError, OSError):
         pass  # the connection is closed instead of reused; the turn is already complete
+
+
+async def read_error_body(response: aiohttp.ClientResponse, deadline: float) -> bytes:
+    """The start (at most MAX_ERROR_BODY_BYTES) of a non-200 answer's body, read before `deadline` (loop
+    time); b"" when it does not come in time or the connection fails. Releases the response."""
+    try:
+        async with asyncio.timeout_at(deadline):
+            return await response.content.read(MAX_ERROR_BODY_BYTES)
+    except (TimeoutError, aiohttp.ClientError, OSError):
+        return b""
+    finally:
+        response.release()

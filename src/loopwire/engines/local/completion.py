@@ -22,14 +22,13 @@ import msgspec
 from ...protocol.sse import SseDecoder, SseError
 from ..base import EngineError
 from ..common.options import upstream_endpoint
-from ..common.upstream_errors import context_overflow, error_text, upstream_error
-from ..common.upstream_http import KeepalivePool, ReadClock, drain, upstream_headers
+from ..common.upstream_errors import answer_detail, context_overflow, error_text, upstream_error
+from ..common.upstream_http import KeepalivePool, ReadClock, drain, read_error_body, upstream_headers
 from .settings import COMPLETION_PATH, LocalSettings
 
 log = logging.getLogger("loopwire.engine.local")
 
 PROPS_PATH = "/props"
-MAX_ERROR_BODY_BYTES = 64 * 1024
 FINAL_FIELDS = ("content", "tokens", "stop", "stop_type", "tokens_predicted", "timings", "truncated")
 """What the last event of a stream carries back (not the prompt text, nor the generation settings)."""
 
@@ -204,14 +203,8 @@ class CompletionUpstream:
             ) from None
         if response.status == 200:
             return response
-        try:
-            async with asyncio.timeout_at(clock.deadline()):
-                body = await response.content.read(MAX_ERROR_BODY_BYTES)
-        except (TimeoutError, aiohttp.ClientError, OSError):
-            body = b""
-        finally:
-            response.release()
-        detail = error_text(body) if body.strip() else response.reason or "no details"
+        body = await read_error_body(response, clock.deadline())
+        detail = answer_detail(body, response.reason)
         overflow = context_overflow(body, detail) if 400 <= response.status < 500 else None
         if overflow is not None:
             raise overflow

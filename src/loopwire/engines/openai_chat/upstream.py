@@ -17,15 +17,13 @@ from hashlib import blake2b
 import aiohttp
 
 from ..base import EngineError
-from ..common.upstream_errors import context_overflow, error_text
-from ..common.upstream_http import KeepalivePool, ReadClock, drain, upstream_headers
+from ..common.upstream_errors import answer_detail, context_overflow
+from ..common.upstream_http import KeepalivePool, ReadClock, drain, read_error_body, upstream_headers
 from ..common.upstream_models import models_url, upstream_models
 from .settings import CHAT_COMPLETIONS_PATH, OpenAIChatSettings
 
 log = logging.getLogger("loopwire.upstream")
 
-MAX_ERROR_BODY_BYTES = 64 * 1024
-"""How much of a non-200 answer is read to find its error message."""
 MAX_COMPLETION_BODY_BYTES = 64 * 1024 * 1024
 """The largest non-streamed completion body accepted from a server that ignored `stream: true`."""
 
@@ -263,10 +261,8 @@ class UpstreamPool:
             ) from None
         if response.status == 200:
             return UpstreamStream(response, replica, clock)
-        try:
-            detail, data = await _error_detail(response, clock.deadline())
-        finally:
-            response.release()
+        data = await read_error_body(response, clock.deadline())
+        detail = answer_detail(data, response.reason)
         overflow = context_overflow(data, detail) if 400 <= response.status < 500 else None
         if overflow is not None:  # the same prompt fails on every replica, and is no replica's fault
             raise UpstreamFailure(
@@ -280,15 +276,3 @@ class UpstreamPool:
             replica_down=server_side,
             status=response.status,
         )
-
-
-async def _error_detail(response: aiohttp.ClientResponse, deadline: float) -> tuple[str, bytes]:
-    """The error's message and the body it came in (what was read of it)."""
-    try:
-        async with asyncio.timeout_at(deadline):
-            data = await response.content.read(MAX_ERROR_BODY_BYTES)
-    except (TimeoutError, aiohttp.ClientError, OSError):
-        return response.reason or "no details", b""
-    if not data.strip():
-        return response.reason or "no details", data
-    return error_text(data), data

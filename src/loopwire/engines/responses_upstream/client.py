@@ -11,14 +11,13 @@ import logging
 
 import aiohttp
 
-from ..common.upstream_http import KeepalivePool, ReadClock, drain, upstream_headers
+from ..common.upstream_http import KeepalivePool, ReadClock, drain, read_error_body, upstream_headers
 from ..common.upstream_models import models_url, upstream_models
 from .events import UpstreamFailure, error_body_failure
 from .settings import ResponsesSettings
 
 log = logging.getLogger("loopwire.upstream.responses")
 
-MAX_ERROR_BODY_BYTES = 64 * 1024
 """How much of a non-200 answer is read to find its error message."""
 
 
@@ -115,13 +114,7 @@ class UpstreamClient:
             raise UpstreamFailure("the upstream could not be reached") from None
         if response.status == 200:
             return SseBody(response, reads)
-        try:
-            async with asyncio.timeout_at(reads.deadline()):
-                data = await response.content.read(MAX_ERROR_BODY_BYTES)
-        except (TimeoutError, aiohttp.ClientError, OSError):
-            data = b""
-        finally:
-            response.release()
+        data = await read_error_body(response, reads.deadline())
         raise error_body_failure(response.status, data, response.reason)
 
     async def count_input_tokens(self, body: bytes) -> int | None:
